@@ -1,0 +1,44 @@
+# The two commands a newcomer runs: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STATE := .state
+CONFIG ?= examples/remediator.yaml
+
+.PHONY: run test check lint typecheck bench system-deps clean
+
+$(BIN)/remediator: pyproject.toml
+	@scripts/ensure-python.sh $(PYTHON)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+$(STATE)/webhook-token $(STATE)/api-token:
+	@mkdir -p $(STATE) && umask 077 && $(PYTHON) -c "import secrets; print(secrets.token_hex(24))" > $@
+	@echo "generated $@"
+
+## run: start the daemon on SQLite with the shipped rules (Slack to the log)
+run: $(BIN)/remediator $(STATE)/webhook-token $(STATE)/api-token
+	$(BIN)/remediator check --config $(CONFIG)
+	$(BIN)/remediator serve --config $(CONFIG)
+
+## test: install what the tests need (Python packages; Debian packages as root) and run them all
+test: $(BIN)/remediator system-deps
+	$(BIN)/pytest
+
+system-deps:
+	@scripts/system-deps.sh
+
+## check: ruff and mypy (strict)
+check: lint typecheck
+
+lint: $(BIN)/remediator
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(BIN)/remediator
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) $(STATE) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,28 @@
+"""One root exception, one class per kind of failure a caller can act on."""
+
+from __future__ import annotations
+
+
+class RemediatorError(Exception):
+    """Root of every error remediator raises on purpose."""
+
+
+class ConfigError(RemediatorError):
+    """The configuration or a rule file is invalid. Holds every problem found, not only the
+    first."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class PayloadError(RemediatorError):
+    """A webhook body does not follow Alertmanager's v4 schema; the message names the field."""
+
+
+class RenderError(RemediatorError):
+    """An action could not be built from an alert (a label it needs is missing or unusable)."""
+
+
+class StoreError(RemediatorError):
+    """The store could not be reached or refused a write."""

@@ -1,0 +1,169 @@
+"""The incident state machine: decisions only, no I/O.
+
+One incident per (rule, incident key). It opens when a matching alert fires, climbs the rule's
+ladder of tiers as the value crosses higher thresholds, never climbs down while firing (a pause is
+not undone because the error rate fell from 12 % to 8 %), and resolves when every alert instance
+it holds has resolved. The engine feeds it events and turns the decisions it returns into
+records and claims.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
+
+from remediator.rules import Rule
+
+InstanceId = tuple[str, float]  # (fingerprint, startsAt)
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    id: int
+    rule: str
+    key: tuple[str, ...]
+    status: str  # "open" | "resolved"
+    tier: int  # -1 until a tier is reached
+    value: float | None
+    opened_at: float
+    tier_at: float
+    updated_at: float
+    resolved_at: float | None = None
+    # firing alert instances and their latest values; treat as immutable
+    instances: Mapping[InstanceId, float | None] = field(default_factory=dict)
+
+    @property
+    def open(self) -> bool:
+        return self.status == "open"
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    instance: InstanceId
+    value: float | None  # None when the rule reads no value or the value is unusable
+    value_problem: str | None  # why a rule that reads a value got none
+    at: float
+
+
+# -- decisions ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    tier: int
+
+
+@dataclass(frozen=True, slots=True)
+class Escalated:
+    from_tier: int
+    to_tier: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunTier:
+    """Run every action of this tier (each at most once per incident: claims enforce it)."""
+
+    tier: int
+
+
+@dataclass(frozen=True, slots=True)
+class NoValue:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The last firing instance resolved; run these on_resolved actions."""
+
+    actions: tuple[str, ...]
+    skipped: tuple[str, ...]  # on_resolved actions whose if_ran actions never ran
+
+
+Decision = Opened | Escalated | RunTier | NoValue | Closed
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    incident: Incident
+    decisions: tuple[Decision, ...]
+
+
+# -- transitions -------------------------------------------------------------------------------
+
+
+def open_incident(rule: Rule, key: tuple[str, ...], incident_id: int, event: Firing) -> Transition:
+    """A first firing instance for (rule, key): open, at the tier its value reaches."""
+    tier = rule.tier_for(event.value)
+    incident = Incident(
+        id=incident_id,
+        rule=rule.name,
+        key=key,
+        status="open",
+        tier=tier,
+        value=event.value,
+        opened_at=event.at,
+        tier_at=event.at,
+        updated_at=event.at,
+        instances={event.instance: event.value},
+    )
+    decisions: list[Decision] = [Opened(tier)]
+    if event.value_problem is not None:
+        decisions.append(NoValue(event.value_problem))
+    if tier >= 0:
+        decisions.append(RunTier(tier))
+    return Transition(incident, tuple(decisions))
+
+
+def on_firing(incident: Incident, rule: Rule, event: Firing) -> Transition:
+    """A firing instance of an open incident: new, or known with a value that may have changed.
+
+    Known instances with an unchanged value decide nothing: that is how repeated and duplicated
+    notifications stay silent."""
+    known = event.instance in incident.instances
+    if known and _same(incident.instances[event.instance], event.value):
+        return Transition(incident, ())
+    instances = {**incident.instances, event.instance: event.value}
+    updated = replace(incident, instances=instances, updated_at=event.at)
+    if event.value is not None:
+        updated = replace(updated, value=event.value)
+    decisions: list[Decision] = []
+    if not known and event.value_problem is not None:
+        decisions.append(NoValue(event.value_problem))
+    target = rule.tier_for(event.value)
+    if target > incident.tier:
+        reason = _climb_reason(rule, target, event.value)
+        updated = replace(updated, tier=target, tier_at=event.at)
+        decisions += [Escalated(incident.tier, target, reason), RunTier(target)]
+    return Transition(updated, tuple(decisions))
+
+
+def on_resolved(
+    incident: Incident, rule: Rule, instance: InstanceId, at: float, ran: Collection[str]
+) -> Transition:
+    """An instance resolved. The incident closes when it was the last firing one; `ran` holds the
+    names of actions that ran for it, so on_resolved steps undo only what was done."""
+    if instance not in incident.instances:
+        return Transition(incident, ())
+    instances = {k: v for k, v in incident.instances.items() if k != instance}
+    if instances:
+        return Transition(replace(incident, instances=instances, updated_at=at), ())
+    closed = replace(incident, instances={}, status="resolved", resolved_at=at, updated_at=at)
+    run, skipped = [], []
+    for step in rule.on_resolved:
+        if not step.if_ran or any(name in ran for name in step.if_ran):
+            run.append(step.action)
+        else:
+            skipped.append(step.action)
+    return Transition(closed, (Closed(tuple(run), tuple(skipped)),))
+
+
+def _same(a: float | None, b: float | None) -> bool:
+    return a == b or (a is not None and b is not None and a != a and b != b)  # NaN == NaN here
+
+
+def _climb_reason(rule: Rule, tier: int, value: float | None) -> str:
+    condition = rule.tiers[tier].condition
+    if condition is None or value is None:
+        return "reached"
+    return f"value {value:g} {condition}"

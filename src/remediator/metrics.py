@@ -1,0 +1,115 @@
+"""Every metric the daemon exports, defined once, on a registry passed in.
+
+Names follow Prometheus conventions: `remediator_` prefix, base units, `_total` counters. Labels are
+bounded (outcomes, statuses, action kinds, rule names from config); never fingerprints, group keys
+or incident ids. Series known to exist are created at zero so that rate() works from the start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from remediator import __version__
+
+NOTIFICATION_OUTCOMES = (
+    "accepted",
+    "unauthorized",
+    "too_large",
+    "unsupported_media_type",
+    "invalid",
+    "unavailable",
+)
+ACTION_OUTCOMES = ("succeeded", "failed", "interrupted", "skipped")
+DECISIONS = ("opened", "escalated", "resolved", "no_value")
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+ACTION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.build_info = Info(
+            "remediator_build", "Version of the running remediator.", registry=registry
+        )
+        self.build_info.info({"version": __version__})
+        self.notifications = Counter(
+            "remediator_notifications_received_total",
+            "Alertmanager webhook notifications received, by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.webhook_duration = Histogram(
+            "remediator_webhook_duration_seconds",
+            "Time from receiving a webhook to acknowledging it (journal written).",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.alerts = Counter(
+            "remediator_alerts_received_total",
+            "Alerts in accepted notifications, by status.",
+            ["status"],
+            registry=registry,
+        )
+        self.alerts_unmatched = Counter(
+            "remediator_alerts_unmatched_total", "Alerts that matched no rule.", registry=registry
+        )
+        self.alerts_stale = Counter(
+            "remediator_alerts_stale_total",
+            "Firing alerts ignored because that alert instance had already resolved.",
+            registry=registry,
+        )
+        self.decisions = Counter(
+            "remediator_decisions_total",
+            "Incident decisions, by rule and decision.",
+            ["rule", "decision"],
+            registry=registry,
+        )
+        self.incidents_open = Gauge(
+            "remediator_incidents_open", "Open incidents, by rule.", ["rule"], registry=registry
+        )
+        self.actions = Counter(
+            "remediator_actions_total",
+            "Actions finished, by kind and outcome.",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+        self.action_duration = Histogram(
+            "remediator_action_duration_seconds",
+            "Time from an action's start to its outcome, retries included, by kind.",
+            ["kind"],
+            buckets=ACTION_BUCKETS,
+            registry=registry,
+        )
+        self.action_attempts = Counter(
+            "remediator_action_attempts_total",
+            "Attempts made against targets, by kind and result.",
+            ["kind", "result"],
+            registry=registry,
+        )
+        self.actions_running = Gauge(
+            "remediator_actions_running", "Actions in progress.", registry=registry
+        )
+        self.journal_backlog = Gauge(
+            "remediator_journal_backlog",
+            "Acknowledged notifications not yet processed.",
+            registry=registry,
+        )
+        for outcome in NOTIFICATION_OUTCOMES:
+            self.notifications.labels(outcome)
+        for status in ("firing", "resolved"):
+            self.alerts.labels(status)
+
+    def declare(self, rules: Iterable[str], kinds: Iterable[str]) -> None:
+        """Create the series for the configured rules and action kinds, at zero."""
+        for rule in rules:
+            self.incidents_open.labels(rule)
+            for decision in DECISIONS:
+                self.decisions.labels(rule, decision)
+        for kind in kinds:
+            self.action_duration.labels(kind)
+            for outcome in ACTION_OUTCOMES:
+                self.actions.labels(kind, outcome)
+            for result in ("ok", "error"):
+                self.action_attempts.labels(kind, result)

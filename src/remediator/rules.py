@@ -1,0 +1,200 @@
+"""Rules turn alerts into decisions: which incident an alert belongs to, and which tier it reaches.
+
+A rule matches alerts with Alertmanager matchers, names the labels that identify one incident
+(its incident key), optionally reads a number from an annotation or a label, and lists tiers: an
+escalation ladder whose conditions are thresholds on that number. The RuleIndex finds the rules
+that could match an alert without scanning all of them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from remediator.alerts import Alert
+from remediator.matchers import Matcher, matches_all
+
+_OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+}
+
+
+def parse_number(text: str) -> float:
+    """A number as alerts and rules write it; a trailing % divides by 100 ("12.5%" is 0.125)."""
+    text = text.strip()
+    scale = 1.0
+    if text.endswith("%"):
+        text, scale = text[:-1].rstrip(), 0.01
+    value = float(text)  # ValueError for anything else; accepts NaN and Inf as Prometheus does
+    return value * scale
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """`value > threshold` and friends. NaN satisfies no condition."""
+
+    op: str
+    threshold: float
+
+    @classmethod
+    def parse(cls, text: str) -> Condition:
+        text = text.strip()
+        for symbol in _OPERATORS:  # two-character operators first
+            if text.startswith(symbol):
+                try:
+                    return cls(symbol, parse_number(text[len(symbol) :]))
+                except ValueError:
+                    break
+        raise ValueError(f"invalid condition {text!r} (e.g. '> 5%', '>= 0.1', '< 100')")
+
+    @property
+    def rising(self) -> bool:
+        return self.op in (">", ">=")
+
+    def holds(self, value: float) -> bool:
+        return not math.isnan(value) and _OPERATORS[self.op](value, self.threshold)
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.threshold:g}"
+
+
+@dataclass(frozen=True, slots=True)
+class ValueSource:
+    """Where a rule reads its number: an annotation (usually `{{ $value }}`) or a label."""
+
+    kind: str  # "annotation" or "label"
+    name: str
+
+    def read(self, alert: Alert) -> float | str:
+        """The value, or a sentence saying why there is none."""
+        source = alert.annotations if self.kind == "annotation" else alert.labels
+        text = source.get(self.name)
+        if text is None:
+            return f"{self.kind} {self.name!r} is missing"
+        try:
+            return parse_number(text)
+        except ValueError:
+            return f"{self.kind} {self.name!r} is not a number: {text!r}"
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """One rung of the ladder. A tier lists everything to do at its level; entering a high tier
+    directly does not replay the tiers below it."""
+
+    index: int
+    name: str
+    condition: Condition | None
+    actions: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedStep:
+    """An action to run when the incident resolves, optionally only if certain actions ran."""
+
+    action: str
+    if_ran: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    matchers: tuple[Matcher, ...]
+    incident_key: tuple[str, ...]
+    tiers: tuple[Tier, ...]
+    value: ValueSource | None = None
+    on_resolved: tuple[ResolvedStep, ...] = ()
+    description: str = ""
+    source: str = ""  # "file: rules[i]", for messages
+    position: int = 0  # order across all rule files
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return matches_all(self.matchers, labels)
+
+    def key_of(self, labels: Mapping[str, str]) -> tuple[str, ...]:
+        """The incident key's values; a missing label is the empty string, as in matchers."""
+        return tuple(labels.get(name, "") for name in self.incident_key)
+
+    def tier_for(self, value: float | None) -> int:
+        """The highest tier whose condition the value meets; -1 if none.
+
+        A tier without a condition is reached on opening only if it is the first one; later
+        unconditioned tiers are reached by time, repetition or failed verification."""
+        reached = -1
+        for tier in self.tiers:
+            if tier.condition is None:
+                if tier.index == 0:
+                    reached = 0
+            elif value is not None and tier.condition.holds(value):
+                reached = tier.index
+        return reached
+
+    def action_names(self) -> set[str]:
+        names = {name for tier in self.tiers for name in tier.actions}
+        return names | {step.action for step in self.on_resolved}
+
+
+def check_ladder(tiers: Sequence[Tier]) -> str | None:
+    """Why the thresholds do not form a ladder, or None. Rising conditions must increase from
+    tier to tier and falling ones decrease; one ladder does not mix directions."""
+    conditioned = [t.condition for t in tiers if t.condition is not None]
+    if len({c.rising for c in conditioned}) > 1:
+        return "tiers mix rising (>, >=) and falling (<, <=) conditions"
+    for lower, higher in itertools.pairwise(conditioned):
+        ascending = higher.threshold > lower.threshold
+        if ascending != lower.rising or higher.threshold == lower.threshold:
+            order = "increase" if lower.rising else "decrease"
+            return f"tier thresholds must {order} up the ladder ({lower} then {higher})"
+    return None
+
+
+@dataclass(slots=True)
+class RuleIndex:
+    """Finds the rules matching an alert. Each rule is filed under one of its equality matchers
+    (alertname when it has one), so matching costs what the candidate rules cost, not all rules."""
+
+    rules: tuple[Rule, ...]
+    _by_label: dict[str, dict[str, list[Rule]]] = field(default_factory=dict)
+    _unindexed: list[Rule] = field(default_factory=list)
+    _by_name: dict[str, Rule] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for rule in self.rules:
+            self._by_name[rule.name] = rule
+            key = _index_key(rule.matchers)
+            if key is None:
+                self._unindexed.append(rule)
+            else:
+                self._by_label.setdefault(key[0], {}).setdefault(key[1], []).append(rule)
+
+    def candidates(self, labels: Mapping[str, str]) -> list[Rule]:
+        found: list[Rule] = list(self._unindexed)
+        for name, table in self._by_label.items():
+            found.extend(table.get(labels.get(name, ""), ()))
+        if len(found) > 1:
+            found.sort(key=lambda r: r.position)
+        return found
+
+    def match(self, labels: Mapping[str, str]) -> list[Rule]:
+        """Every rule that matches, in the order the rules were written."""
+        return [rule for rule in self.candidates(labels) if rule.matches(labels)]
+
+    def get(self, name: str) -> Rule | None:
+        return self._by_name.get(name)
+
+
+def _index_key(matchers: Iterable[Matcher]) -> tuple[str, str] | None:
+    equalities = [m for m in matchers if m.is_equality]
+    for m in equalities:
+        if m.name == "alertname":
+            return (m.name, m.value)
+    return (equalities[0].name, equalities[0].value) if equalities else None

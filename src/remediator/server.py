@@ -1,0 +1,358 @@
+"""The aiohttp application and the daemon's lifecycle. Routes and wiring, no decisions.
+
+POST /alerts answers 200 only once the notification is in the journal, durably: Alertmanager
+retries anything else, so an acknowledged alert is never lost. The work happens after the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import json
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from remediator.alerts import parse_notification
+from remediator.clock import Clock, SystemClock
+from remediator.config import Config, WebhookAuth
+from remediator.engine import Engine
+from remediator.errors import PayloadError, StoreError
+from remediator.executor import Executor
+from remediator.metrics import Metrics
+from remediator.notify import LogNotifier
+from remediator.schema import Secret
+from remediator.store.sqlite import SqliteStore
+from remediator.types import Notifier, Store
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_PAGE = 500
+CHUNK = 64 * 1024
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error answers JSON naming the problem; never a traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return error(
+            e.status,
+            e.reason,
+            headers={
+                k: v for k, v in e.headers.items() if k.lower() in ("allow", "www-authenticate")
+            },
+        )
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error(500, "internal error; see the daemon's log")
+
+
+@dataclass
+class Routes:
+    config: Config
+    store: Store
+    engine: Engine
+    metrics: Metrics
+    clock: Clock
+
+    # -- webhook -------------------------------------------------------------------------------
+
+    async def alerts(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        response = await self._ingest(request)
+        outcome = _OUTCOMES.get(response.status, "invalid")
+        self.metrics.notifications.labels(outcome).inc()
+        if response.status == 200:
+            self.metrics.webhook_duration.observe(time.perf_counter() - started)
+        return response
+
+    async def _ingest(self, request: web.Request) -> web.Response:
+        auth = self.config.webhook_auth
+        if auth.enabled and not webhook_authorized(request.headers.get("Authorization", ""), auth):
+            return error(
+                401, "missing or wrong credentials", headers={"WWW-Authenticate": challenge(auth)}
+            )
+        if request.content_type != "application/json":
+            return error(
+                415, f"expected Content-Type application/json, got {request.content_type or 'none'}"
+            )
+        limit = self.config.server.max_body_bytes
+        body = await read_limited(request, limit)
+        if body is None:
+            return error(413, f"body larger than the limit of {limit} bytes")
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as e:
+            return error(400, f"invalid JSON: {e}")
+        try:
+            notification = parse_notification(data)
+        except PayloadError as e:
+            return error(400, str(e))
+        try:
+            journal_id = await self.store.append_journal(body.decode(), self.clock.now())
+        except StoreError as e:
+            log.error("cannot journal a notification, answering 503 so Alertmanager retries: %s", e)
+            return error(503, "store unavailable; retry")
+        self.engine.submit(journal_id, notification)
+        return web.json_response(
+            {"status": "accepted", "journal_id": journal_id, "alerts": len(notification.alerts)}
+        )
+
+    # -- probes and metrics --------------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        problems = []
+        if not self.engine.started:
+            problems.append("engine not started")
+        if not self.config.rules:
+            problems.append("no rules loaded")
+        try:
+            await self.store.ping()
+        except StoreError as e:
+            problems.append(f"store unreachable: {e}")
+        if problems:
+            return web.json_response({"status": "not ready", "problems": problems}, status=503)
+        return web.json_response({"status": "ready", "rules": len(self.config.rules)})
+
+    async def metrics_endpoint(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    # -- API -----------------------------------------------------------------------------------
+
+    async def incidents(self, request: web.Request) -> web.Response:
+        status = request.query.get("status")
+        if status not in (None, "open", "resolved"):
+            return error(400, f"status: expected open or resolved, got {status!r}")
+        limit, before = page_params(request)
+        page = await self.store.list_incidents(limit, before, status)
+        for item in page.items:
+            item["tier_name"] = self._tier_name(item["rule"], item["tier"])
+        return page_response(request, page.items, page.next_before)
+
+    async def actions(self, request: web.Request) -> web.Response:
+        limit, before = page_params(request)
+        page = await self.store.list_actions(limit, before)
+        return page_response(request, page.items, page.next_before)
+
+    def _tier_name(self, rule_name: str, tier: int) -> str | None:
+        rule = self.engine.index.get(rule_name)
+        return rule.tiers[tier].name if rule and 0 <= tier < len(rule.tiers) else None
+
+
+_OUTCOMES = {
+    200: "accepted",
+    401: "unauthorized",
+    413: "too_large",
+    415: "unsupported_media_type",
+    503: "unavailable",
+}
+
+
+def webhook_authorized(header: str, auth: WebhookAuth) -> bool:
+    """Bearer token or basic auth, as Alertmanager's http_config sends them; constant time."""
+    scheme, _, credentials = header.partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer" and auth.bearer_token is not None:
+        return _same(credentials.strip(), auth.bearer_token)
+    if scheme == "basic" and auth.basic_username is not None and auth.basic_password is not None:
+        try:
+            user, _, password = (
+                base64.b64decode(credentials.strip(), validate=True).decode("utf-8").partition(":")
+            )
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        user_ok = hmac.compare_digest(user.encode(), auth.basic_username.encode())
+        return _same(password, auth.basic_password) & user_ok
+    return False
+
+
+def bearer_authorized(header: str, token: Secret) -> bool:
+    scheme, _, credentials = header.partition(" ")
+    return scheme.lower() == "bearer" and _same(credentials.strip(), token)
+
+
+def _same(given: str, secret: Secret) -> bool:
+    return hmac.compare_digest(given.encode(), secret.reveal().encode())
+
+
+def challenge(auth: WebhookAuth) -> str:
+    schemes = []
+    if auth.bearer_token is not None:
+        schemes.append('Bearer realm="remediator"')
+    if auth.basic_username is not None:
+        schemes.append('Basic realm="remediator"')
+    return ", ".join(schemes)
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes | None:
+    """The body, or None if it is larger than `limit` (checked before and while reading)."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    body = bytearray()
+    while chunk := await request.content.read(CHUNK):
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+def page_params(request: web.Request) -> tuple[int, int | None]:
+    try:
+        limit = int(request.query.get("limit", "50"))
+        before = int(request.query["before"]) if "before" in request.query else None
+    except ValueError:
+        raise web.HTTPBadRequest(reason="limit and before must be integers") from None
+    if not 1 <= limit <= MAX_PAGE:
+        raise web.HTTPBadRequest(reason=f"limit must be between 1 and {MAX_PAGE}")
+    return limit, before
+
+
+def page_response(request: web.Request, items: list[Any], next_before: int | None) -> web.Response:
+    body: dict[str, Any] = {"items": items, "next": None}
+    if next_before is not None:
+        query = dict(request.query)
+        query["before"] = str(next_before)
+        body["next"] = str(request.rel_url.with_query(query))
+    return web.json_response(body)
+
+
+def api_auth(token: Secret | None) -> Callable[[Handler], Handler]:
+    """Require the API bearer token; without one configured, the API is closed."""
+
+    def wrap(handler: Handler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            if token is None:
+                return error(
+                    403,
+                    "the API is disabled: set api_auth.bearer_token_env or "
+                    "api_auth.bearer_token_file",
+                )
+            if not bearer_authorized(request.headers.get("Authorization", ""), token):
+                return error(
+                    401,
+                    "missing or wrong bearer token",
+                    headers={"WWW-Authenticate": 'Bearer realm="remediator"'},
+                )
+            return await handler(request)
+
+        return guarded
+
+    return wrap
+
+
+def create_app(routes: Routes) -> web.Application:
+    app = web.Application(middlewares=[json_errors])
+    guard = api_auth(routes.config.api_token)
+    app.router.add_post("/alerts", routes.alerts)
+    app.router.add_get("/healthz", routes.healthz)
+    app.router.add_get("/readyz", routes.readyz)
+    app.router.add_get("/metrics", routes.metrics_endpoint)
+    app.router.add_get("/api/v1/incidents", guard(routes.incidents))
+    app.router.add_get("/api/v1/actions", guard(routes.actions))
+    return app
+
+
+@dataclass
+class Daemon:
+    """Everything the `serve` command runs, built from config; tests build their own."""
+
+    config: Config
+    clock: Clock = field(default_factory=SystemClock)
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    notifier: Notifier = field(default_factory=LogNotifier)
+
+    def __post_init__(self) -> None:
+        self.metrics = Metrics(self.registry)
+        self.metrics.declare(
+            [r.name for r in self.config.rules],
+            sorted({a.kind for a in self.config.actions.values()}),
+        )
+        self.store: Store = SqliteStore(self.config.store_path)
+        self.executor = Executor(
+            self.store,
+            self.config.actions,
+            self.notifier,
+            self.metrics,
+            self.clock,
+            max_concurrency=self.config.max_concurrency,
+        )
+        self.engine = Engine(
+            self.config, self.store, self.executor, self.notifier, self.metrics, self.clock
+        )
+        self.routes = Routes(self.config, self.store, self.engine, self.metrics, self.clock)
+        self.app = create_app(self.routes)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self, host: str | None = None, port: int | None = None) -> None:
+        await self.store.open()
+        await self.executor.recover()
+        await self.engine.start()
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5.0)
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner,
+            host or self.config.server.host,
+            self.config.server.port if port is None else port,
+        )
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        if not self.config.webhook_auth.enabled:
+            log.warning(
+                "webhook authentication is off: anyone who can reach %s:%d can post "
+                "alerts; set webhook_auth",
+                host or self.config.server.host,
+                self.port,
+            )
+
+    async def stop(self) -> None:
+        """Stop accepting, finish queued decisions, give running actions the grace period,
+        record the rest as interrupted, close the store."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.engine.stop()
+        await self.executor.shutdown(self.config.server.shutdown_grace)
+        await self.store.close()
+
+    async def serve(self, host: str | None = None, port: int | None = None) -> None:
+        """Run until SIGTERM or SIGINT."""
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await self.start(host, port)
+        log.info(
+            "remediator listening on %s:%d with %d rules",
+            host or self.config.server.host,
+            self.port,
+            len(self.config.rules),
+        )
+        await stopping.wait()
+        log.info(
+            "shutting down: no new webhooks; running actions get %gs",
+            self.config.server.shutdown_grace,
+        )
+        await self.stop()
+        log.info("stopped")

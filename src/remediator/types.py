@@ -1,0 +1,97 @@
+"""The interfaces, in one place: what an action kind, a store and a notifier must provide."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from remediator.actions.base import (
+        AttemptContext,
+        AttemptResult,
+        Prepared,
+        RenderContext,
+        RetryPolicy,
+    )
+    from remediator.incidents import Incident
+    from remediator.store.records import Applied, Attempt, AuditEntry, Changes, Claim, Page
+
+    InstanceKey = tuple[str, str, float]  # (rule, fingerprint, startsAt)
+
+
+class Action(Protocol):
+    """A configured action: `restart_connector`, of kind `http`.
+
+    prepare() runs once, at claim time, and must be pure: it fills placeholders from the alert and
+    returns a JSON-able request that is stored with the claim. attempt() sends that request once;
+    the executor owns timeouts around it, retries, backoff and the record of every attempt."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def target(self) -> str:
+        """The configured target's name: cooldowns, budgets and breakers count per target."""
+        ...
+
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def retry(self) -> RetryPolicy: ...
+
+    def prepare(self, ctx: RenderContext) -> Prepared: ...
+
+    def describe(self, prepared: Prepared) -> str:
+        """One line for humans: `POST http://connect:8083/connectors/sink/restart`."""
+        ...
+
+    async def attempt(self, prepared: Prepared, ctx: AttemptContext) -> AttemptResult: ...
+
+
+class Notifier(Protocol):
+    """Tells people what happened. Receives audit entries after they are committed."""
+
+    async def publish(self, entries: list[AuditEntry]) -> None: ...
+
+
+class Store(Protocol):
+    """Where the truth lives. SQLite (one replica) and PostgreSQL (several) implement it with the
+    same migrations. Every write that returns has been committed durably."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...
+
+    # the journal: written before the webhook is acknowledged
+    async def append_journal(self, body: str, at: float) -> int: ...
+    async def unprocessed_journal(self) -> list[tuple[int, str]]: ...
+
+    # incidents and alert instances
+    async def load_open_incidents(self) -> list[Incident]: ...
+    async def resolved_instances(self, keys: list[InstanceKey]) -> set[InstanceKey]: ...
+    async def ran_actions(self, incident_id: int) -> set[str]: ...
+    async def incident_status(self, incident_id: int) -> str | None: ...
+    async def apply(self, changes: Changes) -> Applied: ...
+
+    # claims and attempts
+    async def claims_in(self, statuses: tuple[str, ...]) -> list[Claim]: ...
+    async def start_claim(self, claim_id: int, at: float, request: Mapping[str, Any]) -> bool: ...
+    async def record_attempt(self, attempt: Attempt) -> None: ...
+    async def finish_claim(
+        self,
+        claim_id: int,
+        status: str,
+        detail: str,
+        at: float,
+        audit: AuditEntry,
+        from_statuses: tuple[str, ...] = ...,
+    ) -> AuditEntry | None:
+        """Move a claim that is in one of `from_statuses` (default: not finished) to `status`,
+        with its audit line; None if the claim was not in such a state."""
+        ...
+
+    # reading for people: newest first
+    async def list_incidents(self, limit: int, before: int | None, status: str | None) -> Page: ...
+    async def list_actions(self, limit: int, before: int | None) -> Page: ...
+    async def history(self, limit: int, before: int | None) -> Page: ...

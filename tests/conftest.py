@@ -1,0 +1,121 @@
+"""Factory fixtures that close what they open: config files, the daemon, stand-in targets."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from remediator.clock import FakeClock
+from remediator.config import Config, load_config
+from remediator.server import Daemon
+from tests.standins import Connector, KafkaConnect, Recorder
+
+WEBHOOK_TOKEN = "test-webhook-token"
+API_TOKEN = "test-api-token"
+
+
+@pytest.fixture
+def write_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
+    """Write a main config (and optional rule files) under tmp_path; return the main file.
+
+    The webhook and API tokens come from the environment, as in production."""
+    monkeypatch.setenv("TEST_WEBHOOK_TOKEN", WEBHOOK_TOKEN)
+    monkeypatch.setenv("TEST_API_TOKEN", API_TOKEN)
+
+    def write(main: str, **rule_files: str) -> Path:
+        for name, text in rule_files.items():
+            (tmp_path / f"{name}.yaml").write_text(textwrap.dedent(text))
+        path = tmp_path / "remediator.yaml"
+        path.write_text(textwrap.dedent(main))
+        return path
+
+    return write
+
+
+def base_config(targets: dict[str, str], extra: str = "") -> str:
+    """A main config with webhook and API tokens from the environment and the given targets."""
+    lines = [
+        "webhook_auth: {bearer_token_env: TEST_WEBHOOK_TOKEN}",
+        "api_auth: {bearer_token_env: TEST_API_TOKEN}",
+        "store: {sqlite: {path: state/remediator.db}}",
+        "targets:",
+    ]
+    lines += [f"  {name}: {{url: {url}}}" for name, url in targets.items()] or ["  {}"]
+    return "\n".join(lines) + "\n" + textwrap.dedent(extra)
+
+
+class Running:
+    """A started daemon and an HTTP client pointed at it."""
+
+    def __init__(self, daemon: Daemon, client: httpx.AsyncClient) -> None:
+        self.daemon = daemon
+        self.client = client
+
+    async def post_alerts(self, body: Any, token: str = WEBHOOK_TOKEN) -> httpx.Response:
+        return await self.client.post(
+            "/alerts", json=body, headers={"Authorization": f"Bearer {token}"}
+        )
+
+    async def settle(self) -> None:
+        """Wait until every acknowledged notification is decided and every action finished."""
+        await self.daemon.engine.idle()
+        await self.daemon.executor.idle()
+
+    async def api(self, path: str) -> Any:
+        r = await self.client.get(path, headers={"Authorization": f"Bearer {API_TOKEN}"})
+        r.raise_for_status()
+        return r.json()
+
+
+@pytest.fixture
+async def start_daemon() -> AsyncIterator[Callable[..., Awaitable[Running]]]:
+    """Start a daemon from a config file on a free loopback port; stops it afterwards."""
+    started: list[Running] = []
+
+    async def start(config: Path | Config, clock: FakeClock | None = None) -> Running:
+        cfg = load_config(config) if isinstance(config, Path) else config
+        daemon = Daemon(cfg, clock=clock) if clock else Daemon(cfg)
+        await daemon.start("127.0.0.1", 0)
+        client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.port}")
+        running = Running(daemon, client)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        await running.client.aclose()
+        await running.daemon.stop()
+
+
+@pytest.fixture
+async def kafka_connect() -> AsyncIterator[KafkaConnect]:
+    connect = KafkaConnect(
+        {
+            "postgres-sink-connector": Connector("FAILED", ["FAILED", "RUNNING"]),
+            "sqlserver-source-connector": Connector(),
+        }
+    )
+    await connect.server.start()
+    yield connect
+    connect.release.set()
+    await connect.server.stop()
+
+
+@pytest.fixture
+async def recorder() -> AsyncIterator[Callable[..., Awaitable[Recorder]]]:
+    made: list[Recorder] = []
+
+    async def make(status: int = 200) -> Recorder:
+        r = Recorder(status)
+        await r.server.start()
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        await r.server.stop()
