@@ -21,7 +21,7 @@ _STATUSES = ("firing", "resolved")
 # RFC 3339 as Go's time.Time marshals it: up to nine fractional digits, Z or an offset.
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
-    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+    r"(?:([Zz])|([+-])([01]\d|2[0-3]):([0-5]\d))"
 )
 GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 
@@ -96,7 +96,10 @@ def parse_time(text: str) -> float:
         offset = timedelta(hours=int(m.group(10)), minutes=int(m.group(11)))
         if m.group(9) == "-":
             offset = -offset
-    moment = datetime(year, month, day, hour, minute, second, micros, tzinfo=UTC) - offset
+    try:
+        moment = datetime(year, month, day, hour, minute, second, micros, tzinfo=UTC) - offset
+    except OverflowError:  # the offset moves it outside years 1-9999
+        raise ValueError(f"out of range: {text!r}") from None
     return moment.timestamp()
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from remediator import __version__
 from remediator.alerts import parse_notification
-from remediator.config import Config, load_config
+from remediator.config import RESOLVED_STEP, Config, load_config
 from remediator.errors import ConfigError, PayloadError, StoreError
 from remediator.server import Daemon
 from remediator.simulate import simulate
@@ -115,14 +115,18 @@ def cmd_simulate(config: Config, args: argparse.Namespace) -> int:
         key = ", ".join(f"{k}={v}" for k, v in o.incident_key.items())
         value = "" if o.value is None else f" value={o.value:g}"
         note = f" ({o.note})" if o.note else ""
-        print(
-            f"{o.alert} ({o.status}) -> rule {o.rule} [{key}]{value}{note}: tier {o.tier or 'none'}"
-        )
+        print(f"{o.alert} ({o.status}) -> rule {o.rule} [{key}]{value}{note}: {_step(o.tier)}")
         for a in o.actions:
             print(f"    {a['action']} ({a['kind']} on {a['target']}): {a['request']}")
         if not o.actions:
             print("    no actions")
     return 0
+
+
+def _step(tier: str | None) -> str:
+    if tier == RESOLVED_STEP:
+        return "on resolve"
+    return f"tier {tier or 'none'}"
 
 
 def cmd_history(config: Config, args: argparse.Namespace) -> int:

@@ -165,7 +165,7 @@ class _Loader:
             self.problems.append(f"{shown}: cannot read: {e.strerror}")
             return None
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
         except yaml.YAMLError as e:
             self.problems.append(f"{shown}: invalid YAML: {_yaml_problem(e)}")
             return None
@@ -225,6 +225,7 @@ class _Loader:
         if node is None:
             return []
         found: list[tuple[Node, Path]] = []
+        seen = {self.path.resolve()}
         for item in self._check(node.sequence) or []:
             pattern = self._check(item.string)
             if pattern is None:
@@ -233,6 +234,10 @@ class _Loader:
             if not paths:
                 self.problems.append(f"{item.where()}: {pattern!r} matches no file")
             for path in paths:
+                resolved = Path(path).resolve()
+                if resolved in seen:
+                    continue  # overlapping globs, or the main file itself
+                seen.add(resolved)
                 rule_file = self._read_yaml(Path(path))
                 if rule_file is None:
                     continue
@@ -298,7 +303,9 @@ class _Loader:
         return Rule(
             name=node.require("name").string(),
             matchers=_matchers(node.require("match")),
-            incident_key=tuple(node.strings("incident_key") or ["alertname"]),
+            incident_key=tuple(
+                node.strings("incident_key") if node.has("incident_key") else ["alertname"]
+            ),
             tiers=tiers,
             value=value,
             on_resolved=tuple(
@@ -331,6 +338,22 @@ class _Loader:
         node.mapping(RESOLVED_KEYS)
         if_ran = tuple(_action_ref(n, actions) for n in node.children("if_ran"))
         return ResolvedStep(_action_ref(node.require("action"), actions), if_ran)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping is an error, not a silent
+    override (two actions with one name in one file would otherwise go unnoticed)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def _action_ref(node: Node, actions: dict[str, Action]) -> str:

@@ -13,6 +13,7 @@ import math
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from remediator.alerts import Alert
 from remediator.matchers import Matcher, matches_all
@@ -28,11 +29,13 @@ _OPERATORS: dict[str, Callable[[float, float], bool]] = {
 def parse_number(text: str) -> float:
     """A number as alerts and rules write it; a trailing % divides by 100 ("12.5%" is 0.125)."""
     text = text.strip()
-    scale = 1.0
-    if text.endswith("%"):
-        text, scale = text[:-1].rstrip(), 0.01
+    percent = text.endswith("%")
+    if percent:
+        text = text[:-1].rstrip()
     value = float(text)  # ValueError for anything else; accepts NaN and Inf as Prometheus does
-    return value * scale
+    if percent and math.isfinite(value):
+        return float(Decimal(text) / 100)  # exact: "35%" is 0.35, but 35 * 0.01 is not
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,9 +51,12 @@ class Condition:
         for symbol in _OPERATORS:  # two-character operators first
             if text.startswith(symbol):
                 try:
-                    return cls(symbol, parse_number(text[len(symbol) :]))
+                    threshold = parse_number(text[len(symbol) :])
                 except ValueError:
                     break
+                if math.isnan(threshold):
+                    break
+                return cls(symbol, threshold)
         raise ValueError(f"invalid condition {text!r} (e.g. '> 5%', '>= 0.1', '< 100')")
 
     @property

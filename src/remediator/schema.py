@@ -93,6 +93,10 @@ class Node:
         if not isinstance(self.value, dict):
             raise self.fail(f"expected a mapping, got {_show(self.value)}")
         for key in self.value:
+            if key not in known and f"{key}_env" in known:
+                raise self.child(str(key)).fail(
+                    f"inline secrets are not allowed: use {key}_env or {key}_file"
+                )
             if key not in known:
                 choices = ", ".join(sorted(known))
                 raise self.child(str(key)).fail(f"unknown key {key!r} (known: {choices})")

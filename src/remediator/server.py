@@ -303,6 +303,7 @@ class Daemon:
         self.routes = Routes(self.config, self.store, self.engine, self.metrics, self.clock)
         self.app = create_app(self.routes)
         self._runner: web.AppRunner | None = None
+        self._stopped = False
         self.port = 0
 
     async def start(self, host: str | None = None, port: int | None = None) -> None:
@@ -328,7 +329,10 @@ class Daemon:
 
     async def stop(self) -> None:
         """Stop accepting, finish queued decisions, give running actions the grace period,
-        record the rest as interrupted, close the store."""
+        record the rest as interrupted, close the store. Stopping twice does nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -19,6 +19,7 @@ from remediator.types import Action
 
 COMMON_KEYS = frozenset({"kind", "description", "timeout", "retries", "backoff"})
 BACKOFF_KEYS = frozenset({"initial", "max", "multiplier"})
+MAX_RETRIES = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +91,7 @@ class ActionRegistry:
 
 
 def _retry(node: Node, default_retries: int) -> RetryPolicy:
-    retries = node.opt("retries", lambda n: n.integer(minimum=0), default_retries)
+    retries = node.opt("retries", _retries, default_retries)
     backoff = node.get("backoff")
     if backoff is None:
         return RetryPolicy(retries=retries)
@@ -104,6 +105,13 @@ def _retry(node: Node, default_retries: int) -> RetryPolicy:
     if policy.multiplier < 1:
         raise backoff.child("multiplier").fail("must be at least 1")
     return policy
+
+
+def _retries(node: Node) -> int:
+    retries = node.integer(minimum=0)
+    if retries > MAX_RETRIES:
+        raise node.fail(f"at most {MAX_RETRIES} retries, got {retries}")
+    return retries
 
 
 def default_registry() -> ActionRegistry:

@@ -86,6 +86,8 @@ class ExecAction:
             )
         except OSError as e:
             return AttemptResult(False, f"cannot start {prepared['argv'][0]!r}: {e.strerror}")
+        except ValueError as e:  # a NUL byte from alert data cannot be in argv or environ
+            return AttemptResult(False, f"cannot start {prepared['argv'][0]!r}: {e}")
         return await self._wait(process, ctx.timeout)
 
     async def _wait(self, process: asyncio.subprocess.Process, limit: float) -> AttemptResult:
@@ -102,13 +104,16 @@ class ExecAction:
             )
         except asyncio.CancelledError:
             _kill_group(process)
+            await asyncio.shield(process.wait())  # reap it: never leave a running transport
             raise
+        _kill_group(process)  # leave nothing behind, and close the pipe a straggler holds open
         output = await reader
         if code == 0:
             return AttemptResult(True, "exit 0", exit_code=0, output=output)
+        ended = f"exit {code}" if code > 0 else f"killed by signal {-code}"
         return AttemptResult(
             False,
-            f"exit {code}" + (f": {output.strip()[-200:]}" if output.strip() else ""),
+            ended + (f": {output.strip()[-200:]}" if output.strip() else ""),
             retryable=code in self.retry_on_exit_codes,
             exit_code=code,
             output=output,
@@ -154,6 +159,8 @@ def build(node: Node, common: ActionCommon, env: ParseEnv) -> ExecAction:
         raise argv_node.fail("argv must name a program")
     if "{" in argv[0].text:
         raise argv_node.child(0).fail("the program itself cannot come from alert data")
+    if not argv[0].text.strip():
+        raise argv_node.child(0).fail("the program name is empty")
     target = node.get("target")
     cwd = node.get("cwd")
     return ExecAction(

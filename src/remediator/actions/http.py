@@ -34,6 +34,7 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 # Worth another attempt: the target is overloaded, restarting or mid-rebalance (Kafka Connect: 409).
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_OUTPUT = 2048
+MAX_RETRY_AFTER = 300.0  # a target asking for longer gets our own backoff's patience, no more
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,7 @@ class HttpAction:
         return f"{prepared['method']} {prepared['url']}"
 
     async def attempt(self, prepared: Prepared, ctx: AttemptContext) -> AttemptResult:
-        headers = {**prepared["headers"], **self.endpoint.auth_headers()}
+        headers = {**self.endpoint.headers, **prepared["headers"], **self.endpoint.auth_headers()}
         headers["Idempotency-Key"] = ctx.idempotency_key
         content = None
         if prepared["body"] is not None:
@@ -126,10 +127,9 @@ def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("Retry-After")
     if value is None:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP date: rare from APIs; fall back to our own backoff
+    if not value.strip().isdigit():
+        return None  # an HTTP date (rare from APIs) or junk: fall back to our own backoff
+    return min(float(value), MAX_RETRY_AFTER)
 
 
 def build(node: Node, common: ActionCommon, env: ParseEnv) -> HttpAction:

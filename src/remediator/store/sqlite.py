@@ -160,10 +160,10 @@ class SqliteStore:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             await asyncio.to_thread(self._migrate)
-        except sqlite3.Error as e:
+        except (OSError, sqlite3.Error) as e:
             raise StoreError(f"cannot open {self.path}: {e}") from e
         self._writer = _Writer(self.path)
         self._writer.start()

@@ -1,0 +1,250 @@
+"""The daemon as a separate process, killed at the worst moments.
+
+SIGKILL after a notification was acknowledged but before its action ran: after the restart the
+action runs exactly once. SIGKILL during an action: after the restart its claim is reported as
+interrupted, neither forgotten nor silently repeated. SIGTERM: running actions get the grace
+period; what does not finish in it is recorded as interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import API_TOKEN, WEBHOOK_TOKEN, base_config
+from tests.payloads import alert, notification
+from tests.standins import Connector, KafkaConnect
+
+REMEDIATOR = Path(sys.executable).parent / "remediator"
+
+CDC = """
+actions:
+  restart_connector:
+    kind: http
+    target: kafka-connect
+    path: /connectors/{connector}/restart
+    query: {includeTasks: true, onlyFailed: true}
+    timeout: 60s
+    retries: 0
+rules:
+  - name: cdc-connector-down
+    match: '{alertname="ConnectorDown"}'
+    incident_key: [alertname, connector]
+    tiers:
+      - actions: [restart_connector]
+"""
+
+
+class Process:
+    """`remediator serve` in its own process on a free loopback port."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}")
+
+    async def start(self) -> None:
+        env = {**os.environ, "TEST_WEBHOOK_TOKEN": WEBHOOK_TOKEN, "TEST_API_TOKEN": API_TOKEN}
+        with (self.config.parent / "daemon.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    str(REMEDIATOR),
+                    "serve",
+                    "--config",
+                    str(self.config),
+                    "--listen",
+                    f"127.0.0.1:{self.port}",
+                ],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+        async with asyncio.timeout(20):
+            while True:
+                assert self.proc.poll() is None, self.log()
+                try:
+                    if (await self.client.get("/readyz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.05)
+
+    def kill(self, sig: int = signal.SIGKILL) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=30)
+
+    async def post(self, body: dict[str, Any]) -> httpx.Response:
+        return await self.client.post(
+            "/alerts", json=body, headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
+        )
+
+    async def actions(self) -> dict[str, dict[str, Any]]:
+        r = await self.client.get(
+            "/api/v1/actions", headers={"Authorization": f"Bearer {API_TOKEN}"}
+        )
+        return {a["context"]["labels"]["connector"]: a for a in r.json()["items"]}
+
+    def log(self) -> str:
+        return (self.config.parent / "daemon.log").read_text()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[KafkaConnect]:
+    c = KafkaConnect({name: Connector("FAILED", ["FAILED"]) for name in ("a", "b")})
+    await c.server.start()
+    yield c
+    c.release.set()
+    await c.server.stop()
+
+
+@pytest.fixture
+async def daemons() -> AsyncIterator[Callable[[Path], Process]]:
+    made: list[Process] = []
+
+    def make(config: Path) -> Process:
+        p = Process(config)
+        made.append(p)
+        return p
+
+    yield make
+    for p in made:
+        if p.proc is not None and p.proc.poll() is None:
+            p.kill()
+        await p.client.aclose()
+
+
+def config_for(write_config: Callable[..., Path], connect: KafkaConnect, extra: str) -> Path:
+    return write_config(
+        base_config({"kafka-connect": connect.server.url}, "rule_files: [cdc.yaml]\n" + extra),
+        cdc=CDC,
+    )
+
+
+def restarts(connect: KafkaConnect, connector: str) -> int:
+    return sum(1 for s in connect.server.seen if s.path == f"/connectors/{connector}/restart")
+
+
+async def until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+def down(connector: str) -> dict[str, Any]:
+    return notification(alert("ConnectorDown", connector=connector))
+
+
+async def test_killed_during_one_action_and_before_another_each_claim_ends_right(
+    write_config: Callable[..., Path],
+    connect: KafkaConnect,
+    daemons: Callable[[Path], Process],
+) -> None:
+    """One slot: `a` is mid-request when the daemon dies, `b` is acknowledged and waiting."""
+    config = config_for(write_config, connect, "executor: {max_concurrency: 1}\n")
+    first = daemons(config)
+    await first.start()
+    connect.hang.set()
+    assert (await first.post(down("a"))).status_code == 200
+    await until(lambda: restarts(connect, "a") == 1)  # a is at the target, unanswered
+    assert (await first.post(down("b"))).status_code == 200  # acknowledged: durable
+    first.kill(signal.SIGKILL)
+    assert restarts(connect, "b") == 0  # b never ran before the crash
+
+    connect.hang.clear()
+    second = daemons(config)
+    await second.start()
+    await until(lambda: restarts(connect, "b") == 1)
+    await asyncio.sleep(0.3)  # time enough for a wrong second run to show up
+    actions = await second.actions()
+    assert actions["b"]["status"] == "succeeded"
+    assert actions["a"]["status"] == "interrupted"
+    assert "not repeated" in actions["a"]["detail"]
+    assert (restarts(connect, "a"), restarts(connect, "b")) == (1, 1)
+
+    second.kill(signal.SIGTERM)
+    third = daemons(config)
+    await third.start()
+    await asyncio.sleep(0.3)
+    assert (restarts(connect, "a"), restarts(connect, "b")) == (1, 1)
+
+
+async def test_killed_right_after_the_acknowledgement_the_action_runs_once(
+    write_config: Callable[..., Path],
+    connect: KafkaConnect,
+    daemons: Callable[[Path], Process],
+) -> None:
+    """Kill as soon as the 200 arrives, many times over; whenever the kill lands, the action
+    ends up run exactly once (or, if the kill caught it mid-request, reported interrupted)."""
+    config = config_for(write_config, connect, "")
+    for connector in ("a", "b"):
+        first = daemons(config)
+        await first.start()
+        assert (await first.post(down(connector))).status_code == 200
+        first.kill(signal.SIGKILL)
+        second = daemons(config)
+        await second.start()
+        await until(partial(lambda c: restarts(connect, c) >= 1, connector))
+        await asyncio.sleep(0.3)
+        status = (await second.actions())[connector]["status"]
+        assert (restarts(connect, connector), status) in [(1, "succeeded"), (1, "interrupted")]
+        second.kill(signal.SIGTERM)
+
+
+async def test_sigterm_gives_running_actions_the_grace_period_then_interrupts_them(
+    write_config: Callable[..., Path],
+    connect: KafkaConnect,
+    daemons: Callable[[Path], Process],
+) -> None:
+    config = config_for(write_config, connect, "server: {shutdown_grace: 1s}\n")
+    first = daemons(config)
+    await first.start()
+    connect.hang.set()
+    await first.post(down("a"))
+    await until(lambda: restarts(connect, "a") == 1)
+    assert first.kill(signal.SIGTERM) == 0  # a clean exit after the grace period
+    assert "shutting down" in first.log()
+    connect.hang.clear()
+    second = daemons(config)
+    await second.start()
+    action = (await second.actions())["a"]
+    assert action["status"] == "interrupted"
+    assert "shut down during this action" in action["detail"]
+
+
+async def test_sigterm_lets_a_quick_action_finish(
+    write_config: Callable[..., Path],
+    connect: KafkaConnect,
+    daemons: Callable[[Path], Process],
+) -> None:
+    config = config_for(write_config, connect, "server: {shutdown_grace: 20s}\n")
+    first = daemons(config)
+    await first.start()
+    connect.hang.set()
+    await first.post(down("a"))
+    await until(lambda: restarts(connect, "a") == 1)
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.5, connect.release.set)  # the target answers during the grace period
+    assert await asyncio.to_thread(first.kill, signal.SIGTERM) == 0
+    second = daemons(config)
+    await second.start()
+    assert (await second.actions())["a"]["status"] == "succeeded"
