@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from remediator.actions.http import KEYS as HTTP_KIND_KEYS
+from remediator.config import TOP_KEYS as CONFIG_TOP_KEYS
 from remediator.config import load_config
 from tests.conftest import base_config
 from tests.standins import KafkaConnect, Recorder
@@ -34,6 +36,9 @@ ENV = {
 }
 
 Run = Callable[..., "subprocess.CompletedProcess[str]"]
+
+TOP_KEYS = ", ".join(sorted(CONFIG_TOP_KEYS))
+HTTP_KEYS = ", ".join(sorted(HTTP_KIND_KEYS))
 
 
 @pytest.fixture
@@ -118,13 +123,10 @@ def test_check_prints_every_problem_with_file_path_and_value(
 
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr.splitlines() == [
-        "remediator.yaml: verbosity: unknown key 'verbosity' (known: actions, api_auth, "
-        "executor, rule_files, rules, server, store, targets, webhook_auth)",
+        f"remediator.yaml: verbosity: unknown key 'verbosity' (known: {TOP_KEYS})",
         "remediator.yaml: targets.ingestion-config.url: expected an http(s) URL with a host, "
         "got 'ftp://config.example'",
-        "broken.yaml: actions.restart_connector.colour: unknown key 'colour' (known: accept, "
-        "backoff, body, description, headers, kind, method, path, query, retries, target, "
-        "timeout)",
+        f"broken.yaml: actions.restart_connector.colour: unknown key 'colour' (known: {HTTP_KEYS})",
         "broken.yaml: rules[0].tiers[0].actions[0]: unknown action 'restart_conector' "
         "(known: pause_connector)",
         "4 problem(s) in the configuration",

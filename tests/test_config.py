@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from remediator import config as config_module
+from remediator import targets as targets_module
 from remediator.actions import ActionRegistry, default_registry, http
+from remediator.actions import exec as exec_kind
+from remediator.actions import http as http_kind
 from remediator.actions.exec import ExecAction
 from remediator.actions.http import HttpAction
 from remediator.config import load_config
@@ -20,13 +24,12 @@ from tests.conftest import API_TOKEN, WEBHOOK_TOKEN, base_config
 SHIPPED_RULES = Path(__file__).resolve().parent.parent / "rules"
 CONNECT = {"kafka-connect": "http://connect.test:8083"}
 RULE_FILES = "rule_files: [rules/*.yaml]\n"
-TOP_KEYS = "actions, api_auth, executor, rule_files, rules, server, store, targets, webhook_auth"
-RULE_KEYS = "description, incident_key, match, name, on_resolved, tiers, value"
-TARGET_KEYS = "basic_auth, bearer_token_env, bearer_token_file, description, headers, url"
-HTTP_KEYS = (
-    "accept, backoff, body, description, headers, kind, method, path, query, retries, target, "
-    "timeout"
-)
+TOP_KEYS = ", ".join(sorted(config_module.TOP_KEYS))
+RULE_KEYS = ", ".join(sorted(config_module.RULE_KEYS))
+TIER_KEYS = ", ".join(sorted(config_module.TIER_KEYS))
+TARGET_KEYS = ", ".join(sorted(targets_module.TARGET_KEYS))
+HTTP_KEYS = ", ".join(sorted(http_kind.KEYS))
+EXEC_KEYS = ", ".join(sorted(exec_kind.KEYS))
 KNOWN_ACTIONS = "(known: pause_connector, restart_connector)"
 ACTIONS = """\
 actions:
@@ -182,7 +185,7 @@ def test_unknown_top_level_key(write: Write) -> None:
         ),
         (
             ACTIONS + rules("[{actions: [restart_connector], after: 5m}]"),
-            "rules[0].tiers[0].after: unknown key 'after' (known: actions, name, when)",
+            f"rules[0].tiers[0].after: unknown key 'after' (known: {TIER_KEYS})",
         ),
         (
             rules("[{when: '> 1'}]", "value: {annotation: lag, default: '0'}"),
@@ -203,8 +206,7 @@ def test_unknown_top_level_key(write: Write) -> None:
         ),
         (
             "actions:\n  run: {kind: exec, argv: [/bin/true], shell: sh}\n",
-            "actions.run.shell: unknown key 'shell' (known: argv, backoff, cwd, description, env, "
-            "kind, max_output_bytes, pass_env, retries, retry_on_exit_codes, target, timeout)",
+            f"actions.run.shell: unknown key 'shell' (known: {EXEC_KEYS})",
         ),
         ("targets: {}\n", "targets: unknown key 'targets' (known: actions, rules)"),
     ],

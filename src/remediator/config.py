@@ -17,11 +17,22 @@ from typing import Any, TypeVar
 import yaml
 
 from remediator.actions import ActionRegistry, ParseEnv, default_registry
+from remediator.alerts import parse_time
+from remediator.checks import Check, Verification, parse_precondition, parse_verify
 from remediator.errors import ConfigError
+from remediator.guardrails import Breaker, Budget, Window
 from remediator.matchers import MatcherError, parse_matchers
-from remediator.rules import Condition, ResolvedStep, Rule, Tier, ValueSource, check_ladder
+from remediator.rules import (
+    Condition,
+    Repeats,
+    ResolvedStep,
+    Rule,
+    Tier,
+    ValueSource,
+    check_ladder,
+)
 from remediator.schema import Invalid, Node, Secret, resolve_path
-from remediator.targets import Target, parse_target
+from remediator.targets import Target, parse_breaker, parse_target
 from remediator.types import Action
 
 T = TypeVar("T")
@@ -37,6 +48,8 @@ TOP_KEYS = frozenset(
         "targets",
         "actions",
         "rules",
+        "guardrails",
+        "maintenance_windows",
     }
 )
 RULE_FILE_KEYS = frozenset({"actions", "rules"})
@@ -48,10 +61,31 @@ STORE_KEYS = frozenset({"sqlite"})
 SQLITE_KEYS = frozenset({"path"})
 EXECUTOR_KEYS = frozenset({"max_concurrency"})
 RULE_KEYS = frozenset(
-    {"name", "description", "match", "incident_key", "value", "tiers", "on_resolved"}
+    {
+        "name",
+        "description",
+        "match",
+        "incident_key",
+        "value",
+        "tiers",
+        "on_resolved",
+        "dry_run",
+        "cooldown",
+        "during_maintenance",
+    }
 )
 VALUE_KEYS = frozenset({"annotation", "label"})
-TIER_KEYS = frozenset({"name", "when", "actions"})
+TIER_KEYS = frozenset({"name", "when", "actions", "escalate_after", "repeats", "approval"})
+REPEATS_KEYS = frozenset({"count", "within"})
+GUARDRAIL_KEYS = frozenset(
+    {"killswitch", "dry_run", "budget", "circuit_breaker", "approval_timeout", "storm"}
+)
+BUDGET_KEYS = frozenset({"max", "per"})
+STORM_KEYS = frozenset({"incidents", "within", "summary_every"})
+WINDOW_KEYS = frozenset(
+    {"name", "cron", "duration", "timezone", "start", "end", "rules", "targets"}
+)
+DEFAULT_BREAKER = Breaker(failures=3, within=600.0, open_for=600.0)
 RESOLVED_KEYS = frozenset({"action", "if_ran"})
 RESOLVED_STEP = "on_resolved"
 
@@ -78,6 +112,36 @@ class WebhookAuth:
 
 
 @dataclass(frozen=True, slots=True)
+class Storm:
+    """More than `incidents` opening within `within`: one summary every `summary_every` instead
+    of one message per incident (actions continue, within their budgets)."""
+
+    incidents: int = 10
+    within: float = 300.0
+    summary_every: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class Guardrails:
+    killswitch: bool = False  # the default; the runtime switch, once set, wins
+    dry_run: bool = False
+    budget: Budget | None = None
+    breaker: Breaker | None = DEFAULT_BREAKER
+    approval_timeout: float = 1800.0
+    storm: Storm = field(default_factory=Storm)
+
+
+@dataclass(frozen=True, slots=True)
+class ActionPolicy:
+    """What an action's config says beyond how to run it."""
+
+    destructive: bool = False
+    budget: Budget | None = None
+    precondition: Check | None = None
+    verify: Verification | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: Path
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -89,6 +153,19 @@ class Config:
     actions: dict[str, Action] = field(default_factory=dict)
     rules: tuple[Rule, ...] = ()
     rule_files: tuple[Path, ...] = ()
+    action_policies: dict[str, ActionPolicy] = field(default_factory=dict)
+    guardrails: Guardrails = field(default_factory=Guardrails)
+    windows: tuple[Window, ...] = ()
+
+    def policy(self, action: str) -> ActionPolicy:
+        return self.action_policies.get(action, NO_POLICY)
+
+    def breaker(self, target: str) -> Breaker | None:
+        own = self.targets[target].breaker if target in self.targets else None
+        return own or self.guardrails.breaker
+
+
+NO_POLICY = ActionPolicy()
 
 
 def load_config(path: str | Path, registry: ActionRegistry | None = None) -> Config:
@@ -114,7 +191,7 @@ class _Loader:
         targets = dict(self._each(root.get("targets"), self._target))
         files = [(root, self.path), *self._rule_files(root)]
         env = ParseEnv(targets, self.base_dir)
-        actions = self._actions(files, env)
+        actions, policies = self._actions(files, env)
         rules = self._rules(files, actions)
         config = Config(
             path=self.path,
@@ -128,6 +205,9 @@ class _Loader:
             actions=actions,
             rules=tuple(rules),
             rule_files=tuple(p for _, p in files[1:]),
+            action_policies=policies,
+            guardrails=self._check(partial(_guardrails, root.get("guardrails"))) or Guardrails(),
+            windows=tuple(self._windows(root.get("maintenance_windows"))),
         )
         if self.problems:
             raise ConfigError(self.problems)
@@ -217,6 +297,12 @@ class _Loader:
         node.mapping(EXECUTOR_KEYS)
         return node.opt("max_concurrency", lambda n: n.integer(minimum=1), 16)
 
+    def _windows(self, node: Node | None) -> list[Window]:
+        if node is None:
+            return []
+        windows = [self._check(partial(_window, item)) for item in self._check(node.sequence) or []]
+        return [w for w in windows if w is not None]
+
     def _target(self, name: str, node: Node) -> Target:
         return parse_target(name, node, self.base_dir)
 
@@ -245,12 +331,19 @@ class _Loader:
                     found.append((rule_file, Path(path)))
         return found
 
-    def _actions(self, files: list[tuple[Node, Path]], env: ParseEnv) -> dict[str, Action]:
+    def _actions(
+        self, files: list[tuple[Node, Path]], env: ParseEnv
+    ) -> tuple[dict[str, Action], dict[str, ActionPolicy]]:
         actions: dict[str, Action] = {}
+        policies: dict[str, ActionPolicy] = {}
         where: dict[str, str] = {}
+
+        def read(name: str, node: Node) -> tuple[Action, ActionPolicy]:
+            return self.registry.build(name, node, env), _action_policy(node, env)
+
         for root, _ in files:
             section = root.get("actions")
-            for name, action in self._each(section, lambda n, c: self.registry.build(n, c, env)):
+            for name, (action, policy) in self._each(section, read):
                 assert section is not None
                 if name in actions:
                     self.problems.append(
@@ -258,9 +351,9 @@ class _Loader:
                         f"already defined at {where[name]}"
                     )
                     continue
-                actions[name] = action
+                actions[name], policies[name] = action, policy
                 where[name] = section.child(name).where()
-        return actions
+        return actions, policies
 
     def _rules(self, files: list[tuple[Node, Path]], actions: dict[str, Action]) -> list[Rule]:
         rules: list[Rule] = []
@@ -314,6 +407,11 @@ class _Loader:
             description=node.opt("description", Node.string, ""),
             source=node.where(),
             position=position,
+            dry_run=node.opt("dry_run", Node.boolean, False),
+            cooldown=node.opt("cooldown", Node.duration, None),
+            during_maintenance=node.opt(
+                "during_maintenance", lambda n: n.choice(("hold", "drop")), "hold"
+            ),
         )
 
     def _tier(self, index: int, node: Node, actions: dict[str, Action]) -> Tier:
@@ -330,6 +428,10 @@ class _Loader:
             name=node.opt("name", Node.string, f"tier{index}"),
             condition=condition,
             actions=tuple(_action_ref(a, actions) for a in node.children("actions")),
+            escalate_after=node.opt("escalate_after", Node.duration, None),
+            repeats=node.opt("repeats", _repeats, None),
+            approval=node.opt("approval", lambda n: n.choice(("required", "none")), "none")
+            == "required",
         )
 
     def _resolved_step(self, node: Node, actions: dict[str, Action]) -> ResolvedStep:
@@ -354,6 +456,92 @@ class _StrictLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep)
+
+
+def _repeats(node: Node) -> Repeats:
+    node.mapping(REPEATS_KEYS)
+    return Repeats(node.require("count").integer(minimum=2), node.require("within").duration())
+
+
+def _budget(node: Node) -> Budget:
+    """`{max: 2, per: 1h}`."""
+    node.mapping(BUDGET_KEYS)
+    return Budget(node.require("max").integer(minimum=0), node.require("per").duration())
+
+
+def _action_policy(node: Node, env: ParseEnv) -> ActionPolicy:
+    precondition, verify = node.get("precondition"), node.get("verify")
+    return ActionPolicy(
+        destructive=node.opt("destructive", Node.boolean, False),
+        budget=node.opt("budget", _budget, None),
+        precondition=None
+        if precondition is None
+        else parse_precondition(precondition, env.targets),
+        verify=None if verify is None else parse_verify(verify, env.targets),
+    )
+
+
+def _guardrails(node: Node | None) -> Guardrails:
+    if node is None:
+        return Guardrails()
+    node.mapping(GUARDRAIL_KEYS)
+    breaker = node.get("circuit_breaker")
+    return Guardrails(
+        killswitch=node.opt("killswitch", Node.boolean, False),
+        dry_run=node.opt("dry_run", Node.boolean, False),
+        budget=node.opt("budget", _budget, None),
+        breaker=DEFAULT_BREAKER
+        if breaker is None
+        else None
+        if breaker.value is False
+        else parse_breaker(breaker),
+        approval_timeout=node.opt("approval_timeout", Node.duration, 1800.0),
+        storm=node.opt("storm", _storm, Storm()),
+    )
+
+
+def _storm(node: Node) -> Storm:
+    node.mapping(STORM_KEYS)
+    return Storm(
+        incidents=node.opt("incidents", lambda n: n.integer(minimum=1), 10),
+        within=node.opt("within", Node.duration, 300.0),
+        summary_every=node.opt("summary_every", Node.duration, 300.0),
+    )
+
+
+def _window(node: Node) -> Window:
+    node.mapping(WINDOW_KEYS)
+    name = node.require("name").string()
+    rules, targets = frozenset(node.strings("rules")), frozenset(node.strings("targets"))
+    cron = node.get("cron")
+    if cron is not None:
+        if node.has("start") or node.has("end"):
+            raise node.fail("give either cron and duration, or start and end")
+        timezone = node.opt("timezone", Node.string, "UTC")
+        duration = node.require("duration").duration()
+        try:
+            return Window(name, duration, cron.string(), timezone, rules=rules, targets=targets)
+        except (ValueError, KeyError) as e:  # a bad crontab or an unknown time zone
+            raise cron.fail(
+                f"invalid cron window ({cron.value!r}, timezone {timezone!r}): {e}"
+            ) from None
+    start, end = _timestamp(node.require("start")), _timestamp(node.require("end"))
+    if end <= start:
+        raise node.child("end").fail("end must be after start")
+    return Window(name, end - start, start=start, end=end, rules=rules, targets=targets)
+
+
+def _timestamp(node: Node) -> float:
+    """YAML reads unquoted timestamps as datetimes; quoted ones stay text. Both must say their
+    zone."""
+    value = node.value
+    text = value.isoformat() if hasattr(value, "isoformat") else str(value)
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise node.fail(
+            f"expected an RFC 3339 time with a zone, like 2026-11-28T02:00:00Z, got {text!r}"
+        ) from None
 
 
 def _action_ref(node: Node, actions: dict[str, Action]) -> str:

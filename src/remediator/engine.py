@@ -1,11 +1,11 @@
 """The path of an alert: journal -> rules -> incidents -> claims -> executor.
 
-Ingest hands the engine each notification after it is durable in the journal. One worker consumes
-them in journal order, in batches: it matches rules, asks incidents.py for decisions, and commits
-everything a batch decided (incident changes, alert instances, claims, audit) in one transaction
-together with the journal entries' processed marks. Only then do claimed actions start. A crash at
-any point replays unprocessed journal entries on start, and claims make every action run at most
-once.
+Ingest hands the engine each notification after it is durable in the journal; timers hand it
+ticks (escalate-after) and the executor failed verifications. One worker consumes these events in
+order, in batches: it matches rules, asks incidents.py for decisions, and commits everything a
+batch decided (incident changes, alert instances, claims, audit) in one transaction together with
+the journal entries' processed marks. Only then do claimed actions start. A crash at any point
+replays unprocessed journal entries on start, and claims make every action run at most once.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import asyncio
 import json
 import logging
 import uuid
-from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from remediator.alerts import Alert, Notification, parse_notification
 from remediator.clock import Clock
@@ -29,12 +29,16 @@ from remediator.incidents import (
     Escalated,
     Firing,
     Incident,
+    NeedsHuman,
     NoValue,
     Opened,
     RunTier,
     Transition,
+    escalation_due,
     on_firing,
     on_resolved,
+    on_tick,
+    on_verify_failed,
     open_incident,
 )
 from remediator.metrics import Metrics
@@ -42,6 +46,7 @@ from remediator.rules import Rule, RuleIndex
 from remediator.store.records import (
     AuditEntry,
     Changes,
+    Claim,
     IncidentWrite,
     InstanceWrite,
     NewClaim,
@@ -54,6 +59,39 @@ BATCH_LIMIT = 256
 RECENTLY_RESOLVED = 10_000
 RETRY_DELAY = 1.0
 OpenKey = tuple[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    journal_id: int
+    notification: Notification
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time passed: escalate-after may be due, and storm summaries."""
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyFailed:
+    claim: Claim
+    detail: str
+
+
+Event = Received | Tick | VerifyFailed
+
+
+@dataclass(frozen=True, slots=True)
+class AlertData:
+    """What a claim keeps of the alert it acts on."""
+
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    fingerprint: str
+
+    @classmethod
+    def of(cls, alert: Alert) -> AlertData:
+        return cls(alert.labels, alert.annotations, alert.fingerprint)
 
 
 @dataclass(slots=True)
@@ -83,11 +121,13 @@ class Engine:
         self.metrics = metrics
         self.clock = clock
         self.open: dict[OpenKey, Incident] = {}
+        self.storm = Storm(config)
         self._recently_resolved: OrderedDict[tuple[str, str, float], None] = OrderedDict()
-        self._queue: asyncio.Queue[tuple[int, Notification]] = asyncio.Queue()
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._next_placeholder = -1
         self.started = False
+        self.wake: Callable[[], None] = lambda: None  # set by the daemon: re-arm the timers
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -112,18 +152,40 @@ class Engine:
         self._worker = None
 
     def submit(self, journal_id: int, notification: Notification) -> None:
-        self._queue.put_nowait((journal_id, notification))
+        self._put(Received(journal_id, notification))
+
+    def tick(self) -> None:
+        self._put(Tick())
+
+    def verification_failed(self, claim: Claim, detail: str) -> None:
+        self._put(VerifyFailed(claim, detail))
+
+    def _put(self, event: Event) -> None:
+        self._queue.put_nowait(event)
         self.metrics.journal_backlog.set(self._queue.qsize())
 
     async def idle(self) -> None:
         """Wait until everything submitted so far has been processed (for tests and tools)."""
         await self._queue.join()
 
+    def next_escalation(self) -> float | None:
+        """The earliest escalate-after due among open incidents."""
+        dues = (
+            escalation_due(i, rule)
+            for i in self.open.values()
+            if (rule := self.index.get(i.rule)) is not None
+        )
+        return min((d for d in dues if d is not None), default=None)
+
     async def _load(self) -> None:
         self.open = {(i.rule, i.key): i for i in await self.store.load_open_incidents()}
         for rule in self.config.rules:
-            count = sum(1 for (name, _) in self.open if name == rule.name)
-            self.metrics.incidents_open.labels(rule.name).set(count)
+            self._count_open(rule.name)
+
+    def _count_open(self, rule: str) -> None:
+        self.metrics.incidents_open.labels(rule).set(
+            sum(1 for (name, _) in self.open if name == rule)
+        )
 
     async def _work(self) -> None:
         while True:
@@ -132,12 +194,14 @@ class Engine:
                 batch.append(self._queue.get_nowait())
             try:
                 await self._process_until_committed(batch)
+            except Exception:
+                log.exception("the engine could not process a batch of %d events", len(batch))
             finally:
                 for _ in batch:
                     self._queue.task_done()
                 self.metrics.journal_backlog.set(self._queue.qsize())
 
-    async def _process_until_committed(self, batch: list[tuple[int, Notification]]) -> None:
+    async def _process_until_committed(self, batch: list[Event]) -> None:
         while True:
             try:
                 await self.process(batch)
@@ -151,17 +215,23 @@ class Engine:
 
     # -- one batch -----------------------------------------------------------------------------
 
-    async def process(self, notifications: Sequence[tuple[int, Notification]]) -> None:
+    async def process(self, events: Sequence[Event]) -> None:
         now = self.clock.now()
         batch = _Batch(Changes(at=now))
-        for journal_id, notification in notifications:
-            batch.changes.journal_ids.append(journal_id)
-            await self._notification(notification, batch, now)
+        for event in events:
+            if isinstance(event, Received):
+                batch.changes.journal_ids.append(event.journal_id)
+                await self._notification(event.notification, batch, now)
+            elif isinstance(event, Tick):
+                await self._tick(batch, now)
+            else:
+                await self._verify_failed(event, batch, now)
         applied = await self.store.apply(batch.changes)
         self._commit_cache(batch, applied.incident_ids)
         self.executor.submit(applied.claims)
         if applied.audit:
             await self.notifier.publish(applied.audit)
+        self.wake()
 
     async def _notification(self, notification: Notification, batch: _Batch, now: float) -> None:
         matched: list[tuple[Rule, Alert]] = []
@@ -177,7 +247,7 @@ class Engine:
                 if (rule.name, *alert.instance) in resolved:
                     self.metrics.alerts_stale.inc()
                     continue
-                self._firing(rule, alert, batch, now)
+                await self._firing(rule, alert, batch, now)
             else:
                 await self._resolved(rule, alert, batch, now)
 
@@ -200,11 +270,13 @@ class Engine:
             return None
         return batch.open.get(ref) or self.open.get(ref)
 
-    def _firing(self, rule: Rule, alert: Alert, batch: _Batch, now: float) -> None:
+    async def _firing(self, rule: Rule, alert: Alert, batch: _Batch, now: float) -> None:
         key = rule.key_of(alert.labels)
         incident = self._current(rule, key, batch)
         value, problem = _read_value(rule, alert)
-        event = Firing(alert.instance, value, problem, now)
+        new_instance = incident is None or alert.instance not in incident.instances
+        starts = await self._starts(rule, key, alert, now) if new_instance else ()
+        event = Firing(alert.instance, value, problem, now, starts)
         if incident is None:
             transition = open_incident(rule, key, self._placeholder(), event)
         else:
@@ -213,7 +285,18 @@ class Engine:
                 return  # a repeat of what is known: nothing to decide
         batch.closed.discard((rule.name, key))
         batch.open[(rule.name, key)] = transition.incident
-        self._record(rule, alert, transition, batch, now, status="firing")
+        self._record(rule, AlertData.of(alert), transition, batch, now)
+        self._instance(rule, alert, transition.incident, "firing", batch, now)
+
+    async def _starts(
+        self, rule: Rule, key: tuple[str, ...], alert: Alert, now: float
+    ) -> tuple[float, ...]:
+        """startsAt of this key's firings within the rule's repeats window, this one included."""
+        window = rule.repeats_window
+        if not window:
+            return ()
+        known = await self.store.recent_starts(rule.name, key, now - window)
+        return tuple(sorted({*known, alert.starts_at}))
 
     async def _resolved(self, rule: Rule, alert: Alert, batch: _Batch, now: float) -> None:
         key = rule.key_of(alert.labels)
@@ -228,10 +311,48 @@ class Engine:
             batch.open.pop((rule.name, key), None)
             batch.closed.add((rule.name, key))
         self._remember_resolved((rule.name, *alert.instance))
-        self._record(rule, alert, transition, batch, now, status="resolved")
+        self._record(rule, AlertData.of(alert), transition, batch, now)
+        self._instance(rule, alert, transition.incident, "resolved", batch, now)
+
+    async def _tick(self, batch: _Batch, now: float) -> None:
+        for ref, incident in list(self.open.items()):
+            current = batch.open.get(ref, incident)
+            rule = self.index.get(incident.rule)
+            if rule is None or ref in batch.closed:
+                continue
+            transition = on_tick(current, rule, now)
+            if transition.decisions:
+                batch.open[ref] = transition.incident
+                self._record(rule, await self._alert_of(current), transition, batch, now)
+        batch.changes.audit.extend(self.storm.tick(now))
+
+    async def _verify_failed(self, event: VerifyFailed, batch: _Batch, now: float) -> None:
+        claim = event.claim
+        found = next(((ref, i) for ref, i in self.open.items() if i.id == claim.incident_id), None)
+        rule = self.index.get(claim.rule)
+        if found is None or rule is None:
+            return  # the incident resolved meanwhile
+        ref, incident = found
+        current = batch.open.get(ref, incident)
+        transition = on_verify_failed(current, rule, claim.step, event.detail, now)
+        if transition.decisions:
+            batch.open[ref] = transition.incident
+            self._record(rule, await self._alert_of(current), transition, batch, now)
+
+    async def _alert_of(self, incident: Incident) -> AlertData:
+        labels, annotations = await self.store.incident_alert(incident.id)
+        fingerprint = next(iter(incident.instances), ("", 0.0))[0]
+        return AlertData(labels, annotations, fingerprint)
+
+    # -- recording -----------------------------------------------------------------------------
 
     def _record(
-        self, rule: Rule, alert: Alert, t: Transition, batch: _Batch, now: float, status: str
+        self,
+        rule: Rule,
+        alert: AlertData,
+        t: Transition,
+        batch: _Batch,
+        now: float,
     ) -> None:
         incident = t.incident
         batch.changes.incidents.append(
@@ -242,6 +363,18 @@ class Engine:
                 annotations=alert.annotations,
             )
         )
+        for decision in t.decisions:
+            self._decide(rule, alert, incident, decision, batch.changes, now)
+
+    def _instance(
+        self,
+        rule: Rule,
+        alert: Alert,
+        incident: Incident,
+        status: str,
+        batch: _Batch,
+        now: float,
+    ) -> None:
         batch.changes.instances.append(
             InstanceWrite(
                 rule.name,
@@ -253,13 +386,11 @@ class Engine:
                 now,
             )
         )
-        for decision in t.decisions:
-            self._decide(rule, alert, incident, decision, batch.changes, now)
 
     def _decide(
         self,
         rule: Rule,
-        alert: Alert,
+        alert: AlertData,
         incident: Incident,
         decision: Decision,
         changes: Changes,
@@ -270,9 +401,15 @@ class Engine:
             for name in tier.actions:
                 self._claim(rule, alert, incident, tier.name, name, now, changes)
             return
-        entry = _describe(rule, incident, decision, now)
+        entry = describe(rule, incident, decision, now)
+        if isinstance(decision, Opened):
+            changes.audit.extend(self.storm.opened(now))
+        if self.storm.active:
+            entry = replace(entry, detail={**entry.detail, "storm": True})
         changes.audit.append(entry)
         self.metrics.decisions.labels(rule.name, entry.event).inc()
+        if isinstance(decision, Escalated):
+            self.metrics.escalations.labels(rule.name, decision.cause).inc()
         if isinstance(decision, Closed):
             for name in decision.actions:
                 self._claim(rule, alert, incident, RESOLVED_STEP, name, now, changes)
@@ -280,7 +417,7 @@ class Engine:
     def _claim(
         self,
         rule: Rule,
-        alert: Alert,
+        alert: AlertData,
         incident: Incident,
         step: str,
         name: str,
@@ -321,6 +458,7 @@ class Engine:
                 tier=step,
                 action=name,
                 actor="remediator",
+                detail={"storm": True} if self.storm.active else {},
             )
         )
 
@@ -329,11 +467,10 @@ class Engine:
             self.open.pop(ref, None)
         for ref, incident in batch.open.items():
             if incident.id in ids:
-                incident = _with_id(incident, ids[incident.id])
+                incident = replace(incident, id=ids[incident.id])
             self.open[ref] = incident
         for rule in {ref[0] for ref in (*batch.open, *batch.closed)}:
-            count = sum(1 for (name, _) in self.open if name == rule)
-            self.metrics.incidents_open.labels(rule).set(count)
+            self._count_open(rule)
 
     def _placeholder(self) -> int:
         self._next_placeholder -= 1
@@ -345,6 +482,78 @@ class Engine:
             self._recently_resolved.popitem(last=False)
 
 
+class Storm:
+    """More than `storm.incidents` incidents opening within `storm.within`: a storm. Actions go on
+    within their budgets; decisions are marked so that people get one summary every
+    `summary_every` instead of a message per incident."""
+
+    def __init__(self, config: Config) -> None:
+        self.settings = config.guardrails.storm
+        self.metrics_gauge: Callable[[int], None] = lambda value: None
+        self._opened: deque[float] = deque()
+        self.active = False
+        self._summarised_at = 0.0
+        self._count_since_summary = 0
+
+    def opened(self, now: float) -> list[AuditEntry]:
+        self._opened.append(now)
+        self._count_since_summary += 1
+        self._trim(now)
+        if self.active or len(self._opened) <= self.settings.incidents:
+            return []
+        self.active, self._summarised_at, self._count_since_summary = True, now, 0
+        self.metrics_gauge(1)
+        return [
+            self._summary(
+                "storm_started",
+                f"Alert storm: {len(self._opened)} incidents "
+                f"opened in the last {self.settings.within:g}s; acting within "
+                "budgets, summarising instead of posting each one",
+                now,
+            )
+        ]
+
+    def tick(self, now: float) -> list[AuditEntry]:
+        if not self.active:
+            return []
+        self._trim(now)
+        if len(self._opened) <= self.settings.incidents:
+            self.active = False
+            self.metrics_gauge(0)
+            return [
+                self._summary(
+                    "storm_ended",
+                    f"Alert storm over: {self._count_since_summary} "
+                    "more incidents opened since the last summary",
+                    now,
+                )
+            ]
+        if now - self._summarised_at < self.settings.summary_every:
+            return []
+        count, self._count_since_summary, self._summarised_at = self._count_since_summary, 0, now
+        return [
+            self._summary(
+                "storm_summary",
+                f"Alert storm continues: {count} incidents opened since the last summary",
+                now,
+            )
+        ]
+
+    def next_due(self) -> float | None:
+        if not self.active:
+            return None
+        expiry = self._opened[0] + self.settings.within if self._opened else 0.0
+        return min(self._summarised_at + self.settings.summary_every, expiry)
+
+    def _trim(self, now: float) -> None:
+        while self._opened and now - self._opened[0] > self.settings.within:
+            self._opened.popleft()
+
+    @staticmethod
+    def _summary(event: str, message: str, now: float) -> AuditEntry:
+        return AuditEntry(kind="summary", event=event, message=message, at=now)
+
+
 def _read_value(rule: Rule, alert: Alert) -> tuple[float | None, str | None]:
     if rule.value is None:
         return None, None
@@ -352,8 +561,11 @@ def _read_value(rule: Rule, alert: Alert) -> tuple[float | None, str | None]:
     return (None, value) if isinstance(value, str) else (value, None)
 
 
-def _describe(
-    rule: Rule, incident: Incident, decision: Opened | Escalated | NoValue | Closed, now: float
+def describe(
+    rule: Rule,
+    incident: Incident,
+    decision: Opened | Escalated | NoValue | NeedsHuman | Closed,
+    now: float,
 ) -> AuditEntry:
     """The audit line for a decision, in plain words."""
     tier_name = rule.tiers[incident.tier].name if incident.tier >= 0 else ""
@@ -391,6 +603,10 @@ def _describe(
         return entry(
             "no_value", f"No value for the ladder: {decision.reason}", {"reason": decision.reason}
         )
+    if isinstance(decision, NeedsHuman):
+        return entry(
+            "needs_human", f"A human is needed: {decision.reason}", {"reason": decision.reason}
+        )
     run = ", ".join(decision.actions) or "nothing to undo"
     skipped = "".join(f"; not running {a}: what it undoes never ran" for a in decision.skipped)
     duration = incident.updated_at - incident.opened_at
@@ -403,9 +619,3 @@ def _describe(
             "duration_seconds": duration,
         },
     )
-
-
-def _with_id(incident: Incident, new_id: int) -> Incident:
-    from dataclasses import replace
-
-    return replace(incident, id=new_id)

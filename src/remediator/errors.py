@@ -26,3 +26,17 @@ class RenderError(RemediatorError):
 
 class StoreError(RemediatorError):
     """The store could not be reached or refused a write."""
+
+
+class ControlError(RemediatorError):
+    """An operator's request cannot be carried out; `status` is the HTTP status that says why."""
+
+    status = 400
+
+
+class NotFound(ControlError):
+    status = 404
+
+
+class Conflict(ControlError):
+    status = 409

@@ -13,6 +13,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 
 from remediator.rules import Rule
+from remediator.schema import format_duration
 
 InstanceId = tuple[str, float]  # (fingerprint, startsAt)
 
@@ -43,6 +44,9 @@ class Firing:
     value: float | None  # None when the rule reads no value or the value is unusable
     value_problem: str | None  # why a rule that reads a value got none
     at: float
+    # startsAt of every instance of this (rule, key) within the rule's repeats window, this one
+    # included; empty for rules without `repeats`
+    starts: tuple[float, ...] = ()
 
 
 # -- decisions ---------------------------------------------------------------------------------
@@ -58,6 +62,7 @@ class Escalated:
     from_tier: int
     to_tier: int
     reason: str
+    cause: str = "value"  # value | repeats | time | verification
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +78,13 @@ class NoValue:
 
 
 @dataclass(frozen=True, slots=True)
+class NeedsHuman:
+    """The ladder has no rung left for what just happened: tell a person."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Closed:
     """The last firing instance resolved; run these on_resolved actions."""
 
@@ -80,7 +92,7 @@ class Closed:
     skipped: tuple[str, ...]  # on_resolved actions whose if_ran actions never ran
 
 
-Decision = Opened | Escalated | RunTier | NoValue | Closed
+Decision = Opened | Escalated | RunTier | NoValue | NeedsHuman | Closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +106,7 @@ class Transition:
 
 def open_incident(rule: Rule, key: tuple[str, ...], incident_id: int, event: Firing) -> Transition:
     """A first firing instance for (rule, key): open, at the tier its value reaches."""
-    tier = rule.tier_for(event.value)
+    tier = rule.tier_for(event.value, event.starts, event.at)
     incident = Incident(
         id=incident_id,
         rule=rule.name,
@@ -130,11 +142,11 @@ def on_firing(incident: Incident, rule: Rule, event: Firing) -> Transition:
     decisions: list[Decision] = []
     if not known and event.value_problem is not None:
         decisions.append(NoValue(event.value_problem))
-    target = rule.tier_for(event.value)
+    target = rule.tier_for(event.value, event.starts, event.at)
     if target > incident.tier:
-        reason = _climb_reason(rule, target, event.value)
+        reason, cause = _climb_reason(rule, target, event)
         updated = replace(updated, tier=target, tier_at=event.at)
-        decisions += [Escalated(incident.tier, target, reason), RunTier(target)]
+        decisions += [Escalated(incident.tier, target, reason, cause), RunTier(target)]
     return Transition(updated, tuple(decisions))
 
 
@@ -158,12 +170,51 @@ def on_resolved(
     return Transition(closed, (Closed(tuple(run), tuple(skipped)),))
 
 
+def on_tick(incident: Incident, rule: Rule, now: float) -> Transition:
+    """Time passes: a tier with `escalate_after` hands a still-firing incident to the next."""
+    due = escalation_due(incident, rule)
+    if due is None or now < due:
+        return Transition(incident, ())
+    tier = rule.tiers[incident.tier]
+    assert tier.escalate_after is not None
+    reason = f"still firing after {format_duration(tier.escalate_after)} at tier {tier.name!r}"
+    return _climb(incident, incident.tier + 1, reason, "time", now)
+
+
+def escalation_due(incident: Incident, rule: Rule) -> float | None:
+    """When `escalate_after` moves this incident up, or None."""
+    if not incident.open or incident.tier < 0 or incident.tier + 1 >= len(rule.tiers):
+        return None
+    after = rule.tiers[incident.tier].escalate_after
+    return None if after is None else incident.tier_at + after
+
+
+def on_verify_failed(
+    incident: Incident, rule: Rule, tier_name: str, detail: str, now: float
+) -> Transition:
+    """An action of `tier_name` did not achieve its effect: the next tier, or a human."""
+    if not incident.open or incident.tier < 0 or rule.tiers[incident.tier].name != tier_name:
+        return Transition(incident, ())  # resolved meanwhile, or already higher
+    reason = f"verification failed at tier {tier_name!r}: {detail}"
+    if incident.tier + 1 >= len(rule.tiers):
+        return Transition(incident, (NeedsHuman(f"{reason}; no tier left"),))
+    return _climb(incident, incident.tier + 1, reason, "verification", now)
+
+
+def _climb(incident: Incident, tier: int, reason: str, cause: str, now: float) -> Transition:
+    climbed = replace(incident, tier=tier, tier_at=now, updated_at=now)
+    return Transition(climbed, (Escalated(incident.tier, tier, reason, cause), RunTier(tier)))
+
+
 def _same(a: float | None, b: float | None) -> bool:
     return a == b or (a is not None and b is not None and a != a and b != b)  # NaN == NaN here
 
 
-def _climb_reason(rule: Rule, tier: int, value: float | None) -> str:
-    condition = rule.tiers[tier].condition
-    if condition is None or value is None:
-        return "reached"
-    return f"value {value:g} {condition}"
+def _climb_reason(rule: Rule, tier: int, event: Firing) -> tuple[str, str]:
+    condition, repeats = rule.tiers[tier].condition, rule.tiers[tier].repeats
+    if condition is not None and event.value is not None and condition.holds(event.value):
+        return f"value {event.value:g} {condition}", "value"
+    if repeats is not None:
+        fired = sum(1 for t in event.starts if event.at - t <= repeats.within)
+        return f"fired {fired} times within {format_duration(repeats.within)}", "repeats"
+    return "reached", "value"

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from remediator import __version__
+from remediator.guardrails import GUARDRAILS
 
 NOTIFICATION_OUTCOMES = (
     "accepted",
@@ -21,8 +22,17 @@ NOTIFICATION_OUTCOMES = (
     "invalid",
     "unavailable",
 )
-ACTION_OUTCOMES = ("succeeded", "failed", "interrupted", "skipped")
-DECISIONS = ("opened", "escalated", "resolved", "no_value")
+ACTION_OUTCOMES = (
+    "succeeded",
+    "failed",
+    "interrupted",
+    "skipped",
+    "refused",
+    "dry_run",
+    "precondition_failed",
+)
+DECISIONS = ("opened", "escalated", "resolved", "no_value", "needs_human")
+ESCALATION_CAUSES = ("value", "time", "repeats", "verification")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 ACTION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -91,6 +101,42 @@ class Metrics:
         self.actions_running = Gauge(
             "remediator_actions_running", "Actions in progress.", registry=registry
         )
+        self.guardrail_refusals = Counter(
+            "remediator_guardrail_refusals_total",
+            "Actions a guardrail refused (or turned into a dry run), by guardrail.",
+            ["guardrail"],
+            registry=registry,
+        )
+        self.killswitch = Gauge(
+            "remediator_killswitch_engaged", "1 while the kill switch is on.", registry=registry
+        )
+        self.mutes_active = Gauge("remediator_mutes_active", "Mutes in force.", registry=registry)
+        self.approvals_pending = Gauge(
+            "remediator_approvals_pending",
+            "Actions waiting for a human's approval.",
+            registry=registry,
+        )
+        self.circuit_open = Gauge(
+            "remediator_circuit_open",
+            "1 while a target's circuit breaker is open, by target.",
+            ["target"],
+            registry=registry,
+        )
+        self.verifications = Counter(
+            "remediator_verifications_total",
+            "Verifications finished, by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.escalations = Counter(
+            "remediator_escalations_total",
+            "Incidents moved up a tier, by rule and cause.",
+            ["rule", "cause"],
+            registry=registry,
+        )
+        self.storm_active = Gauge(
+            "remediator_storm_active", "1 while an alert storm is summarised.", registry=registry
+        )
         self.journal_backlog = Gauge(
             "remediator_journal_backlog",
             "Acknowledged notifications not yet processed.",
@@ -100,13 +146,23 @@ class Metrics:
             self.notifications.labels(outcome)
         for status in ("firing", "resolved"):
             self.alerts.labels(status)
+        for guardrail in GUARDRAILS:
+            self.guardrail_refusals.labels(guardrail)
+        for outcome in ("passed", "failed"):
+            self.verifications.labels(outcome)
 
-    def declare(self, rules: Iterable[str], kinds: Iterable[str]) -> None:
-        """Create the series for the configured rules and action kinds, at zero."""
+    def declare(
+        self, rules: Iterable[str], kinds: Iterable[str], targets: Iterable[str] = ()
+    ) -> None:
+        """Create the series for the configured rules, action kinds and targets, at zero."""
+        for target in targets:
+            self.circuit_open.labels(target)
         for rule in rules:
             self.incidents_open.labels(rule)
             for decision in DECISIONS:
                 self.decisions.labels(rule, decision)
+            for cause in ESCALATION_CAUSES:
+                self.escalations.labels(rule, cause)
         for kind in kinds:
             self.action_duration.labels(kind)
             for outcome in ACTION_OUTCOMES:

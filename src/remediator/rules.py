@@ -93,6 +93,18 @@ class ValueSource:
 
 
 @dataclass(frozen=True, slots=True)
+class Repeats:
+    """`repeats: {count: 3, within: 1h}`: reached when the alert fired `count` times (distinct
+    alert instances of the incident's key) within the window."""
+
+    count: int
+    within: float
+
+    def met(self, starts: Sequence[float], now: float) -> bool:
+        return sum(1 for t in starts if now - t <= self.within) >= self.count
+
+
+@dataclass(frozen=True, slots=True)
 class Tier:
     """One rung of the ladder. A tier lists everything to do at its level; entering a high tier
     directly does not replay the tiers below it."""
@@ -101,6 +113,9 @@ class Tier:
     name: str
     condition: Condition | None
     actions: tuple[str, ...]
+    escalate_after: float | None = None  # still firing this long at this tier: climb
+    repeats: Repeats | None = None
+    approval: bool = False  # every action of this tier waits for a human's approval
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +137,9 @@ class Rule:
     description: str = ""
     source: str = ""  # "file: rules[i]", for messages
     position: int = 0  # order across all rule files
+    dry_run: bool = False
+    cooldown: float | None = None
+    during_maintenance: str = "hold"  # or "drop"
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         return matches_all(self.matchers, labels)
@@ -130,19 +148,30 @@ class Rule:
         """The incident key's values; a missing label is the empty string, as in matchers."""
         return tuple(labels.get(name, "") for name in self.incident_key)
 
-    def tier_for(self, value: float | None) -> int:
-        """The highest tier whose condition the value meets; -1 if none.
+    def tier_for(self, value: float | None, starts: Sequence[float] = (), now: float = 0.0) -> int:
+        """The highest tier whose condition the value meets, or whose `repeats` the alert's
+        recent firings (`starts`) meet; -1 if none.
 
-        A tier without a condition is reached on opening only if it is the first one; later
-        unconditioned tiers are reached by time, repetition or failed verification."""
+        A tier with neither is reached on opening only if it is the first one; later ones are
+        reached by time (`escalate_after`) or by a failed verification."""
         reached = -1
         for tier in self.tiers:
-            if tier.condition is None:
+            if tier.condition is None and tier.repeats is None:
                 if tier.index == 0:
                     reached = 0
-            elif value is not None and tier.condition.holds(value):
+                continue
+            by_value = (
+                tier.condition is not None and value is not None and tier.condition.holds(value)
+            )
+            by_repeats = tier.repeats is not None and tier.repeats.met(starts, now)
+            if by_value or by_repeats:
                 reached = tier.index
         return reached
+
+    @property
+    def repeats_window(self) -> float:
+        """The longest `repeats.within` of any tier (0 if none): how far back firings count."""
+        return max((t.repeats.within for t in self.tiers if t.repeats), default=0.0)
 
     def action_names(self) -> set[str]:
         names = {name for tier in self.tiers for name in tier.actions}

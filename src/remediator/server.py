@@ -16,19 +16,21 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from remediator.alerts import parse_notification
+from remediator.api import Api, error
 from remediator.clock import Clock, SystemClock
 from remediator.config import Config, WebhookAuth
+from remediator.control import Control
 from remediator.engine import Engine
 from remediator.errors import PayloadError, StoreError
 from remediator.executor import Executor
 from remediator.metrics import Metrics
 from remediator.notify import LogNotifier
+from remediator.scheduler import Timers
 from remediator.schema import Secret
 from remediator.store.sqlite import SqliteStore
 from remediator.types import Notifier, Store
@@ -38,10 +40,6 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_PAGE = 500
 CHUNK = 64 * 1024
-
-
-def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
 
 
 @web.middleware
@@ -138,27 +136,6 @@ class Routes:
         body = generate_latest(self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    # -- API -----------------------------------------------------------------------------------
-
-    async def incidents(self, request: web.Request) -> web.Response:
-        status = request.query.get("status")
-        if status not in (None, "open", "resolved"):
-            return error(400, f"status: expected open or resolved, got {status!r}")
-        limit, before = page_params(request)
-        page = await self.store.list_incidents(limit, before, status)
-        for item in page.items:
-            item["tier_name"] = self._tier_name(item["rule"], item["tier"])
-        return page_response(request, page.items, page.next_before)
-
-    async def actions(self, request: web.Request) -> web.Response:
-        limit, before = page_params(request)
-        page = await self.store.list_actions(limit, before)
-        return page_response(request, page.items, page.next_before)
-
-    def _tier_name(self, rule_name: str, tier: int) -> str | None:
-        rule = self.engine.index.get(rule_name)
-        return rule.tiers[tier].name if rule and 0 <= tier < len(rule.tiers) else None
-
 
 _OUTCOMES = {
     200: "accepted",
@@ -187,11 +164,6 @@ def webhook_authorized(header: str, auth: WebhookAuth) -> bool:
     return False
 
 
-def bearer_authorized(header: str, token: Secret) -> bool:
-    scheme, _, credentials = header.partition(" ")
-    return scheme.lower() == "bearer" and _same(credentials.strip(), token)
-
-
 def _same(given: str, secret: Secret) -> bool:
     return hmac.compare_digest(given.encode(), secret.reveal().encode())
 
@@ -217,59 +189,13 @@ async def read_limited(request: web.Request, limit: int) -> bytes | None:
     return bytes(body)
 
 
-def page_params(request: web.Request) -> tuple[int, int | None]:
-    try:
-        limit = int(request.query.get("limit", "50"))
-        before = int(request.query["before"]) if "before" in request.query else None
-    except ValueError:
-        raise web.HTTPBadRequest(reason="limit and before must be integers") from None
-    if not 1 <= limit <= MAX_PAGE:
-        raise web.HTTPBadRequest(reason=f"limit must be between 1 and {MAX_PAGE}")
-    return limit, before
-
-
-def page_response(request: web.Request, items: list[Any], next_before: int | None) -> web.Response:
-    body: dict[str, Any] = {"items": items, "next": None}
-    if next_before is not None:
-        query = dict(request.query)
-        query["before"] = str(next_before)
-        body["next"] = str(request.rel_url.with_query(query))
-    return web.json_response(body)
-
-
-def api_auth(token: Secret | None) -> Callable[[Handler], Handler]:
-    """Require the API bearer token; without one configured, the API is closed."""
-
-    def wrap(handler: Handler) -> Handler:
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            if token is None:
-                return error(
-                    403,
-                    "the API is disabled: set api_auth.bearer_token_env or "
-                    "api_auth.bearer_token_file",
-                )
-            if not bearer_authorized(request.headers.get("Authorization", ""), token):
-                return error(
-                    401,
-                    "missing or wrong bearer token",
-                    headers={"WWW-Authenticate": 'Bearer realm="remediator"'},
-                )
-            return await handler(request)
-
-        return guarded
-
-    return wrap
-
-
-def create_app(routes: Routes) -> web.Application:
+def create_app(routes: Routes, api: Api) -> web.Application:
     app = web.Application(middlewares=[json_errors])
-    guard = api_auth(routes.config.api_token)
     app.router.add_post("/alerts", routes.alerts)
     app.router.add_get("/healthz", routes.healthz)
     app.router.add_get("/readyz", routes.readyz)
     app.router.add_get("/metrics", routes.metrics_endpoint)
-    app.router.add_get("/api/v1/incidents", guard(routes.incidents))
-    app.router.add_get("/api/v1/actions", guard(routes.actions))
+    api.register(app, routes.config.api_token)
     return app
 
 
@@ -287,29 +213,32 @@ class Daemon:
         self.metrics.declare(
             [r.name for r in self.config.rules],
             sorted({a.kind for a in self.config.actions.values()}),
+            sorted(set(self.config.targets) | {a.target for a in self.config.actions.values()}),
         )
         self.store: Store = SqliteStore(self.config.store_path)
-        self.executor = Executor(
-            self.store,
-            self.config.actions,
-            self.notifier,
-            self.metrics,
-            self.clock,
-            max_concurrency=self.config.max_concurrency,
-        )
+        self.executor = Executor(self.store, self.config, self.notifier, self.metrics, self.clock)
         self.engine = Engine(
             self.config, self.store, self.executor, self.notifier, self.metrics, self.clock
         )
+        self.control = Control(
+            self.config, self.store, self.executor, self.notifier, self.metrics, self.clock
+        )
+        self.timers = Timers(self.engine, self.executor, self.control, self.store, self.clock)
+        self.executor.wake = self.engine.wake = self.timers.poke
+        self.executor.verify_failed = self.engine.verification_failed
+        self.engine.storm.metrics_gauge = self.metrics.storm_active.set
         self.routes = Routes(self.config, self.store, self.engine, self.metrics, self.clock)
-        self.app = create_app(self.routes)
+        self.app = create_app(self.routes, Api(self.store, self.engine, self.control))
         self._runner: web.AppRunner | None = None
         self._stopped = False
         self.port = 0
 
     async def start(self, host: str | None = None, port: int | None = None) -> None:
         await self.store.open()
+        await self.control.load()
         await self.executor.recover()
         await self.engine.start()
+        self.timers.start()
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
         site = web.TCPSite(
@@ -336,6 +265,7 @@ class Daemon:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self.timers.stop()
         await self.engine.stop()
         await self.executor.shutdown(self.config.server.shutdown_grace)
         await self.store.close()

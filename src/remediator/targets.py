@@ -10,10 +10,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from remediator.guardrails import Breaker
 from remediator.schema import Node, Secret
 
+BREAKER_KEYS = frozenset({"failures", "within", "open_for"})
 TARGET_KEYS = frozenset(
-    {"url", "headers", "bearer_token_env", "bearer_token_file", "basic_auth", "description"}
+    {
+        "url",
+        "headers",
+        "bearer_token_env",
+        "bearer_token_file",
+        "basic_auth",
+        "description",
+        "circuit_breaker",
+    }
 )
 BASIC_KEYS = frozenset({"username", "password_env", "password_file"})
 
@@ -27,6 +37,7 @@ class Target:
     basic_username: str | None = None
     basic_password: Secret | None = None
     description: str = ""
+    breaker: Breaker | None = None  # None: the global default
 
     def auth_headers(self) -> dict[str, str]:
         """Credential headers, built at request time so they never reach a stored request."""
@@ -56,7 +67,24 @@ def parse_target(name: str, node: Node, base_dir: Path) -> Target:
     if token is not None and basic is not None:
         raise node.fail("give either a bearer token or basic_auth, not both")
     return Target(
-        name, url, headers, token, username, password, node.opt("description", Node.string, "")
+        name,
+        url,
+        headers,
+        token,
+        username,
+        password,
+        node.opt("description", Node.string, ""),
+        node.opt("circuit_breaker", parse_breaker, None),
+    )
+
+
+def parse_breaker(node: Node) -> Breaker:
+    """`{failures: 3, within: 10m, open_for: 15m}`."""
+    node.mapping(BREAKER_KEYS)
+    return Breaker(
+        failures=node.require("failures").integer(minimum=1),
+        within=node.require("within").duration(),
+        open_for=node.require("open_for").duration(),
     )
 
 

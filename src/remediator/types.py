@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -14,7 +14,17 @@ if TYPE_CHECKING:
         RetryPolicy,
     )
     from remediator.incidents import Incident
-    from remediator.store.records import Applied, Attempt, AuditEntry, Changes, Claim, Page
+    from remediator.store.records import (
+        Applied,
+        Approval,
+        Attempt,
+        AuditEntry,
+        Changes,
+        Claim,
+        MuteRow,
+        Page,
+        TargetHistory,
+    )
 
     InstanceKey = tuple[str, str, float]  # (rule, fingerprint, startsAt)
 
@@ -70,13 +80,31 @@ class Store(Protocol):
     # incidents and alert instances
     async def load_open_incidents(self) -> list[Incident]: ...
     async def resolved_instances(self, keys: list[InstanceKey]) -> set[InstanceKey]: ...
+    async def recent_starts(self, rule: str, key: tuple[str, ...], since: float) -> list[float]:
+        """startsAt of every instance of (rule, key) since `since`: for `repeats`."""
+        ...
+
     async def ran_actions(self, incident_id: int) -> set[str]: ...
     async def incident_status(self, incident_id: int) -> str | None: ...
+    async def incident_alert(self, incident_id: int) -> tuple[dict[str, str], dict[str, str]]:
+        """Labels and annotations of the incident's latest alert."""
+        ...
+
     async def apply(self, changes: Changes) -> Applied: ...
 
     # claims and attempts
+    async def claim(self, claim_id: int) -> Claim | None: ...
     async def claims_in(self, statuses: tuple[str, ...]) -> list[Claim]: ...
     async def start_claim(self, claim_id: int, at: float, request: Mapping[str, Any]) -> bool: ...
+    async def set_claim(
+        self,
+        claim_id: int,
+        status: str,
+        detail: str,
+        audit: AuditEntry | None,
+        from_statuses: tuple[str, ...],
+        hold_until: float | None = None,
+    ) -> bool: ...
     async def record_attempt(self, attempt: Attempt) -> None: ...
     async def finish_claim(
         self,
@@ -90,6 +118,53 @@ class Store(Protocol):
         """Move a claim that is in one of `from_statuses` (default: not finished) to `status`,
         with its audit line; None if the claim was not in such a state."""
         ...
+
+    # verification
+    async def set_verification(
+        self,
+        claim_id: int,
+        status: str,
+        detail: str,
+        next_at: float | None,
+        deadline: float | None,
+        audit: AuditEntry | None = None,
+    ) -> AuditEntry | None: ...
+    async def claims_verifying(self) -> list[Claim]: ...
+
+    # guardrails
+    async def target_history(
+        self, claim: Claim, since: float, breaker_since: float
+    ) -> TargetHistory: ...
+    async def target_failures(self, target: str, since: float) -> list[float]: ...
+    async def reset_circuit(self, target: str, by: str, at: float, audit: AuditEntry) -> None: ...
+    async def get_setting(self, name: str) -> Any: ...
+    async def put_setting(
+        self, name: str, value: Any, at: float, audit: AuditEntry
+    ) -> AuditEntry: ...
+    async def add_mute(
+        self, mute: MuteRow, audit: Callable[[MuteRow], AuditEntry]
+    ) -> tuple[MuteRow, AuditEntry]: ...
+    async def end_mute(self, mute_id: int, by: str, at: float, audit: AuditEntry) -> bool: ...
+    async def mutes(self, now: float, include_inactive: bool = False) -> list[MuteRow]: ...
+    async def request_approval(
+        self,
+        claim: Claim,
+        request: Mapping[str, Any],
+        at: float,
+        expires_at: float,
+        audit: AuditEntry,
+    ) -> Approval | None: ...
+    async def decide_approval(
+        self,
+        approval_id: int,
+        approved: bool,
+        by: str,
+        reason: str,
+        at: float,
+        audit: AuditEntry,
+    ) -> tuple[Approval | None, str]: ...
+    async def expire_approvals(self, now: float) -> list[Approval]: ...
+    async def approvals(self, status: str | None = None) -> list[Approval]: ...
 
     # reading for people: newest first
     async def list_incidents(self, limit: int, before: int | None, status: str | None) -> Page: ...

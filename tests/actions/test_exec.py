@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from remediator.actions import exec as exec_kind
 from remediator.actions.base import AttemptContext, AttemptResult, RenderContext, RetryPolicy
 from remediator.actions.exec import ExecAction
 from remediator.config import load_config
@@ -404,10 +405,7 @@ def test_a_named_target(write_config: Callable[..., Path]) -> None:
     assert config.actions["act"].target == "kafka-connect"
 
 
-KNOWN = (
-    "argv, backoff, cwd, description, env, kind, max_output_bytes, pass_env, retries, "
-    "retry_on_exit_codes, target, timeout"
-)
+KNOWN = ", ".join(sorted(exec_kind.KEYS))
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,20 @@ from remediator.schema import Node
 from remediator.targets import Target
 from remediator.types import Action
 
-COMMON_KEYS = frozenset({"kind", "description", "timeout", "retries", "backoff"})
+# read by every kind; `destructive`, `budget`, `precondition` and `verify` are read by config.py
+COMMON_KEYS = frozenset(
+    {
+        "kind",
+        "description",
+        "timeout",
+        "retries",
+        "backoff",
+        "destructive",
+        "budget",
+        "precondition",
+        "verify",
+    }
+)
 BACKOFF_KEYS = frozenset({"initial", "max", "multiplier"})
 MAX_RETRIES = 50
 

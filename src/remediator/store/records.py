@@ -9,9 +9,14 @@ from typing import Any
 from remediator.incidents import Incident
 
 # Claim states. `claimed` has not started; `running` started and may have reached the target.
-CLAIMED, RUNNING = "claimed", "running"
+# `held` waits for a maintenance window to end, `awaiting_approval` for a human.
+CLAIMED, RUNNING, HELD, AWAITING_APPROVAL = "claimed", "running", "held", "awaiting_approval"
 SUCCEEDED, FAILED, INTERRUPTED, SKIPPED = "succeeded", "failed", "interrupted", "skipped"
-FINISHED = (SUCCEEDED, FAILED, INTERRUPTED, SKIPPED)
+REFUSED, DRY_RUN, PRECONDITION_FAILED = "refused", "dry_run", "precondition_failed"
+FINISHED = (SUCCEEDED, FAILED, INTERRUPTED, SKIPPED, REFUSED, DRY_RUN, PRECONDITION_FAILED)
+STARTED = (RUNNING, SUCCEEDED, FAILED, INTERRUPTED)  # what counts against budgets
+# Verification of a succeeded claim.
+VERIFY_PENDING, VERIFY_PASSED, VERIFY_FAILED = "pending", "passed", "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +67,11 @@ class Claim:
     claimed_at: float
     started_at: float | None
     finished_at: float | None
+    hold_until: float | None = None
+    verify_status: str | None = None
+    verify_detail: str = ""
+    verify_next_at: float | None = None
+    verify_deadline: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +131,49 @@ class Applied:
     incident_ids: dict[int, int]  # placeholder id -> assigned id
     claims: list[Claim]  # the claims this commit won; a claim already held is not among them
     audit: list[AuditEntry]  # with ids and real incident ids
+
+
+@dataclass(frozen=True, slots=True)
+class MuteRow:
+    id: int
+    rule: str | None
+    target: str | None
+    matchers: str | None
+    reason: str
+    created_by: str
+    created_at: float
+    until: float
+    ended_at: float | None = None
+    ended_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    id: int
+    claim_id: int
+    incident_id: int
+    rule: str
+    action: str
+    target: str
+    request: Mapping[str, Any]
+    requested_at: float
+    expires_at: float
+    status: str  # pending | approved | denied | expired
+    decided_by: str | None = None
+    decided_at: float | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TargetHistory:
+    """What the guardrails need to know about one claim's rule, action and target."""
+
+    last_other_start: float | None  # same rule and target, another incident
+    started_global: list[float]  # start times of every action since `since`
+    started_action: list[float]  # start times of this action since `since`
+    target_busy: bool  # another claim on the target is running
+    failures: list[float]  # the target's failures since its last success or reset
+    approval: Approval | None
 
 
 @dataclass(frozen=True, slots=True)

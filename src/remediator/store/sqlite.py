@@ -15,7 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,17 +24,26 @@ from remediator.errors import StoreError
 from remediator.incidents import Incident
 from remediator.store import migrations, statements
 from remediator.store.records import (
+    AWAITING_APPROVAL,
     CLAIMED,
+    FAILED,
     INTERRUPTED,
+    REFUSED,
     RUNNING,
+    STARTED,
     SUCCEEDED,
+    VERIFY_FAILED,
+    VERIFY_PENDING,
     Applied,
+    Approval,
     Attempt,
     AuditEntry,
     Changes,
     Claim,
     IncidentWrite,
+    MuteRow,
     Page,
+    TargetHistory,
 )
 
 T = TypeVar("T")
@@ -305,6 +314,38 @@ class SqliteStore:
 
         await self._write(op)
 
+    async def set_claim(
+        self,
+        claim_id: int,
+        status: str,
+        detail: str,
+        audit: AuditEntry | None,
+        from_statuses: tuple[str, ...],
+        hold_until: float | None = None,
+    ) -> bool:
+        """Move a claim between unfinished states (held, back to claimed), with its audit line.
+        False if the claim was not in `from_statuses`."""
+        marks = ", ".join("?" for _ in from_statuses)
+        sql = (
+            f"UPDATE claims SET status = ?, detail = ?, hold_until = ? "
+            f"WHERE id = ? AND status IN ({marks})"
+        )
+
+        def op(conn: sqlite3.Connection) -> bool:
+            params = (status, detail, hold_until, claim_id, *from_statuses)
+            if conn.execute(sql, params).rowcount != 1:
+                return False
+            if audit is not None:
+                _insert_audit(conn, audit)
+            return True
+
+        return await self._write(op)
+
+    async def claim(self, claim_id: int) -> Claim | None:
+        sql = f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE id = ?"
+        row = await self._read(lambda conn: conn.execute(sql, (claim_id,)).fetchone())
+        return None if row is None else _claim(row)
+
     async def finish_claim(
         self,
         claim_id: int,
@@ -326,6 +367,257 @@ class SqliteStore:
             return _insert_audit(conn, audit)
 
         return await self._write(op)
+
+    # -- verification --------------------------------------------------------------------------
+
+    async def set_verification(
+        self,
+        claim_id: int,
+        status: str,
+        detail: str,
+        next_at: float | None,
+        deadline: float | None,
+        audit: AuditEntry | None = None,
+    ) -> AuditEntry | None:
+        def op(conn: sqlite3.Connection) -> AuditEntry | None:
+            conn.execute(
+                "UPDATE claims SET verify_status = ?, verify_detail = ?, verify_next_at = ?, "
+                "verify_deadline = ? WHERE id = ?",
+                (status, detail, next_at, deadline, claim_id),
+            )
+            return None if audit is None else _insert_audit(conn, audit)
+
+        return await self._write(op)
+
+    async def claims_verifying(self) -> list[Claim]:
+        sql = f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE verify_status = ? ORDER BY verify_next_at"
+        return await self._read(
+            lambda conn: [_claim(r) for r in conn.execute(sql, (VERIFY_PENDING,))]
+        )
+
+    # -- guardrail facts -----------------------------------------------------------------------
+
+    async def target_history(
+        self, claim: Claim, since: float, breaker_since: float
+    ) -> TargetHistory:
+        """Facts about `claim`'s rule, action and target: starts since `since` (budgets), the
+        last start by another incident (cooldown), whether the target is busy, the target's
+        failures since its last success or reset within `breaker_since`, the claim's approval."""
+        return await self._read(lambda conn: _target_history(conn, claim, since, breaker_since))
+
+    async def recent_starts(self, rule: str, key: tuple[str, ...], since: float) -> list[float]:
+        sql = (
+            "SELECT a.starts_at FROM alert_instances a JOIN incidents i "
+            "ON a.incident_id = i.id WHERE i.rule = ? AND i.incident_key = ? "
+            "AND a.rule = ? AND a.starts_at >= ?"
+        )
+        params = (rule, json.dumps(list(key)), rule, since)
+        return await self._read(lambda conn: [r[0] for r in conn.execute(sql, params)])
+
+    async def incident_alert(self, incident_id: int) -> tuple[dict[str, str], dict[str, str]]:
+        """The labels and annotations of the incident's latest alert."""
+        sql = "SELECT labels, annotations FROM incidents WHERE id = ?"
+        row = await self._read(lambda conn: conn.execute(sql, (incident_id,)).fetchone())
+        return ({}, {}) if row is None else (json.loads(row[0]), json.loads(row[1]))
+
+    # -- settings (the kill switch) ------------------------------------------------------------
+
+    async def get_setting(self, name: str) -> Any:
+        sql = "SELECT value FROM settings WHERE name = ?"
+        row = await self._read(lambda conn: conn.execute(sql, (name,)).fetchone())
+        return None if row is None else json.loads(row[0])
+
+    async def put_setting(self, name: str, value: Any, at: float, audit: AuditEntry) -> AuditEntry:
+        def op(conn: sqlite3.Connection) -> AuditEntry:
+            conn.execute(
+                "INSERT INTO settings (name, value, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value, "
+                "updated_at = excluded.updated_at",
+                (name, json.dumps(value), at),
+            )
+            return _insert_audit(conn, audit)
+
+        return await self._write(op)
+
+    # -- mutes ---------------------------------------------------------------------------------
+
+    async def add_mute(
+        self, mute: MuteRow, audit: Callable[[MuteRow], AuditEntry]
+    ) -> tuple[MuteRow, AuditEntry]:
+        """Insert the mute and the audit line `audit` writes about it (it knows the mute's id)."""
+
+        def op(conn: sqlite3.Connection) -> tuple[MuteRow, AuditEntry]:
+            row = conn.execute(
+                "INSERT INTO mutes (rule, target, matchers, reason, created_by, created_at, "
+                f"until) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {_MUTE_COLUMNS}",
+                (
+                    mute.rule,
+                    mute.target,
+                    mute.matchers,
+                    mute.reason,
+                    mute.created_by,
+                    mute.created_at,
+                    mute.until,
+                ),
+            ).fetchone()
+            added = MuteRow(*row)
+            return added, _insert_audit(conn, audit(added))
+
+        return await self._write(op)
+
+    async def end_mute(self, mute_id: int, by: str, at: float, audit: AuditEntry) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE mutes SET ended_at = ?, ended_by = ? WHERE id = ? AND ended_at IS NULL "
+                "AND until > ?",
+                (at, by, mute_id, at),
+            )
+            if cur.rowcount != 1:
+                return False
+            _insert_audit(conn, audit)
+            return True
+
+        return await self._write(op)
+
+    async def mutes(self, now: float, include_inactive: bool = False) -> list[MuteRow]:
+        sql = f"SELECT {_MUTE_COLUMNS} FROM mutes"
+        if not include_inactive:
+            sql += " WHERE ended_at IS NULL AND until > ?"
+        sql += " ORDER BY id DESC"
+        params = () if include_inactive else (now,)
+        return await self._read(lambda conn: [MuteRow(*r) for r in conn.execute(sql, params)])
+
+    # -- approvals -----------------------------------------------------------------------------
+
+    async def request_approval(
+        self,
+        claim: Claim,
+        request: Mapping[str, Any],
+        at: float,
+        expires_at: float,
+        audit: AuditEntry,
+    ) -> Approval | None:
+        """Park the claim as awaiting approval and open its approval; None if the claim is no
+        longer claimed."""
+
+        def op(conn: sqlite3.Connection) -> Approval | None:
+            cur = conn.execute(
+                "UPDATE claims SET status = ?, detail = ? WHERE id = ? AND status = ?",
+                (AWAITING_APPROVAL, "waiting for a human's approval", claim.id, CLAIMED),
+            )
+            if cur.rowcount != 1:
+                return None
+            row = conn.execute(
+                "INSERT INTO approvals (claim_id, incident_id, rule, action, target, request, "
+                "requested_at, expires_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending') "
+                f"RETURNING {_APPROVAL_COLUMNS}",
+                (
+                    claim.id,
+                    claim.incident_id,
+                    claim.rule,
+                    claim.action,
+                    claim.target,
+                    json.dumps(request),
+                    at,
+                    expires_at,
+                ),
+            ).fetchone()
+            _insert_audit(conn, replace(audit, detail={**audit.detail, "approval_id": row[0]}))
+            return _approval(row)
+
+        return await self._write(op)
+
+    async def decide_approval(
+        self,
+        approval_id: int,
+        approved: bool,
+        by: str,
+        reason: str,
+        at: float,
+        audit: AuditEntry,
+    ) -> tuple[Approval | None, str]:
+        """Approve or deny a pending, unexpired approval. Returns (the approval after the
+        decision, "") or (the approval as it stands or None, why it could not be decided)."""
+
+        def op(conn: sqlite3.Connection) -> tuple[Approval | None, str]:
+            row = conn.execute(
+                f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE id = ?", (approval_id,)
+            ).fetchone()
+            if row is None:
+                return None, f"no approval {approval_id}"
+            current = _approval(row)
+            if current.status != "pending":
+                return current, f"approval {approval_id} is already {current.status}"
+            if at >= current.expires_at:
+                return current, f"approval {approval_id} expired at {iso(current.expires_at)}"
+            status = "approved" if approved else "denied"
+            conn.execute(
+                "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?, "
+                "reason = ? WHERE id = ?",
+                (status, by, at, reason, approval_id),
+            )
+            _set_claim_after_decision(conn, current.claim_id, approved, by, reason, at)
+            _insert_audit(conn, audit)
+            return replace(current, status=status, decided_by=by, decided_at=at, reason=reason), ""
+
+        return await self._write(op)
+
+    async def expire_approvals(self, now: float) -> list[Approval]:
+        """Expire every pending approval past its time; their claims are refused."""
+
+        def op(conn: sqlite3.Connection) -> list[Approval]:
+            rows = conn.execute(
+                f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE status = 'pending' "
+                "AND expires_at <= ?",
+                (now,),
+            ).fetchall()
+            expired = []
+            for row in rows:
+                approval = _approval(row)
+                conn.execute(
+                    "UPDATE approvals SET status = 'expired', decided_at = ? WHERE id = ?",
+                    (now, approval.id),
+                )
+                conn.execute(
+                    "UPDATE claims SET status = ?, detail = ?, finished_at = ? WHERE id = ? "
+                    "AND status = ?",
+                    (
+                        REFUSED,
+                        f"approval: approval {approval.id} expired unanswered; an expired "
+                        "approval never runs",
+                        now,
+                        approval.claim_id,
+                        AWAITING_APPROVAL,
+                    ),
+                )
+                expired.append(replace(approval, status="expired", decided_at=now))
+            return expired
+
+        return await self._write(op)
+
+    async def approvals(self, status: str | None = None) -> list[Approval]:
+        sql = f"SELECT {_APPROVAL_COLUMNS} FROM approvals"
+        params: tuple[Any, ...] = ()
+        if status is not None:
+            sql += " WHERE status = ?"
+            params = (status,)
+        sql += " ORDER BY id DESC LIMIT 500"
+        return await self._read(lambda conn: [_approval(r) for r in conn.execute(sql, params)])
+
+    # -- circuit breakers ----------------------------------------------------------------------
+
+    async def reset_circuit(self, target: str, by: str, at: float, audit: AuditEntry) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO circuit_resets (target, at, by_whom) VALUES (?, ?, ?)",
+                (target, at, by),
+            )
+            _insert_audit(conn, audit)
+
+        await self._write(op)
+
+    async def target_failures(self, target: str, since: float) -> list[float]:
+        return await self._read(lambda conn: _failures(conn, target, since))
 
     # -- reading for people --------------------------------------------------------------------
 
@@ -367,9 +659,89 @@ _INCIDENT_COLUMNS = (
 )
 _CLAIM_COLUMNS = (
     "id, incident_id, step, action, kind, target, rule, idempotency_key, context, "
-    "request, status, detail, attempts, claimed_at, started_at, finished_at"
+    "request, status, detail, attempts, claimed_at, started_at, finished_at, hold_until, "
+    "verify_status, verify_detail, verify_next_at, verify_deadline"
+)
+_APPROVAL_COLUMNS = (
+    "id, claim_id, incident_id, rule, action, target, request, requested_at, expires_at, "
+    "status, decided_by, decided_at, reason"
+)
+_MUTE_COLUMNS = (
+    "id, rule, target, matchers, reason, created_by, created_at, until, ended_at, ended_by"
 )
 _AUDIT_COLUMNS = "id, at, kind, event, incident_id, rule, tier, action, actor, message, detail"
+
+
+def _target_history(
+    conn: sqlite3.Connection, claim: Claim, since: float, breaker_since: float
+) -> TargetHistory:
+    started = ", ".join(f"'{s}'" for s in STARTED)
+    last_other = conn.execute(
+        "SELECT MAX(started_at) FROM claims WHERE rule = ? AND target = ? AND incident_id != ? "
+        f"AND status IN ({started})",
+        (claim.rule, claim.target, claim.incident_id),
+    ).fetchone()[0]
+    starts = conn.execute(
+        f"SELECT action, started_at FROM claims WHERE started_at >= ? AND status IN ({started})",
+        (since,),
+    ).fetchall()
+    busy = conn.execute(
+        "SELECT 1 FROM claims WHERE target = ? AND status = ? AND id != ? LIMIT 1",
+        (claim.target, RUNNING, claim.id),
+    ).fetchone()
+    row = conn.execute(
+        f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE claim_id = ?", (claim.id,)
+    ).fetchone()
+    return TargetHistory(
+        last_other_start=last_other,
+        started_global=[t for _, t in starts],
+        started_action=[t for a, t in starts if a == claim.action],
+        target_busy=busy is not None,
+        failures=_failures(conn, claim.target, breaker_since),
+        approval=None if row is None else _approval(row),
+    )
+
+
+def _failures(conn: sqlite3.Connection, target: str, since: float) -> list[float]:
+    """Failed actions on the target after its last success and its last reset, since `since`.
+    A failed verification counts as a failure."""
+    last_success = conn.execute(
+        "SELECT MAX(finished_at) FROM claims WHERE target = ? AND status = ? "
+        "AND (verify_status IS NULL OR verify_status != ?)",
+        (target, SUCCEEDED, VERIFY_FAILED),
+    ).fetchone()[0]
+    last_reset = conn.execute(
+        "SELECT MAX(at) FROM circuit_resets WHERE target = ?", (target,)
+    ).fetchone()[0]
+    after = max(since, last_success or 0.0, last_reset or 0.0)
+    rows = conn.execute(
+        "SELECT finished_at FROM claims WHERE target = ? AND finished_at > ? AND "
+        "(status = ? OR (status = ? AND verify_status = ?)) ORDER BY finished_at",
+        (target, after, FAILED, SUCCEEDED, VERIFY_FAILED),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _set_claim_after_decision(
+    conn: sqlite3.Connection, claim_id: int, approved: bool, by: str, reason: str, at: float
+) -> None:
+    if approved:
+        conn.execute(
+            "UPDATE claims SET status = ?, detail = ? WHERE id = ? AND status = ?",
+            (CLAIMED, f"approved by {by}", claim_id, AWAITING_APPROVAL),
+        )
+        return
+    because = f": {reason}" if reason else ""
+    conn.execute(
+        "UPDATE claims SET status = ?, detail = ?, finished_at = ? WHERE id = ? AND status = ?",
+        (REFUSED, f"approval: denied by {by}{because}", at, claim_id, AWAITING_APPROVAL),
+    )
+
+
+def _approval(r: Iterable[Any]) -> Approval:
+    row = list(r)
+    row[6] = json.loads(row[6])
+    return Approval(*row)
 
 
 def _load_open_incidents(conn: sqlite3.Connection) -> list[Incident]:
@@ -526,8 +898,6 @@ def _with_incident(e: AuditEntry, real: Callable[[int], int]) -> AuditEntry:
 
 
 def _replace_audit(e: AuditEntry, **changes: Any) -> AuditEntry:
-    from dataclasses import replace
-
     return replace(e, **changes)
 
 

@@ -1,0 +1,232 @@
+"""/api/v1: read incidents and actions; steer the kill switch, mutes, approvals and circuit
+breakers. Every route needs the API bearer token; every error is JSON naming the problem."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Any
+
+from aiohttp import web
+
+from remediator.control import Control
+from remediator.engine import Engine
+from remediator.errors import ControlError
+from remediator.schema import Secret, parse_duration
+from remediator.types import Store
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_PAGE = 500
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+class Api:
+    def __init__(self, store: Store, engine: Engine, control: Control) -> None:
+        self.store = store
+        self.engine = engine
+        self.control = control
+
+    def register(self, app: web.Application, token: Secret | None) -> None:
+        guard = api_auth(token)
+        routes = [
+            ("GET", "/api/v1/incidents", self.incidents),
+            ("GET", "/api/v1/actions", self.actions),
+            ("GET", "/api/v1/killswitch", self.killswitch),
+            ("PUT", "/api/v1/killswitch", self.set_killswitch),
+            ("GET", "/api/v1/mutes", self.mutes),
+            ("POST", "/api/v1/mutes", self.add_mute),
+            ("DELETE", "/api/v1/mutes/{id}", self.end_mute),
+            ("GET", "/api/v1/approvals", self.approvals),
+            ("POST", "/api/v1/approvals/{id}", self.decide),
+            ("GET", "/api/v1/circuits", self.circuits),
+            ("POST", "/api/v1/circuits/{target}/reset", self.reset_circuit),
+        ]
+        for method, path, handler in routes:
+            app.router.add_route(method, path, guard(handler))
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def incidents(self, request: web.Request) -> web.Response:
+        status = request.query.get("status")
+        if status not in (None, "open", "resolved"):
+            return error(400, f"status: expected open or resolved, got {status!r}")
+        limit, before = page_params(request)
+        page = await self.store.list_incidents(limit, before, status)
+        for item in page.items:
+            rule = self.engine.index.get(item["rule"])
+            tier = item["tier"]
+            item["tier_name"] = (
+                rule.tiers[tier].name if rule and 0 <= tier < len(rule.tiers) else None
+            )
+        return page_response(request, page.items, page.next_before)
+
+    async def actions(self, request: web.Request) -> web.Response:
+        limit, before = page_params(request)
+        page = await self.store.list_actions(limit, before)
+        return page_response(request, page.items, page.next_before)
+
+    # -- kill switch ---------------------------------------------------------------------------
+
+    async def killswitch(self, request: web.Request) -> web.Response:
+        return web.json_response(asdict(await self.control.killswitch()))
+
+    async def set_killswitch(self, request: web.Request) -> web.Response:
+        body = await json_body(request)
+        on = body.get("on")
+        if not isinstance(on, bool):
+            return error(400, "on: expected true or false")
+        switch = await self.control.set_killswitch(on, actor(body), text(body, "reason"))
+        return web.json_response(asdict(switch))
+
+    # -- mutes ---------------------------------------------------------------------------------
+
+    async def mutes(self, request: web.Request) -> web.Response:
+        everything = request.query.get("all") in ("1", "true")
+        return web.json_response({"items": await self.control.mutes(everything)})
+
+    async def add_mute(self, request: web.Request) -> web.Response:
+        body = await json_body(request)
+        duration = text(body, "duration")
+        try:
+            seconds = parse_duration(duration)
+        except ValueError:
+            return error(400, f"duration: expected a duration like 30m or 2h, got {duration!r}")
+        mute = await self.control.add_mute(
+            rule=text(body, "rule") or None,
+            target=text(body, "target") or None,
+            matchers=text(body, "matchers") or None,
+            duration=seconds,
+            reason=text(body, "reason"),
+            by=actor(body),
+        )
+        views = await self.control.mutes(include_inactive=True)
+        return web.json_response(next(v for v in views if v["id"] == mute.id), status=201)
+
+    async def end_mute(self, request: web.Request) -> web.Response:
+        await self.control.end_mute(path_id(request), actor(await json_body(request, {})))
+        return web.json_response({"status": "ended"})
+
+    # -- approvals -----------------------------------------------------------------------------
+
+    async def approvals(self, request: web.Request) -> web.Response:
+        status = request.query.get("status", "pending")
+        if status not in ("pending", "approved", "denied", "expired", "all"):
+            return error(
+                400, f"status: expected pending, approved, denied, expired or all, got {status!r}"
+            )
+        items = await self.control.approvals(None if status == "all" else status)
+        return web.json_response({"items": items})
+
+    async def decide(self, request: web.Request) -> web.Response:
+        body = await json_body(request)
+        decision = body.get("decision")
+        if decision not in ("approve", "deny"):
+            return error(400, f'decision: expected "approve" or "deny", got {decision!r}')
+        approval = await self.control.decide(
+            path_id(request), decision == "approve", actor(body), text(body, "reason")
+        )
+        return web.json_response(asdict(approval) | {"request": approval.request})
+
+    # -- circuit breakers ----------------------------------------------------------------------
+
+    async def circuits(self, request: web.Request) -> web.Response:
+        return web.json_response({"items": await self.control.circuits()})
+
+    async def reset_circuit(self, request: web.Request) -> web.Response:
+        await self.control.reset_circuit(
+            request.match_info["target"], actor(await json_body(request, {}))
+        )
+        return web.json_response({"status": "closed"})
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+async def json_body(request: web.Request, default: dict[str, Any] | None = None) -> dict[str, Any]:
+    if not request.can_read_body and default is not None:
+        return default
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(reason="expected a JSON object body") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(reason="expected a JSON object body")
+    return body
+
+
+def text(body: dict[str, Any], key: str) -> str:
+    value = body.get(key, "")
+    if not isinstance(value, str):
+        raise web.HTTPBadRequest(reason=f"{key}: expected a string")
+    return value
+
+
+def actor(body: dict[str, Any]) -> str:
+    """Who asked, as they say; the API token is shared, so the name is recorded as given."""
+    return f"api:{text(body, 'by') or 'anonymous'}"
+
+
+def path_id(request: web.Request) -> int:
+    try:
+        return int(request.match_info["id"])
+    except ValueError:
+        raise web.HTTPBadRequest(reason="the id in the path must be an integer") from None
+
+
+def page_params(request: web.Request) -> tuple[int, int | None]:
+    try:
+        limit = int(request.query.get("limit", "50"))
+        before = int(request.query["before"]) if "before" in request.query else None
+    except ValueError:
+        raise web.HTTPBadRequest(reason="limit and before must be integers") from None
+    if not 1 <= limit <= MAX_PAGE:
+        raise web.HTTPBadRequest(reason=f"limit must be between 1 and {MAX_PAGE}")
+    return limit, before
+
+
+def page_response(request: web.Request, items: list[Any], next_before: int | None) -> web.Response:
+    body: dict[str, Any] = {"items": items, "next": None}
+    if next_before is not None:
+        query = dict(request.query)
+        query["before"] = str(next_before)
+        body["next"] = str(request.rel_url.with_query(query))
+    return web.json_response(body)
+
+
+def bearer_authorized(header: str, token: Secret) -> bool:
+    scheme, _, credentials = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        credentials.strip().encode(), token.reveal().encode()
+    )
+
+
+def api_auth(token: Secret | None) -> Callable[[Handler], Handler]:
+    """Require the API bearer token; without one configured, the API is closed. Operator errors
+    (ControlError) answer with their status and a JSON body."""
+
+    def wrap(handler: Handler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            if token is None:
+                return error(
+                    403,
+                    "the API is disabled: set api_auth.bearer_token_env or "
+                    "api_auth.bearer_token_file",
+                )
+            if not bearer_authorized(request.headers.get("Authorization", ""), token):
+                return error(
+                    401,
+                    "missing or wrong bearer token",
+                    headers={"WWW-Authenticate": 'Bearer realm="remediator"'},
+                )
+            try:
+                return await handler(request)
+            except ControlError as e:
+                return error(e.status, str(e))
+
+        return guarded
+
+    return wrap

@@ -1,0 +1,259 @@
+"""Conditions on the world: a precondition before an action, a verification after it.
+
+Two kinds. `http`: GET a path on a target and compare a JSON field with a set of values (the
+migration runbook pauses only in bulk_copy or dual_write; Kafka Connect's connector state must
+become PAUSED). `promql`: an instant query against Prometheus's /api/v1/query and a condition on
+the result; an empty result is its own case (no series matched), never read as zero.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from remediator.actions.base import RenderContext, Template
+from remediator.actions.http import path_segment
+from remediator.errors import RenderError
+from remediator.rules import Condition
+from remediator.schema import Node
+from remediator.targets import Target
+
+HTTP_KEYS = frozenset({"target", "path", "field", "in", "not_in"})
+PROMQL_KEYS = frozenset({"query", "condition", "on_empty"})
+PRECONDITION_KEYS = frozenset({"http", "promql"})
+VERIFY_KEYS = frozenset({"http", "promql", "every", "within"})
+PROMETHEUS = "prometheus"
+_FIELD_PART = re.compile(r"([^.\[\]]+)|\[(\d+|\*)\]")
+_STEP = r"[^.\[\]]+(?:\[(?:\d+|\*)\])*"
+_FIELD = re.compile(rf"{_STEP}(?:\.{_STEP})*")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    holds: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class HttpCheck:
+    """GET `path` on `target`; the JSON `field` must be in `allowed` (or not in `denied`).
+    `field` is dotted with list indices: `connector.state`, `tasks[0].state`, `tasks[*].state`
+    (every element must satisfy it; an empty list does not)."""
+
+    endpoint: Target
+    path: Template
+    field: str
+    allowed: frozenset[str] | None
+    denied: frozenset[str] | None
+
+    def describe(self) -> str:
+        wanted = (
+            f"in {sorted(self.allowed)}"
+            if self.allowed is not None
+            else f"not in {sorted(self.denied or ())}"
+        )
+        return f"{self.field} of GET {self.endpoint.name}{self.path.text} {wanted}"
+
+    async def evaluate(self, ctx: RenderContext, http: httpx.AsyncClient) -> CheckResult:
+        try:
+            url = self.endpoint.url + self.path.render(ctx, escape=path_segment)
+        except RenderError as e:
+            return CheckResult(False, f"cannot build the check: {e}")
+        headers = {**self.endpoint.headers, **self.endpoint.auth_headers()}
+        try:
+            response = await http.get(url, headers=headers, timeout=10.0)
+        except httpx.HTTPError as e:
+            return CheckResult(False, f"GET {url}: {type(e).__name__}: {e}")
+        if response.status_code != 200:
+            return CheckResult(False, f"GET {url}: HTTP {response.status_code}")
+        try:
+            values = extract(response.json(), self.field)
+        except (ValueError, KeyError, IndexError, TypeError) as e:
+            return CheckResult(False, f"GET {url}: no field {self.field!r} ({e})")
+        return self._judge(values)
+
+    def _judge(self, values: list[str]) -> CheckResult:
+        shown = values[0] if len(values) == 1 else values
+        if not values:
+            return CheckResult(False, f"{self.field} is empty")
+        if self.allowed is not None and not all(v in self.allowed for v in values):
+            return CheckResult(False, f"{self.field} is {shown!r}, not in {sorted(self.allowed)}")
+        if self.denied is not None and any(v in self.denied for v in values):
+            return CheckResult(False, f"{self.field} is {shown!r}, which is excluded")
+        return CheckResult(True, f"{self.field} is {shown!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class PromQLCheck:
+    """An instant query; every returned sample must meet `condition`. With no series the check
+    holds only if `on_empty` is "pass"."""
+
+    prometheus: Target
+    query: Template
+    condition: Condition
+    empty_passes: bool
+
+    def describe(self) -> str:
+        return f"{self.query.text} {self.condition}"
+
+    async def evaluate(self, ctx: RenderContext, http: httpx.AsyncClient) -> CheckResult:
+        try:
+            query = self.query.render(ctx, escape=promql_string)
+        except RenderError as e:
+            return CheckResult(False, f"cannot build the query: {e}")
+        headers = {**self.prometheus.headers, **self.prometheus.auth_headers()}
+        try:
+            response = await http.post(
+                f"{self.prometheus.url}/api/v1/query",
+                data={"query": query},
+                headers=headers,
+                timeout=10.0,
+            )
+            body = response.json()
+        except (httpx.HTTPError, ValueError) as e:
+            return CheckResult(False, f"query {query!r} failed: {type(e).__name__}: {e}")
+        if body.get("status") != "success":
+            return CheckResult(
+                False, f"query {query!r} failed: {body.get('errorType')}: {body.get('error')}"
+            )
+        return self._judge(query, sample_values(body.get("data", {})))
+
+    def _judge(self, query: str, values: list[float]) -> CheckResult:
+        if not values:
+            verdict = "passes" if self.empty_passes else "does not hold"
+            return CheckResult(self.empty_passes, f"{query}: no series matched ({verdict})")
+        shown = ", ".join(f"{v:g}" for v in values)
+        holds = all(self.condition.holds(v) for v in values)
+        return CheckResult(holds, f"{query} = {shown} ({'' if holds else 'not '}{self.condition})")
+
+
+Check = HttpCheck | PromQLCheck
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    check: Check
+    every: float
+    within: float
+
+
+def extract(data: Any, field: str) -> list[str]:
+    """The values at a dotted field path; `[*]` fans out over a list."""
+    current: list[Any] = [data]
+    for m in _FIELD_PART.finditer(field):
+        key, index = m.groups()
+        if key is not None:
+            current = [item[key] for item in current]
+        elif index == "*":
+            current = [element for item in current for element in _as_list(item)]
+        else:
+            current = [_as_list(item)[int(index)] for item in current]
+    return [_scalar(v) for v in current]
+
+
+def _as_list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list, got {type(value).__name__}")
+    return value
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        raise TypeError("the field is not a scalar")
+    return str(value)
+
+
+def sample_values(data: Mapping[str, Any]) -> list[float]:
+    """Values of an instant query result: vector samples or a scalar. Prometheus writes values
+    as strings ("NaN", "+Inf" included)."""
+    kind, result = data.get("resultType"), data.get("result")
+    if kind == "scalar" and isinstance(result, list):
+        return [float(result[1])]
+    if kind == "vector" and isinstance(result, list):
+        return [float(sample["value"][1]) for sample in result]
+    return []
+
+
+def promql_string(value: str) -> str:
+    """A label value inside a PromQL double-quoted string literal."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def parse_precondition(node: Node, targets: Mapping[str, Target]) -> Check:
+    node.mapping(PRECONDITION_KEYS)
+    return _one_check(node, targets)
+
+
+def parse_verify(node: Node, targets: Mapping[str, Target]) -> Verification:
+    node.mapping(VERIFY_KEYS)
+    return Verification(
+        check=_one_check(node, targets),
+        every=node.opt("every", Node.duration, 5.0),
+        within=node.opt("within", Node.duration, 120.0),
+    )
+
+
+def _one_check(node: Node, targets: Mapping[str, Target]) -> Check:
+    given = [k for k in ("http", "promql") if node.has(k)]
+    if len(given) != 1:
+        raise node.fail("give exactly one of 'http' or 'promql'")
+    if given[0] == "http":
+        return _http_check(node.require("http"), targets)
+    return _promql_check(node.require("promql"), targets)
+
+
+def _http_check(node: Node, targets: Mapping[str, Target]) -> HttpCheck:
+    node.mapping(HTTP_KEYS)
+    target_node = node.require("target")
+    name = target_node.string()
+    if name not in targets or not targets[name].url:
+        known = ", ".join(sorted(t for t in targets if targets[t].url)) or "none defined"
+        raise target_node.fail(f"unknown target {name!r} (known: {known})")
+    path_node = node.require("path")
+    path = Template.parse(path_node)
+    if not path.text.startswith("/"):
+        raise path_node.fail(f"path must start with '/', got {path.text!r}")
+    field_node = node.require("field")
+    field = field_node.string()
+    if not _FIELD.fullmatch(field):
+        raise field_node.fail(
+            f"invalid field path {field!r} (e.g. connector.state, tasks[*].state)"
+        )
+    allowed, denied = node.get("in"), node.get("not_in")
+    if (allowed is None) == (denied is None):
+        raise node.fail("give exactly one of 'in' or 'not_in'")
+    return HttpCheck(
+        targets[name],
+        path,
+        field,
+        None if allowed is None else frozenset(_values(allowed)),
+        None if denied is None else frozenset(_values(denied)),
+    )
+
+
+def _values(node: Node) -> list[str]:
+    items = node.sequence()
+    return [
+        "true" if i.value is True else "false" if i.value is False else str(i.value) for i in items
+    ]
+
+
+def _promql_check(node: Node, targets: Mapping[str, Target]) -> PromQLCheck:
+    node.mapping(PROMQL_KEYS)
+    if PROMETHEUS not in targets:
+        raise node.fail("promql checks need the top-level 'prometheus: {url: ...}'")
+    condition_node = node.require("condition")
+    try:
+        condition = Condition.parse(condition_node.string())
+    except ValueError as e:
+        raise condition_node.fail(str(e)) from None
+    on_empty = node.opt("on_empty", lambda n: n.choice(("fail", "pass")), "fail")
+    return PromQLCheck(
+        targets[PROMETHEUS], Template.parse(node.require("query")), condition, on_empty == "pass"
+    )
