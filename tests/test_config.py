@@ -333,7 +333,11 @@ MUST_INCREASE = "tier thresholds must increase up the ladder"
     ("tiers", "message"),
     [
         ("[{when: 'about 5'}]", f"tiers[0].when: invalid condition 'about 5' {BAD_CONDITION}"),
-        ("[{}, {when: '== 5'}]", f"tiers[1].when: invalid condition '== 5' {BAD_CONDITION}"),
+        ("[{}, {when: '=> 5'}]", f"tiers[1].when: invalid condition '=> 5' {BAD_CONDITION}"),
+        (
+            "[{}, {when: '== 5'}]",
+            "tiers: tier conditions compare with >, >=, < or <=; == and != cannot rank tiers",
+        ),
         ("[{when: 5}]", "tiers[0].when: expected a non-empty string, got 5"),
         ("[{when: '> 10%'}, {when: '> 5%'}]", f"tiers: {MUST_INCREASE} (> 0.1 then > 0.05)"),
         ("[{when: '> 5%'}, {when: '>= 5%'}]", f"tiers: {MUST_INCREASE} (> 0.05 then >= 0.05)"),

@@ -94,6 +94,8 @@ def test_parse_number_refuses_junk(text: str) -> None:
         ("< 100", Condition("<", 100.0)),
         ("<= 1e3", Condition("<=", 1000.0)),
         ("> -1", Condition(">", -1.0)),
+        ("== 1", Condition("==", 1.0)),
+        ("!= 0", Condition("!=", 0.0)),
     ],
 )
 def test_condition_parse(text: str, expected: Condition) -> None:
@@ -101,7 +103,7 @@ def test_condition_parse(text: str, expected: Condition) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "5", "== 5", "=> 5", "> ", "> abc", "> = 5", "≥ 5", "! 5", "> NaN", "< nan%"]
+    "text", ["", "5", "=> 5", "> ", "> abc", "> = 5", "≥ 5", "! 5", "> NaN", "< nan%"]
 )
 def test_condition_parse_refuses(text: str) -> None:
     message = f"invalid condition {text.strip()!r} (e.g. '> 5%', '>= 0.1', '< 100')"
@@ -230,6 +232,10 @@ def test_tier_for(r: Rule, value: float | None, expected: int) -> None:
         (("< 5", "< 20"), "tier thresholds must decrease up the ladder (< 5 then < 20)"),
         (("> 5", "< 10"), "tiers mix rising (>, >=) and falling (<, <=) conditions"),
         (("<= 10", ">= 20"), "tiers mix rising (>, >=) and falling (<, <=) conditions"),
+        (
+            ("> 1", "== 2"),
+            "tier conditions compare with >, >=, < or <=; == and != cannot rank tiers",
+        ),
     ],
 )
 def test_check_ladder(conditions: tuple[str | None, ...], problem: str | None) -> None:

@@ -247,7 +247,9 @@ def _values(node: Node) -> list[str]:
 def _promql_check(node: Node, targets: Mapping[str, Target]) -> PromQLCheck:
     node.mapping(PROMQL_KEYS)
     if PROMETHEUS not in targets:
-        raise node.fail("promql checks need the top-level 'prometheus: {url: ...}'")
+        raise node.fail(
+            "promql checks need a target named 'prometheus' (targets: {prometheus: {url: ...}})"
+        )
     condition_node = node.require("condition")
     try:
         condition = Condition.parse(condition_node.string())

@@ -87,7 +87,8 @@ class Window:
 
     def __post_init__(self) -> None:
         if self.cron is not None:
-            trigger = CronTrigger.from_crontab(self.cron, timezone=ZoneInfo(self.timezone))
+            crontab, zone = _crontab(self.cron), ZoneInfo(self.timezone)
+            trigger = CronTrigger.from_crontab(crontab, timezone=zone)
             object.__setattr__(self, "_trigger", trigger)
 
     def applies(self, rule: str, target: str) -> bool:
@@ -118,6 +119,40 @@ class Window:
 
 def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
+
+
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def _crontab(expr: str) -> str:
+    """`expr` with its day-of-week field as day names. Crontab counts days from Sunday (0 or 7),
+    but APScheduler 3's from_crontab reads the numbers from Monday: "6" would be Sunday."""
+    fields = expr.split()
+    if len(fields) == 5 and fields[4] != "*":
+        fields[4] = ",".join(_WEEKDAYS[d] for d in sorted(_weekdays(fields[4])))
+    return " ".join(fields)
+
+
+def _weekdays(spec: str) -> set[int]:
+    """The days (0 is Sunday) a crontab day-of-week field names: lists, ranges, steps, names."""
+    days: set[int] = set()
+    for item in spec.split(","):
+        span, _, step = item.partition("/")
+        low, _, high = ("0-6" if span == "*" else span).partition("-")
+        first = _weekday(low)
+        last = _weekday(high) if high else 6 if step else first
+        if last < first:  # fri-sun
+            last += 7
+        days.update(d % 7 for d in range(first, last + 1, int(step or 1)))
+    return days
+
+
+def _weekday(text: str) -> int:
+    if text.isdigit() and int(text) <= 7:
+        return int(text)
+    if text.lower() not in _WEEKDAYS:
+        raise ValueError(f"unknown day of week {text!r} (0-7 or sun-sat)")
+    return _WEEKDAYS.index(text.lower())
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +186,8 @@ class Facts:
     killswitch: bool = False
     mutes: Sequence[Mute] = ()
     windows: Sequence[Window] = ()
-    last_other_start: float | None = None  # same rule and target, another incident
+    # the last start on this target by an earlier incident of the same rule and incident key
+    last_other_start: float | None = None
     started_global: Sequence[float] = ()  # start times of every action, recent first or not
     started_action: Sequence[float] = ()  # start times of this action
     target_busy: bool = False
@@ -245,7 +281,7 @@ def _cooldown(policy: Policy, ask: Ask, facts: Facts) -> Verdict | None:
     return Verdict(
         "refuse",
         "cooldown",
-        f"rule {ask.rule!r} acted on {ask.target!r} "
+        f"rule {ask.rule!r} acted on {ask.target!r} for this incident key "
         f"{format_duration(round(ask.now - last))} ago; cooldown has {left} left",
     )
 

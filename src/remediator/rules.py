@@ -21,6 +21,8 @@ from remediator.matchers import Matcher, matches_all
 _OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
     "<=": operator.le,
+    "==": operator.eq,
+    "!=": operator.ne,
     ">": operator.gt,
     "<": operator.lt,
 }
@@ -62,6 +64,11 @@ class Condition:
     @property
     def rising(self) -> bool:
         return self.op in (">", ">=")
+
+    @property
+    def ordering(self) -> bool:
+        """A threshold that can rank tiers: not == or !=."""
+        return self.op not in ("==", "!=")
 
     def holds(self, value: float) -> bool:
         return not math.isnan(value) and _OPERATORS[self.op](value, self.threshold)
@@ -182,6 +189,8 @@ def check_ladder(tiers: Sequence[Tier]) -> str | None:
     """Why the thresholds do not form a ladder, or None. Rising conditions must increase from
     tier to tier and falling ones decrease; one ladder does not mix directions."""
     conditioned = [t.condition for t in tiers if t.condition is not None]
+    if any(not c.ordering for c in conditioned):
+        return "tier conditions compare with >, >=, < or <=; == and != cannot rank tiers"
     if len({c.rising for c in conditioned}) > 1:
         return "tiers mix rising (>, >=) and falling (<, <=) conditions"
     for lower, higher in itertools.pairwise(conditioned):

@@ -20,6 +20,7 @@ from remediator.schema import Node
 Prepared = dict[str, Any]
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+_REF = re.compile(r"\{([^{}=\s\"',]+)\}")  # a brace pair that could hold a reference
 _LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SPECIALS = ("$incident_id", "$rule", "$tier", "$value", "$fingerprint")
 _ANNOTATION_PREFIX = "$annotations."
@@ -64,13 +65,17 @@ class RenderContext:
 class Template:
     """A string with `{label}`, `{$rule}` or `{$annotations.name}` placeholders (`{{` and `}}` are
     literal braces). Values are data: each kind decides how to escape them (URL-encoded path
-    segment, one argv element, a JSON string), and nothing in a value is ever interpreted."""
+    segment, one argv element, a JSON string), and nothing in a value is ever interpreted.
+
+    With `literal_braces` (PromQL, whose selectors are `{job="api"}`), only braces around a valid
+    reference are placeholders; every other brace is text."""
 
     text: str
     refs: tuple[str, ...]
+    literal_braces: bool = False
 
     @classmethod
-    def parse(cls, node: Node) -> Template:
+    def parse(cls, node: Node, literal_braces: bool = False) -> Template:
         value = node.value
         if isinstance(value, bool):
             text = "true" if value else "false"
@@ -78,6 +83,9 @@ class Template:
             text = str(value)
         else:
             raise node.fail(f"expected a string, got {type(value).__name__}")
+        if literal_braces:
+            refs = [m.group(1) for m in _REF.finditer(text) if _valid_ref(m.group(1))]
+            return cls(text, tuple(refs), literal_braces=True)
         refs = []
         for m in _PLACEHOLDER.finditer(text):
             ref = m.group(1)
@@ -95,6 +103,12 @@ class Template:
         return cls(text, tuple(refs))
 
     def render(self, ctx: RenderContext, escape: Callable[[str], str] = str) -> str:
+        if self.literal_braces:
+            return _REF.sub(
+                lambda m: escape(ctx.lookup(m.group(1))) if _valid_ref(m.group(1)) else m.group(0),
+                self.text,
+            )
+
         def substitute(m: re.Match[str]) -> str:
             if m.group(1) is None:
                 return m.group(0)[0]

@@ -676,10 +676,12 @@ def _target_history(
     conn: sqlite3.Connection, claim: Claim, since: float, breaker_since: float
 ) -> TargetHistory:
     started = ", ".join(f"'{s}'" for s in STARTED)
+    # cooldown: the same rule and incident key (the same problem, firing again), same target
     last_other = conn.execute(
-        "SELECT MAX(started_at) FROM claims WHERE rule = ? AND target = ? AND incident_id != ? "
-        f"AND status IN ({started})",
-        (claim.rule, claim.target, claim.incident_id),
+        "SELECT MAX(c.started_at) FROM claims c JOIN incidents i ON c.incident_id = i.id "
+        "WHERE c.rule = ? AND c.target = ? AND c.incident_id != ? AND i.incident_key = "
+        f"(SELECT incident_key FROM incidents WHERE id = ?) AND c.status IN ({started})",
+        (claim.rule, claim.target, claim.incident_id, claim.incident_id),
     ).fetchone()[0]
     starts = conn.execute(
         f"SELECT action, started_at FROM claims WHERE started_at >= ? AND status IN ({started})",
@@ -926,6 +928,10 @@ def _claim_view(c: Claim) -> dict[str, Any]:
         "claimed_at": iso(c.claimed_at),
         "started_at": iso(c.started_at),
         "finished_at": iso(c.finished_at),
+        "hold_until": iso(c.hold_until),
+        "verify_status": c.verify_status,
+        "verify_detail": c.verify_detail,
+        "verify_deadline": iso(c.verify_deadline),
     }
 
 
