@@ -1,20 +1,24 @@
-"""Real servers started by tests: Prometheus from the Debian package, on a free loopback port,
-stopped by the test."""
+"""Real servers started by tests, each on a free loopback port and stopped by the test: the
+daemon itself as a separate process, and Prometheus from the Debian package."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
 import subprocess
+import sys
 import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 
 from tests.binaries import require_binary
+from tests.conftest import API_TOKEN, WEBHOOK_TOKEN
 
 
 def free_port() -> int:
@@ -73,3 +77,74 @@ async def prometheus(workdir: Path, config: str = "") -> AsyncIterator[str]:
             proc.kill()
             proc.wait()
         log.close()
+
+
+REMEDIATOR = Path(sys.executable).parent / "remediator"
+
+
+class DaemonProcess:
+    """`remediator serve` in its own process on a free loopback port. The webhook and API tokens
+    are the tests' (TEST_WEBHOOK_TOKEN, TEST_API_TOKEN in its environment)."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client = httpx.AsyncClient(base_url=self.url)
+        self.env = {**os.environ, "TEST_WEBHOOK_TOKEN": WEBHOOK_TOKEN, "TEST_API_TOKEN": API_TOKEN}
+
+    async def start(self) -> None:
+        with (self.config.parent / "daemon.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    str(REMEDIATOR),
+                    "serve",
+                    "--config",
+                    str(self.config),
+                    "--listen",
+                    f"127.0.0.1:{self.port}",
+                ],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+        async with asyncio.timeout(20):
+            while True:
+                assert self.proc.poll() is None, self.log()
+                try:
+                    if (await self.client.get("/readyz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.05)
+
+    def kill(self, sig: int = signal.SIGKILL) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=30)
+
+    async def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill()
+        await self.client.aclose()
+
+    async def post(self, body: dict[str, Any]) -> httpx.Response:
+        return await self.client.post(
+            "/alerts", json=body, headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
+        )
+
+    async def api(self, path: str) -> Any:
+        r = await self.client.get(
+            f"/api/v1{path}", headers={"Authorization": f"Bearer {API_TOKEN}"}
+        )
+        r.raise_for_status()
+        return r.json()
+
+    async def actions(self) -> dict[str, dict[str, Any]]:
+        items = (await self.api("/actions"))["items"]
+        return {a["context"]["labels"]["connector"]: a for a in items}
+
+    def log(self) -> str:
+        return (self.config.parent / "daemon.log").read_text()

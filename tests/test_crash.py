@@ -9,21 +9,18 @@ period; what does not finish in it is recorded as interrupted.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.conftest import API_TOKEN, WEBHOOK_TOKEN, base_config
+from tests.conftest import base_config
 from tests.payloads import alert, notification
+from tests.peers import DaemonProcess as Process
 from tests.standins import Connector, KafkaConnect
 
 REMEDIATOR = Path(sys.executable).parent / "remediator"
@@ -46,68 +43,6 @@ rules:
 """
 
 
-class Process:
-    """`remediator serve` in its own process on a free loopback port."""
-
-    def __init__(self, config: Path) -> None:
-        self.config = config
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}")
-
-    async def start(self) -> None:
-        env = {**os.environ, "TEST_WEBHOOK_TOKEN": WEBHOOK_TOKEN, "TEST_API_TOKEN": API_TOKEN}
-        with (self.config.parent / "daemon.log").open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    str(REMEDIATOR),
-                    "serve",
-                    "--config",
-                    str(self.config),
-                    "--listen",
-                    f"127.0.0.1:{self.port}",
-                ],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-            )
-        async with asyncio.timeout(20):
-            while True:
-                assert self.proc.poll() is None, self.log()
-                try:
-                    if (await self.client.get("/readyz")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.05)
-
-    def kill(self, sig: int = signal.SIGKILL) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout=30)
-
-    async def post(self, body: dict[str, Any]) -> httpx.Response:
-        return await self.client.post(
-            "/alerts", json=body, headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
-        )
-
-    async def actions(self) -> dict[str, dict[str, Any]]:
-        r = await self.client.get(
-            "/api/v1/actions", headers={"Authorization": f"Bearer {API_TOKEN}"}
-        )
-        return {a["context"]["labels"]["connector"]: a for a in r.json()["items"]}
-
-    def log(self) -> str:
-        return (self.config.parent / "daemon.log").read_text()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 async def connect() -> AsyncIterator[KafkaConnect]:
     c = KafkaConnect({name: Connector("FAILED", ["FAILED"]) for name in ("a", "b")})
@@ -128,9 +63,7 @@ async def daemons() -> AsyncIterator[Callable[[Path], Process]]:
 
     yield make
     for p in made:
-        if p.proc is not None and p.proc.poll() is None:
-            p.kill()
-        await p.client.aclose()
+        await p.close()
 
 
 def config_for(write_config: Callable[..., Path], connect: KafkaConnect, extra: str) -> Path:
