@@ -11,10 +11,9 @@ import pytest
 import yaml
 
 from remediator.matchers import Matcher, parse_matchers
-from tests.alerting.test_promtool import all_alerts, load, rule_pack_rules
+from tests.alerting.files import ROOT, all_alerts, load, rule_pack_rules
 from tests.binaries import require_binary
 
-ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "alerting" / "alertmanager" / "alertmanager.yml"
 OPERATOR_CONFIG = ROOT / "alerting" / "alertmanager" / "alertmanagerconfig.yaml"
 PEOPLE = {"oncall-pager", "team-slack", "issue-tracker"}
