@@ -13,11 +13,11 @@ from remediator.actions.base import RenderContext, Template
 from remediator.checks import (
     HttpCheck,
     PromQLCheck,
-    extract,
     parse_verify,
     promql_string,
     sample_values,
 )
+from remediator.jsonpath import extract
 from remediator.rules import Condition
 from remediator.schema import Invalid, Node
 from remediator.targets import Target

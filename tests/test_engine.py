@@ -344,3 +344,35 @@ async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.01)
+
+
+async def test_an_undo_action_uses_what_the_action_it_undoes_returned(
+    write_config: Callable[..., Path],
+    start_daemon: StartDaemon,
+    recorder: Callable[..., Awaitable[Recorder]],
+) -> None:
+    """`{$results.<action>.<field>}`: a silence's id, a replica count, from the JSON answer."""
+    target = await recorder()
+    rules = """
+    actions:
+      open_thing: {kind: http, target: t, method: POST, path: /things, retries: 0}
+      close_thing:
+        {kind: http, target: t, method: DELETE, path: "/things/{$results.open_thing.path}",
+         retries: 0}
+    rules:
+      - name: r
+        match: '{alertname="X"}'
+        tiers: [{actions: [open_thing]}]
+        on_resolved: [{action: close_thing, if_ran: [open_thing]}]
+    """
+    config = write_config(base_config({"t": target.server.url}, "rule_files: [r.yaml]\n"), r=rules)
+    running = await start_daemon(config)
+    await running.post_alerts(notification(alert("X")))
+    await running.settle()
+    await running.post_alerts(notification(alert("X", "resolved")))
+    await running.settle()
+    # the Recorder answers {"ok": true, "path": "/things"}: the path segment is encoded
+    assert [(s.method, s.path) for s in target.server.seen] == [
+        ("POST", "/things"),
+        ("DELETE", "/things/%2Fthings"),
+    ]

@@ -8,7 +8,6 @@ the result; an empty result is its own case (no series matched), never read as z
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ import httpx
 from remediator.actions.base import RenderContext, Template
 from remediator.actions.http import path_segment
 from remediator.errors import RenderError
+from remediator.jsonpath import FIELD, extract
 from remediator.rules import Condition
 from remediator.schema import Node
 from remediator.targets import Target
@@ -27,9 +27,6 @@ PROMQL_KEYS = frozenset({"query", "condition", "on_empty"})
 PRECONDITION_KEYS = frozenset({"http", "promql"})
 VERIFY_KEYS = frozenset({"http", "promql", "every", "within"})
 PROMETHEUS = "prometheus"
-_FIELD_PART = re.compile(r"([^.\[\]]+)|\[(\d+|\*)\]")
-_STEP = r"[^.\[\]]+(?:\[(?:\d+|\*)\])*"
-_FIELD = re.compile(rf"{_STEP}(?:\.{_STEP})*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,34 +138,6 @@ class Verification:
     within: float
 
 
-def extract(data: Any, field: str) -> list[str]:
-    """The values at a dotted field path; `[*]` fans out over a list."""
-    current: list[Any] = [data]
-    for m in _FIELD_PART.finditer(field):
-        key, index = m.groups()
-        if key is not None:
-            current = [item[key] for item in current]
-        elif index == "*":
-            current = [element for item in current for element in _as_list(item)]
-        else:
-            current = [_as_list(item)[int(index)] for item in current]
-    return [_scalar(v) for v in current]
-
-
-def _as_list(value: Any) -> list[Any]:
-    if not isinstance(value, list):
-        raise TypeError(f"expected a list, got {type(value).__name__}")
-    return value
-
-
-def _scalar(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        raise TypeError("the field is not a scalar")
-    return str(value)
-
-
 def sample_values(data: Mapping[str, Any]) -> list[float]:
     """Values of an instant query result: vector samples or a scalar. Prometheus writes values
     as strings ("NaN", "+Inf" included)."""
@@ -221,7 +190,7 @@ def _http_check(node: Node, targets: Mapping[str, Target]) -> HttpCheck:
         raise path_node.fail(f"path must start with '/', got {path.text!r}")
     field_node = node.require("field")
     field = field_node.string()
-    if not _FIELD.fullmatch(field):
+    if not FIELD.fullmatch(field):
         raise field_node.fail(
             f"invalid field path {field!r} (e.g. connector.state, tasks[*].state)"
         )

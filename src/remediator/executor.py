@@ -165,8 +165,9 @@ class Executor:
                     "started; a firing action never runs for a resolved alert",
                 )
                 return
+        results = await self.store.incident_results(claim.incident_id)
         try:
-            request = action.prepare(render_context(claim))
+            request = action.prepare(render_context(claim, results))
         except RenderError as e:
             await self._finish(claim, FAILED, f"cannot build the request: {e}")
             return
@@ -459,9 +460,10 @@ class Executor:
         self.metrics.circuit_open.labels(target).set(1 if is_open else 0)
 
 
-def render_context(claim: Claim) -> RenderContext:
+def render_context(claim: Claim, results: Mapping[str, str] | None = None) -> RenderContext:
     c = claim.context
     return RenderContext(
+        results=results or {},
         labels=c.get("labels", {}),
         annotations=c.get("annotations", {}),
         incident_id=claim.incident_id,

@@ -7,6 +7,7 @@ stored request, so a retried action is the same action, and the audit shows exac
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 
 from remediator.errors import RenderError
+from remediator.jsonpath import FIELD, extract
 from remediator.schema import Node
 
 Prepared = dict[str, Any]
@@ -24,6 +26,7 @@ _REF = re.compile(r"\{([^{}=\s\"',]+)\}")  # a brace pair that could hold a refe
 _LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SPECIALS = ("$incident_id", "$rule", "$tier", "$value", "$fingerprint")
 _ANNOTATION_PREFIX = "$annotations."
+_RESULTS_PREFIX = "$results."  # $results.<action> or $results.<action>.<json.path>
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +40,11 @@ class RenderContext:
     tier: str = ""
     value: float | None = None
     fingerprint: str = ""
+    results: Mapping[str, str] = field(default_factory=dict)  # action -> its output, this incident
 
     def lookup(self, ref: str) -> str:
+        if ref.startswith(_RESULTS_PREFIX):
+            return self._result(ref[len(_RESULTS_PREFIX) :])
         if ref.startswith(_ANNOTATION_PREFIX):
             name = ref[len(_ANNOTATION_PREFIX) :]
             if name not in self.annotations:
@@ -49,6 +55,23 @@ class RenderContext:
         if ref not in self.labels:
             raise RenderError(f"label {ref!r} is missing")
         return self.labels[ref]
+
+    def _result(self, ref: str) -> str:
+        """What an earlier action of this incident returned: its whole output, or a field of
+        it when the output is JSON (`$results.silence.silenceID`)."""
+        action, _, path = ref.partition(".")
+        if action not in self.results:
+            raise RenderError(f"no result from action {action!r} in this incident")
+        output = self.results[action]
+        if not path:
+            return output
+        try:
+            values = extract(json.loads(output), path)
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise RenderError(f"the result of {action!r} has no field {path!r}") from None
+        if len(values) != 1:
+            raise RenderError(f"the result of {action!r} has {len(values)} values at {path!r}")
+        return values[0]
 
     def _special(self, ref: str) -> str:
         values = {
@@ -94,7 +117,7 @@ class Template:
             if not _valid_ref(ref):
                 raise node.fail(
                     f"invalid placeholder {{{ref}}} in {text!r} (use a label name, "
-                    f"{', '.join(SPECIALS)} or $annotations.<name>)"
+                    f"{', '.join(SPECIALS)}, $annotations.<name> or $results.<action>[.<field>])"
                 )
             refs.append(ref)
         leftover = _PLACEHOLDER.sub("", text)
@@ -120,6 +143,9 @@ class Template:
 def _valid_ref(ref: str) -> bool:
     if ref.startswith(_ANNOTATION_PREFIX):
         return bool(ref[len(_ANNOTATION_PREFIX) :])
+    if ref.startswith(_RESULTS_PREFIX):
+        action, _, path = ref[len(_RESULTS_PREFIX) :].partition(".")
+        return bool(action) and (not path or FIELD.fullmatch(path) is not None)
     return ref in SPECIALS or _LABEL_NAME.fullmatch(ref) is not None
 
 

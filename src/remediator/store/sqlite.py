@@ -414,6 +414,16 @@ class SqliteStore:
         params = (rule, json.dumps(list(key)), rule, since)
         return await self._read(lambda conn: [r[0] for r in conn.execute(sql, params)])
 
+    async def incident_results(self, incident_id: int) -> dict[str, str]:
+        """The output of each action that succeeded for this incident (the last one's, if an
+        action ran in several tiers)."""
+        sql = (
+            "SELECT c.action, a.output FROM claims c JOIN attempts a ON a.claim_id = c.id "
+            "WHERE c.incident_id = ? AND c.status = ? AND a.ok = 1 ORDER BY a.id"
+        )
+        rows = await self._read(lambda conn: conn.execute(sql, (incident_id, SUCCEEDED)).fetchall())
+        return {action: output for action, output in rows}
+
     async def incident_alert(self, incident_id: int) -> tuple[dict[str, str], dict[str, str]]:
         """The labels and annotations of the incident's latest alert."""
         sql = "SELECT labels, annotations FROM incidents WHERE id = ?"
