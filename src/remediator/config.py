@@ -8,7 +8,7 @@ problem found, each naming file, path and value.
 from __future__ import annotations
 
 import glob
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -50,6 +50,7 @@ TOP_KEYS = frozenset(
         "rules",
         "guardrails",
         "maintenance_windows",
+        "slack",
     }
 )
 RULE_FILE_KEYS = frozenset({"actions", "rules"})
@@ -60,6 +61,45 @@ BASIC_KEYS = frozenset({"username", "password_env", "password_file"})
 STORE_KEYS = frozenset({"sqlite"})
 SQLITE_KEYS = frozenset({"path"})
 EXECUTOR_KEYS = frozenset({"max_concurrency"})
+SLACK_KEYS = frozenset(
+    {
+        "bot_token_env",
+        "bot_token_file",
+        "signing_secret_env",
+        "signing_secret_file",
+        "base_url",
+        "channel",
+        "command",
+        "severity_label",
+        "page_group",
+        "page_severities",
+        "access",
+        "verbs",
+        "templates_dir",
+        "retry",
+        "max_age",
+    }
+)
+ACCESS_KEYS = frozenset({"users", "groups"})
+SLACK_RETRY_KEYS = frozenset({"initial", "max"})
+RULE_SLACK_KEYS = frozenset({"channel", "templates"})
+VERBS = (
+    "help",
+    "status",
+    "history",
+    "pause",
+    "resume",
+    "restart",
+    "rollback",
+    "approve",
+    "deny",
+    "ack",
+    "mute",
+    "unmute",
+    "killswitch",
+)
+ACTION_VERBS = ("pause", "resume", "restart", "rollback")
+READ_VERBS = ("help", "status", "history")
 RULE_KEYS = frozenset(
     {
         "name",
@@ -72,6 +112,7 @@ RULE_KEYS = frozenset(
         "dry_run",
         "cooldown",
         "during_maintenance",
+        "slack",
     }
 )
 VALUE_KEYS = frozenset({"annotation", "label"})
@@ -139,6 +180,33 @@ class ActionPolicy:
     budget: Budget | None = None
     precondition: Check | None = None
     verify: Verification | None = None
+    announce: str = ""  # the Slack template telling its success: paused, resumed, rolled_back
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """Who may use a verb: Slack user IDs and user group IDs."""
+
+    users: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class SlackConfig:
+    token: Secret | None = None  # None: messages go to the log
+    signing_secret: Secret | None = None  # None: /slack/* answer 404
+    base_url: str = "https://slack.com/api/"
+    channel: str = ""
+    command: str = "/remediate"
+    severity_label: str = "severity"
+    page_group: str = ""  # a user group ID mentioned on page severities
+    page_severities: frozenset[str] = frozenset({"P0", "P1"})
+    access: Mapping[str, Access] = field(default_factory=dict)  # verb or "*"
+    verbs: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # verb -> target -> action
+    templates_dir: Path | None = None
+    retry_initial: float = 1.0
+    retry_max: float = 60.0
+    max_age: float = 86400.0  # a message undeliverable this long is dropped (and counted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +224,7 @@ class Config:
     action_policies: dict[str, ActionPolicy] = field(default_factory=dict)
     guardrails: Guardrails = field(default_factory=Guardrails)
     windows: tuple[Window, ...] = ()
+    slack: SlackConfig = field(default_factory=SlackConfig)
 
     def policy(self, action: str) -> ActionPolicy:
         return self.action_policies.get(action, NO_POLICY)
@@ -208,6 +277,7 @@ class _Loader:
             action_policies=policies,
             guardrails=self._check(partial(_guardrails, root.get("guardrails"))) or Guardrails(),
             windows=tuple(self._windows(root.get("maintenance_windows"))),
+            slack=self._check(partial(self._slack, root.get("slack"), actions)) or SlackConfig(),
         )
         if self.problems:
             raise ConfigError(self.problems)
@@ -296,6 +366,34 @@ class _Loader:
             return 16
         node.mapping(EXECUTOR_KEYS)
         return node.opt("max_concurrency", lambda n: n.integer(minimum=1), 16)
+
+    def _slack(self, node: Node | None, actions: dict[str, Action]) -> SlackConfig:
+        if node is None:
+            return SlackConfig()
+        node.mapping(SLACK_KEYS)
+        retry = node.get("retry")
+        if retry is not None:
+            retry.mapping(SLACK_RETRY_KEYS)
+        templates_dir = node.get("templates_dir")
+        base_url = node.opt("base_url", Node.string, "https://slack.com/api/")
+        return SlackConfig(
+            token=node.secret("bot_token", self.base_dir),
+            signing_secret=node.secret("signing_secret", self.base_dir),
+            base_url=base_url if base_url.endswith("/") else base_url + "/",
+            channel=node.opt("channel", Node.string, ""),
+            command=node.opt("command", Node.string, "/remediate"),
+            severity_label=node.opt("severity_label", Node.string, "severity"),
+            page_group=node.opt("page_group", Node.string, ""),
+            page_severities=frozenset(node.strings("page_severities") or ["P0", "P1"]),
+            access=_access(node.get("access")),
+            verbs=_verbs(node.get("verbs"), actions),
+            templates_dir=None
+            if templates_dir is None
+            else _directory(templates_dir, self.base_dir),
+            retry_initial=1.0 if retry is None else retry.opt("initial", Node.duration, 1.0),
+            retry_max=60.0 if retry is None else retry.opt("max", Node.duration, 60.0),
+            max_age=node.opt("max_age", Node.duration, 86400.0),
+        )
 
     def _windows(self, node: Node | None) -> list[Window]:
         if node is None:
@@ -409,6 +507,10 @@ class _Loader:
             position=position,
             dry_run=node.opt("dry_run", Node.boolean, False),
             cooldown=node.opt("cooldown", Node.duration, None),
+            channel=node.get("slack").opt("channel", Node.string, "")  # type: ignore[union-attr]
+            if node.has("slack")
+            else "",
+            templates=_rule_templates(node.get("slack")),
             during_maintenance=node.opt(
                 "during_maintenance", lambda n: n.choice(("hold", "drop")), "hold"
             ),
@@ -458,6 +560,58 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+def _access(node: Node | None) -> dict[str, Access]:
+    """`access: {"*": {users: [U1]}, approve: {groups: [S1]}}`: per verb, or "*" for the rest."""
+    if node is None:
+        return {}
+    access = {}
+    for verb, item in node.items():
+        if verb != "*" and verb not in VERBS:
+            raise item.fail(f"unknown verb {verb!r} (known: *, {', '.join(VERBS)})")
+        item.mapping(ACCESS_KEYS)
+        access[verb] = Access(frozenset(item.strings("users")), frozenset(item.strings("groups")))
+    return access
+
+
+def _verbs(node: Node | None, actions: dict[str, Action]) -> dict[str, dict[str, str]]:
+    """`verbs: {pause: {ingestion: pause_ingestion}}`: what `/remediate pause ingestion` runs."""
+    if node is None:
+        return {}
+    verbs: dict[str, dict[str, str]] = {}
+    for verb, item in node.items():
+        if verb not in ACTION_VERBS:
+            raise item.fail(f"unknown verb {verb!r} (known: {', '.join(ACTION_VERBS)})")
+        verbs[verb] = {name: _action_ref(ref, actions) for name, ref in item.items()}
+    return verbs
+
+
+def _directory(node: Node, base_dir: Path) -> Path:
+    path = resolve_path(node.string(), base_dir)
+    if not path.is_dir():
+        raise node.fail(f"not a directory: {str(path)!r}")
+    return path
+
+
+def _rule_templates(node: Node | None) -> dict[str, str]:
+    if node is None:
+        return {}
+    node.mapping(RULE_SLACK_KEYS)
+    templates = node.get("templates")
+    if templates is None:
+        return {}
+    from remediator.slack.templates import TEMPLATE_NAMES, check_template
+
+    found = {}
+    for name, item in templates.items():
+        if name not in TEMPLATE_NAMES:
+            raise item.fail(f"unknown template {name!r} (known: {', '.join(TEMPLATE_NAMES)})")
+        problem = check_template(item.string())
+        if problem:
+            raise item.fail(f"invalid template: {problem}")
+        found[name] = item.string()
+    return found
+
+
 def _repeats(node: Node) -> Repeats:
     node.mapping(REPEATS_KEYS)
     return Repeats(node.require("count").integer(minimum=2), node.require("within").duration())
@@ -478,6 +632,11 @@ def _action_policy(node: Node, env: ParseEnv) -> ActionPolicy:
         if precondition is None
         else parse_precondition(precondition, env.targets),
         verify=None if verify is None else parse_verify(verify, env.targets),
+        announce=node.opt(
+            "announce",
+            lambda n: n.choice(("paused", "resumed", "rolled_back", "action_taken")),
+            "",
+        ),
     )
 
 

@@ -3,7 +3,9 @@ mutes, approvals and circuit breakers. Every change is audited with who asked an
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from remediator import guardrails
@@ -11,13 +13,23 @@ from remediator.clock import Clock, iso
 from remediator.config import Config
 from remediator.errors import Conflict, ControlError, NotFound
 from remediator.executor import Executor
+from remediator.incidents import Incident
 from remediator.matchers import MatcherError, parse_matchers
 from remediator.metrics import Metrics
 from remediator.schema import format_duration
-from remediator.store.records import Approval, AuditEntry, MuteRow
+from remediator.store.records import (
+    Approval,
+    AuditEntry,
+    Changes,
+    Claim,
+    IncidentWrite,
+    MuteRow,
+    NewClaim,
+)
 from remediator.types import Notifier, Store
 
 KILLSWITCH = "killswitch"
+MANUAL = "manual"  # the rule, step and status of what a person asked for by hand
 MAX_MUTE = 30 * 86400.0
 
 
@@ -47,6 +59,7 @@ class Control:
         self.metrics = metrics
         self.clock = clock
         self._announced_mutes: set[int] = set()
+        self.acked: Callable[[int], None] = lambda incident_id: None  # the engine's cache
 
     async def load(self) -> None:
         """The kill switch as last set at runtime, else as configured; gauges from the store."""
@@ -61,6 +74,11 @@ class Control:
         now = self.clock.now()
         self.metrics.mutes_active.set(len(await self.store.mutes(now)))
         self.metrics.approvals_pending.set(len(await self.store.approvals("pending")))
+
+    async def record(self, entry: AuditEntry) -> None:
+        """Audit something that changes nothing (a refused Slack request)."""
+        applied = await self.store.apply(Changes(at=entry.at, audit=[entry]))
+        await self.notifier.publish(applied.audit)
 
     # -- kill switch ---------------------------------------------------------------------------
 
@@ -200,6 +218,83 @@ class Control:
 
     async def approvals(self, status: str | None = "pending") -> list[dict[str, Any]]:
         return [approval_view(a) for a in await self.store.approvals(status)]
+
+    # -- incidents and manual actions ----------------------------------------------------------
+
+    async def ack(self, incident_id: int, by: str) -> None:
+        """A human owns the incident: escalate-after stops paging; the guardrails stay."""
+        now = self.clock.now()
+        entry = AuditEntry(
+            kind="control",
+            event="acknowledged",
+            message=f"Incident {incident_id} acknowledged by {by}",
+            at=now,
+            actor=by,
+            incident_id=incident_id,
+        )
+        incident = await self.store.incident(incident_id)
+        if incident is None:
+            raise NotFound(f"no incident {incident_id}")
+        entry = replace(entry, rule=incident["rule"])
+        if not await self.store.ack_incident(incident_id, by, now, entry):
+            raise Conflict(f"incident {incident_id} is {incident['status']}, not open")
+        self.acked(incident_id)
+        await self.notifier.publish([entry])
+
+    async def manual_action(self, verb: str, target: str, by: str) -> Claim:
+        """`/remediate pause ingestion`: the configured action, through the same guardrails,
+        executor and audit as an automatic one, under an incident of its own (status manual)."""
+        actions = self.config.slack.verbs.get(verb, {})
+        if target not in actions:
+            known = ", ".join(sorted(actions)) or "none configured"
+            raise NotFound(f"unknown target {target!r} for {verb} (known: {known})")
+        name = actions[target]
+        action = self.config.actions[name]
+        now = self.clock.now()
+        incident = Incident(
+            id=-1,
+            rule=MANUAL,
+            key=(verb, target, by, iso(now) or ""),
+            status=MANUAL,
+            tier=-1,
+            value=None,
+            opened_at=now,
+            tier_at=now,
+            updated_at=now,
+        )
+        labels = {"verb": verb, "target": target, "requested_by": by}
+        changes = Changes(at=now)
+        changes.incidents.append(IncidentWrite(incident, labels, labels, {}))
+        changes.claims.append(
+            NewClaim(
+                -1,
+                MANUAL,
+                name,
+                action.kind,
+                action.target,
+                MANUAL,
+                str(uuid.uuid4()),
+                {"labels": labels},
+                now,
+            )
+        )
+        changes.audit.append(
+            AuditEntry(
+                kind="action",
+                event="manual_requested",
+                message=f"{by} asked to {verb} {target} ({name})",
+                at=now,
+                incident_id=-1,
+                rule=MANUAL,
+                tier=MANUAL,
+                action=name,
+                actor=by,
+            )
+        )
+        applied = await self.store.apply(changes)
+        await self.notifier.publish(applied.audit)
+        self.executor.submit(applied.claims)
+        return applied.claims[0]
 
     # -- circuit breakers ----------------------------------------------------------------------
 

@@ -88,10 +88,14 @@ class AlertData:
     labels: Mapping[str, str]
     annotations: Mapping[str, str]
     fingerprint: str
+    generator_url: str = ""
+    external_url: str = ""
 
     @classmethod
-    def of(cls, alert: Alert) -> AlertData:
-        return cls(alert.labels, alert.annotations, alert.fingerprint)
+    def of(cls, alert: Alert, external_url: str = "") -> AlertData:
+        return cls(
+            alert.labels, alert.annotations, alert.fingerprint, alert.generator_url, external_url
+        )
 
 
 @dataclass(slots=True)
@@ -101,6 +105,7 @@ class _Batch:
     changes: Changes
     open: dict[OpenKey, Incident] = field(default_factory=dict)  # incidents touched
     closed: set[OpenKey] = field(default_factory=set)
+    external_url: str = ""  # the Alertmanager of the notification being processed
 
 
 class Engine:
@@ -168,6 +173,12 @@ class Engine:
         """Wait until everything submitted so far has been processed (for tests and tools)."""
         await self._queue.join()
 
+    def acked(self, incident_id: int) -> None:
+        """A human acknowledged the incident: time no longer escalates it."""
+        for ref, incident in self.open.items():
+            if incident.id == incident_id:
+                self.open[ref] = replace(incident, acked=True)
+
     def next_escalation(self) -> float | None:
         """The earliest escalate-after due among open incidents."""
         dues = (
@@ -221,6 +232,7 @@ class Engine:
         for event in events:
             if isinstance(event, Received):
                 batch.changes.journal_ids.append(event.journal_id)
+                batch.external_url = event.notification.external_url
                 await self._notification(event.notification, batch, now)
             elif isinstance(event, Tick):
                 await self._tick(batch, now)
@@ -285,7 +297,7 @@ class Engine:
                 return  # a repeat of what is known: nothing to decide
         batch.closed.discard((rule.name, key))
         batch.open[(rule.name, key)] = transition.incident
-        self._record(rule, AlertData.of(alert), transition, batch, now)
+        self._record(rule, AlertData.of(alert, batch.external_url), transition, batch, now)
         self._instance(rule, alert, transition.incident, "firing", batch, now)
 
     async def _starts(
@@ -311,7 +323,7 @@ class Engine:
             batch.open.pop((rule.name, key), None)
             batch.closed.add((rule.name, key))
         self._remember_resolved((rule.name, *alert.instance))
-        self._record(rule, AlertData.of(alert), transition, batch, now)
+        self._record(rule, AlertData.of(alert, batch.external_url), transition, batch, now)
         self._instance(rule, alert, transition.incident, "resolved", batch, now)
 
     async def _tick(self, batch: _Batch, now: float) -> None:
@@ -361,6 +373,8 @@ class Engine:
                 dict(zip(rule.incident_key, incident.key, strict=True)),
                 labels=alert.labels,
                 annotations=alert.annotations,
+                generator_url=alert.generator_url,
+                external_url=alert.external_url,
             )
         )
         for decision in t.decisions:

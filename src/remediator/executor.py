@@ -54,6 +54,7 @@ from remediator.types import Action, Notifier, Store
 log = logging.getLogger(__name__)
 
 WAIT_POLL = 1.0  # how often a claim waiting for its target looks again (other replicas)
+MANUAL_STEP = "manual"  # a person asked for it (Slack): no alert to have resolved
 
 
 class RuntimeState:
@@ -155,7 +156,7 @@ class Executor:
         if action is None:
             await self._finish(claim, FAILED, f"action {claim.action!r} is no longer configured")
             return
-        if claim.step != RESOLVED_STEP:
+        if claim.step not in (RESOLVED_STEP, MANUAL_STEP):
             status = await self.store.incident_status(claim.incident_id)
             if status != "open":
                 await self._finish(
@@ -187,7 +188,9 @@ class Executor:
                     await self._settle(claim, action, request, verdict)
                     return False
             with contextlib.suppress(TimeoutError):  # busy target: wait, look again now and then
-                await asyncio.wait_for(freed.wait(), WAIT_POLL)
+                # not wait_for: Python 3.11's can swallow a cancel
+                async with asyncio.timeout(WAIT_POLL):
+                    await freed.wait()
 
     async def verdict(self, claim: Claim) -> Verdict:
         """What the guardrails say about starting this claim now."""

@@ -30,6 +30,7 @@ class Incident:
     tier_at: float
     updated_at: float
     resolved_at: float | None = None
+    acked: bool = False  # a human owns it: time no longer escalates it
     # firing alert instances and their latest values; treat as immutable
     instances: Mapping[InstanceId, float | None] = field(default_factory=dict)
 
@@ -183,7 +184,12 @@ def on_tick(incident: Incident, rule: Rule, now: float) -> Transition:
 
 def escalation_due(incident: Incident, rule: Rule) -> float | None:
     """When `escalate_after` moves this incident up, or None."""
-    if not incident.open or incident.tier < 0 or incident.tier + 1 >= len(rule.tiers):
+    if (
+        not incident.open
+        or incident.acked
+        or incident.tier < 0
+        or incident.tier + 1 >= len(rule.tiers)
+    ):
         return None
     after = rule.tiers[incident.tier].escalate_after
     return None if after is None else incident.tier_at + after

@@ -33,6 +33,7 @@ ACTION_OUTCOMES = (
 )
 DECISIONS = ("opened", "escalated", "resolved", "no_value", "needs_human")
 ESCALATION_CAUSES = ("value", "time", "repeats", "verification")
+SLACK_REQUEST_OUTCOMES = ("ok", "unauthorized", "forbidden", "invalid")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 ACTION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -137,6 +138,23 @@ class Metrics:
         self.storm_active = Gauge(
             "remediator_storm_active", "1 while an alert storm is summarised.", registry=registry
         )
+        self.slack_outbox_depth = Gauge(
+            "remediator_slack_outbox_depth",
+            "Slack messages waiting to be delivered.",
+            registry=registry,
+        )
+        self.slack_deliveries = Counter(
+            "remediator_slack_deliveries_total",
+            "Slack delivery attempts, by outcome (sent, retried, failed).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.slack_requests = Counter(
+            "remediator_slack_requests_total",
+            "Slash commands and button clicks received, by endpoint and outcome.",
+            ["endpoint", "outcome"],
+            registry=registry,
+        )
         self.journal_backlog = Gauge(
             "remediator_journal_backlog",
             "Acknowledged notifications not yet processed.",
@@ -150,6 +168,11 @@ class Metrics:
             self.guardrail_refusals.labels(guardrail)
         for outcome in ("passed", "failed"):
             self.verifications.labels(outcome)
+        for outcome in ("sent", "retried", "failed"):
+            self.slack_deliveries.labels(outcome)
+        for endpoint in ("commands", "interactions"):
+            for outcome in SLACK_REQUEST_OUTCOMES:
+                self.slack_requests.labels(endpoint, outcome)
 
     def declare(
         self, rules: Iterable[str], kinds: Iterable[str], targets: Iterable[str] = ()

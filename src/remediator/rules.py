@@ -147,6 +147,8 @@ class Rule:
     dry_run: bool = False
     cooldown: float | None = None
     during_maintenance: str = "hold"  # or "drop"
+    channel: str = ""  # Slack channel for this rule's incidents ("": the default)
+    templates: Mapping[str, str] = field(default_factory=dict)  # template name -> source
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         return matches_all(self.matchers, labels)

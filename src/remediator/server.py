@@ -29,9 +29,10 @@ from remediator.engine import Engine
 from remediator.errors import PayloadError, StoreError
 from remediator.executor import Executor
 from remediator.metrics import Metrics
-from remediator.notify import LogNotifier
 from remediator.scheduler import Timers
 from remediator.schema import Secret
+from remediator.slack.app import SlackApp
+from remediator.slack.outbox import Outbox, Sender
 from remediator.store.sqlite import SqliteStore
 from remediator.types import Notifier, Store
 
@@ -206,7 +207,7 @@ class Daemon:
     config: Config
     clock: Clock = field(default_factory=SystemClock)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-    notifier: Notifier = field(default_factory=LogNotifier)
+    slack_sender: Sender | None = None  # None: Slack's Web API, or the log without a token
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(self.registry)
@@ -216,6 +217,8 @@ class Daemon:
             sorted(set(self.config.targets) | {a.target for a in self.config.actions.values()}),
         )
         self.store: Store = SqliteStore(self.config.store_path)
+        self.outbox = Outbox(self.config, self.store, self.metrics, self.slack_sender)
+        self.notifier: Notifier = self.outbox
         self.executor = Executor(self.store, self.config, self.notifier, self.metrics, self.clock)
         self.engine = Engine(
             self.config, self.store, self.executor, self.notifier, self.metrics, self.clock
@@ -228,7 +231,14 @@ class Daemon:
         self.executor.verify_failed = self.engine.verification_failed
         self.engine.storm.metrics_gauge = self.metrics.storm_active.set
         self.routes = Routes(self.config, self.store, self.engine, self.metrics, self.clock)
+        self.control.acked = self.engine.acked
         self.app = create_app(self.routes, Api(self.store, self.engine, self.control))
+        self.slack_app: SlackApp | None = None
+        if self.config.slack.signing_secret is not None:
+            self.slack_app = SlackApp(
+                self.config, self.store, self.control, self.metrics, self.clock
+            )
+            self.slack_app.register(self.app)
         self._runner: web.AppRunner | None = None
         self._stopped = False
         self.port = 0
@@ -239,6 +249,7 @@ class Daemon:
         await self.executor.recover()
         await self.engine.start()
         self.timers.start()
+        await self.outbox.start()
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
         site = web.TCPSite(
@@ -268,6 +279,9 @@ class Daemon:
         await self.timers.stop()
         await self.engine.stop()
         await self.executor.shutdown(self.config.server.shutdown_grace)
+        if self.slack_app is not None:
+            await self.slack_app.close()
+        await self.outbox.stop()
         await self.store.close()
 
     async def serve(self, host: str | None = None, port: int | None = None) -> None:

@@ -29,6 +29,7 @@ COMMON_KEYS = frozenset(
         "budget",
         "precondition",
         "verify",
+        "announce",
     }
 )
 BACKOFF_KEYS = frozenset({"initial", "max", "multiplier"})

@@ -95,6 +95,8 @@ class IncidentWrite:
     key_labels: Mapping[str, str]
     labels: Mapping[str, str] | None = None  # None: keep what is stored
     annotations: Mapping[str, str] | None = None
+    generator_url: str | None = None  # the alert's link into Prometheus
+    external_url: str | None = None  # the Alertmanager that sent it
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +176,33 @@ class TargetHistory:
     target_busy: bool  # another claim on the target is running
     failures: list[float]  # the target's failures since its last success or reset
     approval: Approval | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """A Slack message to deliver. `thread` orders delivery (incident:<id>, channel:<c>);
+    `ref` names a posted message so later updates and replies can find it."""
+
+    thread: str
+    channel: str
+    method: str  # post | reply | update
+    payload: Mapping[str, Any]
+    ref: str | None = None
+    parent: str | None = None
+    audit_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    thread: str
+    channel: str
+    method: str
+    ref: str | None
+    parent: str | None
+    payload: Mapping[str, Any]
+    attempts: int
+    created_at: float
 
 
 @dataclass(frozen=True, slots=True)

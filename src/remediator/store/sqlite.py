@@ -42,6 +42,8 @@ from remediator.store.records import (
     Claim,
     IncidentWrite,
     MuteRow,
+    OutboxItem,
+    OutboxRow,
     Page,
     TargetHistory,
 )
@@ -629,6 +631,123 @@ class SqliteStore:
     async def target_failures(self, target: str, since: float) -> list[float]:
         return await self._read(lambda conn: _failures(conn, target, since))
 
+    # -- Slack ---------------------------------------------------------------------------------
+
+    async def audit_after(self, after: int, limit: int) -> list[AuditEntry]:
+        sql = f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE id > ? ORDER BY id LIMIT ?"
+        rows = await self._read(lambda conn: conn.execute(sql, (after, limit)).fetchall())
+        return [_audit_entry(r) for r in rows]
+
+    async def enqueue_slack(self, items: list[OutboxItem], cursor: int, at: float) -> None:
+        """Queue messages and move the cursor past the audit lines they tell, atomically: each
+        audit line becomes its messages exactly once, even across crashes."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO slack_outbox (audit_id, thread, channel, method, ref, parent, "
+                "payload, status, next_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', "
+                "?, ?)",
+                [
+                    (
+                        i.audit_id,
+                        i.thread,
+                        i.channel,
+                        i.method,
+                        i.ref,
+                        i.parent,
+                        json.dumps(i.payload),
+                        at,
+                        at,
+                    )
+                    for i in items
+                ],
+            )
+            conn.execute(
+                "INSERT INTO settings (name, value, updated_at) VALUES ('slack_cursor', ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value, "
+                "updated_at = excluded.updated_at",
+                (json.dumps(cursor), at),
+            )
+
+        await self._write(op)
+
+    async def outbox_due(self, now: float, limit: int) -> list[OutboxRow]:
+        """The first pending message of each thread, if it is due: one at a time per thread
+        keeps every thread in order."""
+        sql = (
+            f"SELECT {_OUTBOX_COLUMNS} FROM slack_outbox o WHERE status = 'pending' AND id = "
+            "(SELECT MIN(id) FROM slack_outbox WHERE thread = o.thread AND status = 'pending') "
+            "AND next_at <= ? ORDER BY id LIMIT ?"
+        )
+        rows = await self._read(lambda conn: conn.execute(sql, (now, limit)).fetchall())
+        return [
+            OutboxRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8])
+            for r in rows
+        ]
+
+    async def outbox_done(
+        self,
+        row_id: int,
+        status: str,
+        at: float,
+        error: str = "",
+        sent: tuple[str, str, str] | None = None,
+    ) -> None:
+        """Mark a message sent (remembering (ref, channel, ts) for later updates) or failed."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE slack_outbox SET status = ?, sent_at = ?, error = ?, "
+                "attempts = attempts + 1 WHERE id = ?",
+                (status, at, error, row_id),
+            )
+            if sent is not None:
+                conn.execute(
+                    "INSERT INTO slack_messages (ref, channel, ts) VALUES (?, ?, ?) "
+                    "ON CONFLICT (ref) DO UPDATE SET channel = excluded.channel, ts = excluded.ts",
+                    sent,
+                )
+
+        await self._write(op)
+
+    async def outbox_retry(self, row_id: int, next_at: float, error: str) -> None:
+        sql = "UPDATE slack_outbox SET attempts = attempts + 1, next_at = ?, error = ? WHERE id = ?"
+        await self._write(lambda conn: conn.execute(sql, (next_at, error, row_id)))
+
+    async def outbox_stats(self) -> tuple[int, float | None]:
+        """Pending messages, and when the earliest of them is due."""
+        sql = "SELECT COUNT(*), MIN(next_at) FROM slack_outbox WHERE status = 'pending'"
+        count, due = await self._read(lambda conn: conn.execute(sql).fetchone())
+        return int(count), due
+
+    async def slack_message(self, ref: str) -> tuple[str, str] | None:
+        sql = "SELECT channel, ts FROM slack_messages WHERE ref = ?"
+        row = await self._read(lambda conn: conn.execute(sql, (ref,)).fetchone())
+        return None if row is None else (row[0], row[1])
+
+    async def incident(self, incident_id: int) -> dict[str, Any] | None:
+        sql = f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE id = ?"
+        row = await self._read(lambda conn: conn.execute(sql, (incident_id,)).fetchone())
+        return None if row is None else _incident_view(row)
+
+    async def ack_incident(self, incident_id: int, by: str, at: float, audit: AuditEntry) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE incidents SET acked_by = ?, acked_at = ? WHERE id = ? AND status = 'open'",
+                (by, at, incident_id),
+            )
+            if cur.rowcount != 1:
+                return False
+            _insert_audit(conn, audit)
+            return True
+
+        return await self._write(op)
+
+    async def approval(self, approval_id: int) -> Approval | None:
+        sql = f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE id = ?"
+        row = await self._read(lambda conn: conn.execute(sql, (approval_id,)).fetchone())
+        return None if row is None else _approval(row)
+
     # -- reading for people --------------------------------------------------------------------
 
     async def list_incidents(self, limit: int, before: int | None, status: str | None) -> Page:
@@ -665,8 +784,10 @@ class SqliteStore:
 
 _INCIDENT_COLUMNS = (
     "id, rule, incident_key, key_labels, status, tier, value, labels, "
-    "annotations, opened_at, tier_at, updated_at, resolved_at"
+    "annotations, opened_at, tier_at, updated_at, resolved_at, generator_url, external_url, "
+    "acked_by, acked_at"
 )
+_OUTBOX_COLUMNS = "id, thread, channel, method, ref, parent, payload, attempts, created_at"
 _CLAIM_COLUMNS = (
     "id, incident_id, step, action, kind, target, rule, idempotency_key, context, "
     "request, status, detail, attempts, claimed_at, started_at, finished_at, hold_until, "
@@ -775,6 +896,7 @@ def _load_open_incidents(conn: sqlite3.Connection) -> list[Incident]:
             tier_at=r[10],
             updated_at=r[11],
             resolved_at=r[12],
+            acked=r[15] is not None,
             instances=instances.get(r[0], {}),
         )
         for r in conn.execute(
@@ -845,8 +967,8 @@ def _insert_incident(conn: sqlite3.Connection, write: IncidentWrite) -> int:
     i = write.incident
     row = conn.execute(
         "INSERT INTO incidents (rule, incident_key, key_labels, status, tier, value, labels, "
-        "annotations, opened_at, tier_at, updated_at, resolved_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        "annotations, opened_at, tier_at, updated_at, resolved_at, generator_url, external_url) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (
             i.rule,
             json.dumps(list(i.key)),
@@ -860,6 +982,8 @@ def _insert_incident(conn: sqlite3.Connection, write: IncidentWrite) -> int:
             i.tier_at,
             i.updated_at,
             i.resolved_at,
+            write.generator_url or "",
+            write.external_url or "",
         ),
     ).fetchone()
     return int(row[0])
@@ -869,7 +993,8 @@ def _update_incident(conn: sqlite3.Connection, write: IncidentWrite, incident_id
     i = write.incident
     conn.execute(
         "UPDATE incidents SET status = ?, tier = ?, value = ?, tier_at = ?, updated_at = ?, "
-        "resolved_at = ?, labels = COALESCE(?, labels), annotations = COALESCE(?, annotations) "
+        "resolved_at = ?, labels = COALESCE(?, labels), annotations = COALESCE(?, annotations), "
+        "generator_url = COALESCE(?, generator_url), external_url = COALESCE(?, external_url) "
         "WHERE id = ?",
         (
             i.status,
@@ -880,6 +1005,8 @@ def _update_incident(conn: sqlite3.Connection, write: IncidentWrite, incident_id
             i.resolved_at,
             None if write.labels is None else json.dumps(dict(write.labels)),
             None if write.annotations is None else json.dumps(dict(write.annotations)),
+            write.generator_url or None,
+            write.external_url or None,
             incident_id,
         ),
     )
@@ -959,7 +1086,27 @@ def _incident_view(r: tuple[Any, ...]) -> dict[str, Any]:
         "tier_at": iso(r[10]),
         "updated_at": iso(r[11]),
         "resolved_at": iso(r[12]),
+        "generator_url": r[13],
+        "external_url": r[14],
+        "acked_by": r[15],
+        "acked_at": iso(r[16]),
     }
+
+
+def _audit_entry(r: tuple[Any, ...]) -> AuditEntry:
+    return AuditEntry(
+        kind=r[2],
+        event=r[3],
+        message=r[9],
+        at=r[1],
+        incident_id=r[4],
+        rule=r[5],
+        tier=r[6],
+        action=r[7],
+        actor=r[8],
+        detail=json.loads(r[10]),
+        id=r[0],
+    )
 
 
 def _audit_view(r: tuple[Any, ...]) -> dict[str, Any]:

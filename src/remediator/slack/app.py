@@ -1,0 +1,438 @@
+"""Slash commands (`POST /slack/commands`) and buttons (`POST /slack/interactions`).
+
+Every request is checked before it is read: Slack's v0 signature over the raw body, within five
+minutes of now; a missing, malformed or wrong signature is a 401. Then the verb is authorised
+(allowlists of user IDs and user groups per verb), and an unauthorised attempt is answered with an
+ephemeral refusal and audited. Slack wants an answer within three seconds: everything here is a
+store read or write, and a manual action's outcome follows through `response_url`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+from urllib.parse import parse_qs
+
+import httpx
+from aiohttp import web
+from slack_sdk.signature import Clock as SlackClock
+from slack_sdk.signature import SignatureVerifier
+
+from remediator.clock import Clock, iso
+from remediator.config import READ_VERBS, Config
+from remediator.control import Control
+from remediator.errors import ControlError
+from remediator.metrics import Metrics
+from remediator.schema import parse_duration
+from remediator.store.records import FINISHED, AuditEntry, Claim
+from remediator.types import Store
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024
+GROUP_CACHE = 60.0
+MANUAL_REPORT_TIMEOUT = 600.0
+HELP = """*{command}* verbs:
+`status [incident|target]` · `history [n]` · `ack <incident>`
+`pause|resume|restart|rollback <target>` (targets: {targets})
+`approve <id>` · `deny <id> [reason]`
+`mute <rule|target> <duration> <reason>` · `unmute <id>`
+`killswitch on|off|status [reason]`"""
+
+Handler = Callable[["SlackApp", "Request", list[str]], Awaitable[str]]
+
+
+class Request:
+    """Who asked what, from where: the parts of a slash command or click that matter."""
+
+    def __init__(self, user_id: str, user_name: str, response_url: str) -> None:
+        self.user_id = user_id
+        self.user_name = user_name
+        self.response_url = response_url
+
+    @property
+    def actor(self) -> str:
+        return f"slack:{self.user_id}"
+
+
+class SlackApp:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        control: Control,
+        metrics: Metrics,
+        clock: Clock,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.config = config
+        self.slack = config.slack
+        self.store = store
+        self.control = control
+        self.metrics = metrics
+        self.clock = clock
+        self.http = http or httpx.AsyncClient(trust_env=False, timeout=10.0)
+        assert self.slack.signing_secret is not None
+        self.verifier = SignatureVerifier(
+            self.slack.signing_secret.reveal(), clock=_SlackClock(clock)
+        )
+        self._groups: dict[str, tuple[float, frozenset[str]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def register(self, app: web.Application) -> None:
+        app.router.add_post("/slack/commands", self.commands)
+        app.router.add_post("/slack/interactions", self.interactions)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.http.aclose()
+
+    # -- the two endpoints ---------------------------------------------------------------------
+
+    async def commands(self, request: web.Request) -> web.Response:
+        form = await self._verified_form(request, "commands")
+        if isinstance(form, web.Response):
+            return form
+        who = Request(
+            form.get("user_id", ""), form.get("user_name", ""), form.get("response_url", "")
+        )
+        words = form.get("text", "").split()
+        verb, args = (words[0].lower(), words[1:]) if words else ("help", [])
+        handler = VERBS.get(verb)
+        if handler is None:
+            self.metrics.slack_requests.labels("commands", "invalid").inc()
+            return ephemeral(f"Unknown verb {verb!r}.\n" + self._help())
+        if not await self._authorised(verb, who):
+            return await self._refuse(verb, who, "commands")
+        self.metrics.slack_requests.labels("commands", "ok").inc()
+        try:
+            text = await handler(self, who, args)
+        except (ControlError, UsageError) as e:
+            return ephemeral(f":warning: {e}")
+        return ephemeral(text)
+
+    async def interactions(self, request: web.Request) -> web.Response:
+        form = await self._verified_form(request, "interactions")
+        if isinstance(form, web.Response):
+            return form
+        try:
+            payload = json.loads(form.get("payload", ""))
+            action = payload["actions"][0]
+            verb, approval_id = action["action_id"], int(action["value"])
+            who = Request(
+                payload["user"]["id"],
+                payload["user"].get("username", ""),
+                payload.get("response_url", ""),
+            )
+        except (ValueError, KeyError, IndexError, TypeError):
+            self.metrics.slack_requests.labels("interactions", "invalid").inc()
+            return web.json_response({"error": "not a block_actions payload"}, status=400)
+        if payload.get("type") != "block_actions" or verb not in ("approve", "deny"):
+            self.metrics.slack_requests.labels("interactions", "invalid").inc()
+            return web.Response(status=200)
+        if not await self._authorised(verb, who):
+            await self._refuse(verb, who, "interactions")
+            self._later(self._respond(who, f":no_entry_sign: You may not {verb} actions."))
+            return web.Response(status=200)
+        self.metrics.slack_requests.labels("interactions", "ok").inc()
+        try:
+            await self.control.decide(approval_id, verb == "approve", who.actor)
+        except ControlError as e:  # expired, already decided, unknown: say so to the clicker
+            self._later(self._respond(who, f":warning: {e}"))
+        return web.Response(status=200)  # the message itself is updated through the outbox
+
+    # -- checks --------------------------------------------------------------------------------
+
+    async def _verified_form(
+        self, request: web.Request, endpoint: str
+    ) -> dict[str, str] | web.Response:
+        body = await request.content.read(MAX_BODY + 1)
+        if len(body) > MAX_BODY:
+            return web.json_response({"error": "body too large"}, status=413)
+        timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        signature = request.headers.get("X-Slack-Signature", "")
+        try:
+            valid = bool(timestamp and signature) and self.verifier.is_valid(
+                body, timestamp, signature
+            )
+        except ValueError:  # a non-numeric timestamp: slack_sdk calls int() on it unguarded
+            valid = False
+        if not valid:
+            self.metrics.slack_requests.labels(endpoint, "unauthorized").inc()
+            return web.json_response(
+                {"error": "missing, stale or wrong Slack signature"}, status=401
+            )
+        try:
+            parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True)
+        except UnicodeDecodeError:
+            return web.json_response({"error": "the body is not UTF-8"}, status=400)
+        return {k: v[0] for k, v in parsed.items()}
+
+    async def _authorised(self, verb: str, who: Request) -> bool:
+        access = self.slack.access.get(verb) or self.slack.access.get("*")
+        if access is None:
+            return verb in READ_VERBS  # writing needs an explicit allowlist
+        if who.user_id in access.users:
+            return True
+        for group in access.groups:
+            if who.user_id in await self._members(group):
+                return True
+        return False
+
+    async def _members(self, group: str) -> frozenset[str]:
+        cached = self._groups.get(group)
+        if cached is not None and time.monotonic() - cached[0] < GROUP_CACHE:
+            return cached[1]
+        members: frozenset[str] = frozenset()
+        token = self.slack.token
+        if token is None:
+            log.warning("slack: user group %s cannot be checked without a bot token", group)
+            return members
+        try:
+            r = await self.http.get(
+                f"{self.slack.base_url}usergroups.users.list",
+                params={"usergroup": group},
+                headers={"Authorization": f"Bearer {token.reveal()}"},
+            )
+            data = r.json()
+            if data.get("ok"):
+                members = frozenset(data.get("users", []))
+            else:
+                log.warning("slack: usergroups.users.list %s: %s", group, data.get("error"))
+        except (httpx.HTTPError, ValueError) as e:
+            log.warning("slack: cannot list user group %s: %s", group, e)
+            return cached[1] if cached else members
+        self._groups[group] = (time.monotonic(), members)
+        return members
+
+    async def _refuse(self, verb: str, who: Request, endpoint: str) -> web.Response:
+        self.metrics.slack_requests.labels(endpoint, "forbidden").inc()
+        await self.control.record(
+            AuditEntry(
+                kind="audit",
+                event="slack_refused",
+                message=f"{who.actor} may not {verb}",
+                at=self.clock.now(),
+                actor=who.actor,
+                detail={"verb": verb},
+            )
+        )
+        return ephemeral(
+            f":no_entry_sign: You are not allowed to `{verb}`. Ask an admin to "
+            f"add you to `slack.access.{verb}`."
+        )
+
+    # -- responses -----------------------------------------------------------------------------
+
+    def _later(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _respond(self, who: Request, text: str, public: bool = False) -> None:
+        if not who.response_url.startswith(("https://", "http://")):
+            return
+        body = {
+            "response_type": "in_channel" if public else "ephemeral",
+            "replace_original": False,
+            "text": text,
+        }
+        try:
+            await self.http.post(who.response_url, json=body)
+        except httpx.HTTPError as e:
+            log.warning("slack: cannot answer through response_url: %s", e)
+
+    async def _report_when_done(self, who: Request, claim: Claim, what: str) -> None:
+        """A manual action's outcome, through response_url when it is known."""
+        async with asyncio.timeout(MANUAL_REPORT_TIMEOUT):
+            while True:
+                current = await self.store.claim(claim.id)
+                if current is None or current.status in FINISHED:
+                    break
+                await asyncio.sleep(0.2)
+        outcome = f"{current.status}: {current.detail}" if current else "unknown"
+        await self._respond(who, f"{what}: {outcome}", public=True)
+
+    def _help(self) -> str:
+        targets = sorted({t for verbs in self.slack.verbs.values() for t in verbs})
+        return HELP.format(command=self.slack.command, targets=", ".join(targets) or "none")
+
+
+class UsageError(Exception):
+    pass
+
+
+class _SlackClock(SlackClock):
+    """Our clock, as slack_sdk's SignatureVerifier takes one (for the replay window)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def now(self) -> float:
+        return self.clock.now()
+
+
+def ephemeral(text: str) -> web.Response:
+    return web.json_response({"response_type": "ephemeral", "text": text})
+
+
+# -- verbs -------------------------------------------------------------------------------------
+
+
+async def _help(app: SlackApp, who: Request, args: list[str]) -> str:
+    return app._help()
+
+
+async def _status(app: SlackApp, who: Request, args: list[str]) -> str:
+    if args and args[0].isdigit():
+        return await _incident_status(app, int(args[0]))
+    if args:
+        return await _target_status(app, args[0])
+    switch = await app.control.killswitch()
+    page = await app.store.list_incidents(20, None, "open")
+    pending = await app.control.approvals("pending")
+    lines = [
+        f"Kill switch: *{'ON' if switch.on else 'off'}* · open incidents: "
+        f"{len(page.items)} · approvals waiting: {len(pending)}"
+    ]
+    lines += [
+        f"• incident {i['id']} `{i['rule']}` {_key(i['key'])} tier {i['tier']}" for i in page.items
+    ]
+    return "\n".join(lines)
+
+
+async def _incident_status(app: SlackApp, incident_id: int) -> str:
+    incident = await app.store.incident(incident_id)
+    if incident is None:
+        raise UsageError(f"no incident {incident_id}")
+    rule = next((r for r in app.config.rules if r.name == incident["rule"]), None)
+    tier = incident["tier"]
+    tier_name = rule.tiers[tier].name if rule and 0 <= tier < len(rule.tiers) else "none"
+    ran = sorted(await app.store.ran_actions(incident_id))
+    owner = f" · owner {incident['acked_by']}" if incident["acked_by"] else ""
+    return (
+        f"Incident {incident_id} `{incident['rule']}` {_key(incident['key'])}: "
+        f"*{incident['status']}*, tier `{tier_name}`{owner}\n"
+        f"Opened {incident['opened_at']} · actions run: {', '.join(ran) or 'none'}"
+    )
+
+
+async def _target_status(app: SlackApp, target: str) -> str:
+    circuits = {c["target"]: c for c in await app.control.circuits()}
+    if target not in circuits:
+        raise UsageError(
+            f"unknown target or incident {target!r} (targets: {', '.join(sorted(circuits))})"
+        )
+    c = circuits[target]
+    mutes = [m for m in await app.control.mutes() if m["target"] == target]
+    muted = f" · muted until {mutes[0]['until']} ({mutes[0]['reason']})" if mutes else ""
+    return f"Target `{target}`: circuit *{c['state']}* ({c['failures']} failures){muted}"
+
+
+async def _history(app: SlackApp, who: Request, args: list[str]) -> str:
+    n = int(args[0]) if args and args[0].isdigit() else 10
+    page = await app.store.history(max(1, min(n, 50)), None)
+    lines = [f"`{e['at']}` {e['rule'] or '-'} *{e['event']}* {e['message']}" for e in page.items]
+    return "\n".join(lines) or "no history yet"
+
+
+def _manual(verb: str) -> Handler:
+    async def run(app: SlackApp, who: Request, args: list[str]) -> str:
+        if len(args) != 1:
+            raise UsageError(f"usage: {app.slack.command} {verb} <target>")
+        claim = await app.control.manual_action(verb, args[0], who.actor)
+        what = f"{verb} {args[0]} ({claim.action}), asked by <@{who.user_id}>"
+        app._later(app._report_when_done(who, claim, what))
+        return (
+            f"Requested {verb} of `{args[0]}` ({claim.action}), through the usual "
+            f"guardrails; incident {claim.incident_id}. The outcome will follow here."
+        )
+
+    return run
+
+
+async def _approve(app: SlackApp, who: Request, args: list[str]) -> str:
+    approval = await app.control.decide(_number(args, "approve <id>"), True, who.actor)
+    return f"Approved {approval.action} on `{approval.target}` (approval {approval.id})."
+
+
+async def _deny(app: SlackApp, who: Request, args: list[str]) -> str:
+    reason = " ".join(args[1:])
+    approval = await app.control.decide(
+        _number(args, "deny <id> [reason]"), False, who.actor, reason
+    )
+    return f"Denied {approval.action} on `{approval.target}` (approval {approval.id})."
+
+
+async def _ack(app: SlackApp, who: Request, args: list[str]) -> str:
+    incident_id = _number(args, "ack <incident>")
+    await app.control.ack(incident_id, who.actor)
+    return f"You own incident {incident_id} now; remediator stops paging it on time."
+
+
+async def _mute(app: SlackApp, who: Request, args: list[str]) -> str:
+    if len(args) < 3:
+        raise UsageError(f"usage: {app.slack.command} mute <rule|target> <duration> <reason>")
+    name, duration, reason = args[0], args[1], " ".join(args[2:])
+    try:
+        seconds = parse_duration(duration)
+    except ValueError:
+        raise UsageError(f"invalid duration {duration!r} (e.g. 30m, 2h)") from None
+    is_rule = any(r.name == name for r in app.config.rules)
+    mute = await app.control.add_mute(
+        rule=name if is_rule else None,
+        target=None if is_rule else name,
+        matchers=None,
+        duration=seconds,
+        reason=reason,
+        by=who.actor,
+    )
+    return f"Mute {mute.id} on {'rule' if is_rule else 'target'} `{name}` until {iso(mute.until)}."
+
+
+async def _unmute(app: SlackApp, who: Request, args: list[str]) -> str:
+    mute_id = _number(args, "unmute <id>")
+    await app.control.end_mute(mute_id, who.actor)
+    return f"Mute {mute_id} ended."
+
+
+async def _killswitch(app: SlackApp, who: Request, args: list[str]) -> str:
+    state = args[0].lower() if args else "status"
+    if state == "status":
+        switch = await app.control.killswitch()
+    elif state in ("on", "off"):
+        switch = await app.control.set_killswitch(state == "on", who.actor, " ".join(args[1:]))
+    else:
+        raise UsageError(f"usage: {app.slack.command} killswitch on|off|status [reason]")
+    by = f" (set by {switch.by} at {switch.at})" if switch.source == "runtime" else ""
+    return f"Kill switch is *{'ON' if switch.on else 'off'}*{by}."
+
+
+def _number(args: list[str], usage: str) -> int:
+    if not args or not args[0].isdigit():
+        raise UsageError(f"usage: {usage}")
+    return int(args[0])
+
+
+def _key(key: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in key.items())
+
+
+VERBS: dict[str, Handler] = {
+    "help": _help,
+    "status": _status,
+    "history": _history,
+    "approve": _approve,
+    "deny": _deny,
+    "ack": _ack,
+    "mute": _mute,
+    "unmute": _unmute,
+    "killswitch": _killswitch,
+    **{verb: _manual(verb) for verb in ("pause", "resume", "restart", "rollback")},
+}

@@ -1,0 +1,302 @@
+"""The Slack outbox: every message is queued in the store before anyone tries to send it.
+
+The renderer turns new audit lines into messages (the cursor past them moves in the same
+transaction, so each line is told exactly once, crash or not). The deliverer sends the first
+pending message of each thread, so every thread stays in order; a 429 pauses delivery for its
+Retry-After, a 5xx, a timeout or a refused connection backs off, and a message Slack refuses for
+good (a channel that does not exist) is marked failed without holding its thread. A Slack outage
+delays messages; it never blocks or fails an action, and a restart loses none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from remediator.config import Config
+from remediator.errors import StoreError
+from remediator.metrics import Metrics
+from remediator.rules import RuleIndex
+from remediator.slack.messages import Composer, Facts
+from remediator.slack.templates import Templates
+from remediator.store.records import AuditEntry, OutboxItem, OutboxRow
+from remediator.types import Store
+
+log = logging.getLogger(__name__)
+
+BATCH = 200
+CONCURRENCY = 8
+IDLE_WAIT = 5.0
+RETRYABLE_ERRORS = frozenset(
+    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
+
+
+class Retry(Exception):
+    def __init__(self, reason: str, after: float | None = None) -> None:
+        super().__init__(reason)
+        self.after = after
+
+
+class Refused(Exception):
+    """Slack will not take this message, now or later."""
+
+
+class Sender(Protocol):
+    async def post(
+        self, channel: str, payload: Mapping[str, Any], thread_ts: str | None
+    ) -> tuple[str, str]:
+        """Post; returns (channel id, ts)."""
+        ...
+
+    async def update(self, channel: str, ts: str, payload: Mapping[str, Any]) -> None: ...
+
+
+class SlackSender:
+    """Slack's Web API through slack_sdk; `base_url` may point at a proxy or a stand-in."""
+
+    def __init__(self, token: str, base_url: str, timeout: float = 10.0) -> None:
+        self.client = AsyncWebClient(token=token, base_url=base_url, timeout=int(timeout))
+
+    async def post(
+        self, channel: str, payload: Mapping[str, Any], thread_ts: str | None
+    ) -> tuple[str, str]:
+        response = await self._call(
+            self.client.chat_postMessage, channel=channel, thread_ts=thread_ts, **payload
+        )
+        return str(response["channel"]), str(response["ts"])
+
+    async def update(self, channel: str, ts: str, payload: Mapping[str, Any]) -> None:
+        await self._call(self.client.chat_update, channel=channel, ts=ts, **payload)
+
+    async def _call(self, method: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(**{k: v for k, v in kwargs.items() if v is not None})
+        except SlackApiError as e:
+            raise _classify(e) from None
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
+            raise Retry(f"{type(e).__name__}: {e}") from None
+
+    async def close(self) -> None:
+        session = getattr(self.client, "session", None)
+        if session is not None:
+            await session.close()
+
+
+def _classify(e: SlackApiError) -> Exception:
+    status = getattr(e.response, "status_code", 200)
+    error = ""
+    with contextlib.suppress(Exception):
+        error = str(e.response.get("error", ""))
+    if status == 429:
+        after = e.response.headers.get("Retry-After", "1")
+        return Retry("rate limited (429)", float(after) if str(after).isdigit() else 1.0)
+    if status >= 500 or error in RETRYABLE_ERRORS:
+        return Retry(f"HTTP {status}: {error or 'server error'}")
+    return Refused(error or f"HTTP {status}")
+
+
+class LogSender:
+    """Without a token: every message goes to the log, through the same queue."""
+
+    def __init__(self) -> None:
+        self._n = 0
+
+    async def post(
+        self, channel: str, payload: Mapping[str, Any], thread_ts: str | None
+    ) -> tuple[str, str]:
+        self._n += 1
+        where = f"{channel or 'default'}" + (f" thread {thread_ts}" if thread_ts else "")
+        log.info("slack (no token) [%s]: %s", where, payload.get("text", ""))
+        return channel or "log", f"log.{self._n}"
+
+    async def update(self, channel: str, ts: str, payload: Mapping[str, Any]) -> None:
+        log.info("slack (no token) [%s update %s]: %s", channel, ts, payload.get("text", ""))
+
+
+class Outbox:
+    """The Notifier: publish() only wakes it; it reads what to say from the audit trail."""
+
+    def __init__(
+        self, config: Config, store: Store, metrics: Metrics, sender: Sender | None = None
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.metrics = metrics
+        self.index = RuleIndex(config.rules)
+        self.composer = Composer(config, Templates(config.slack.templates_dir))
+        token = config.slack.token
+        self.sender: Sender = sender or (
+            SlackSender(token.reveal(), config.slack.base_url) if token else LogSender()
+        )
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._cursor = 0
+        self._paused_until = 0.0
+        self._slots = asyncio.Semaphore(CONCURRENCY)
+
+    async def publish(self, entries: list[AuditEntry]) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        stored = await self.store.get_setting("slack_cursor")
+        if stored is None:  # a first start, or a store from before Slack: only what is new
+            latest = (await self.store.history(1, None)).items
+            stored = latest[0]["id"] if latest else 0
+            await self.store.enqueue_slack([], int(stored), time.time())
+        self._cursor = int(stored)
+        self._task = asyncio.create_task(self._run(), name="remediator-slack-outbox")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        close = getattr(self.sender, "close", None)
+        if close is not None:
+            await close()
+
+    async def drain(self) -> None:
+        """Until nothing is pending that could be sent now (for tests and tools)."""
+        while True:
+            await self.render_new()
+            sent = await self.deliver_due()
+            pending, due = await self.store.outbox_stats()
+            if not sent and (pending == 0 or (due or 0) > time.time()):
+                return
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.render_new()
+                sent = await self.deliver_due()
+            except StoreError as e:
+                log.error("slack outbox: store unavailable: %s", e)
+                sent = 0
+            if sent:
+                continue
+            due = await self._next_due()
+            wait = IDLE_WAIT if due is None else min(IDLE_WAIT, max(0.0, due - time.time()))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                # not wait_for: Python 3.11's can swallow a cancel and hang the shutdown
+                async with asyncio.timeout(max(wait, 0.01)):
+                    await self._wake.wait()
+
+    async def _next_due(self) -> float | None:
+        try:
+            pending, due = await self.store.outbox_stats()
+        except StoreError:
+            return None
+        self.metrics.slack_outbox_depth.set(pending)
+        return max(due, self._paused_until) if due is not None else None
+
+    # -- rendering -----------------------------------------------------------------------------
+
+    async def render_new(self) -> None:
+        while True:
+            entries = await self.store.audit_after(self._cursor, BATCH)
+            if not entries:
+                return
+            items: list[OutboxItem] = []
+            for entry in entries:
+                items.extend(await self._compose(entry))
+            last = entries[-1].id or self._cursor
+            await self.store.enqueue_slack(items, last, time.time())
+            self._cursor = last
+
+    async def _compose(self, entry: AuditEntry) -> list[OutboxItem]:
+        incident = approval = None
+        taken: list[str] = []
+        if entry.incident_id is not None:
+            incident = await self.store.incident(entry.incident_id)
+            taken = sorted(await self.store.ran_actions(entry.incident_id))
+        approval_id = entry.detail.get("approval_id")
+        if isinstance(approval_id, int):
+            approval = await self.store.approval(approval_id)
+        rule = self.index.get(entry.rule) if entry.rule else None
+        try:
+            return self.composer.messages(Facts(entry, incident, approval, taken, rule))
+        except Exception:  # a broken override template must not stop every later message
+            log.exception("cannot compose the Slack message for audit line %s", entry.id)
+            return []
+
+    # -- delivery ------------------------------------------------------------------------------
+
+    async def deliver_due(self) -> int:
+        now = time.time()
+        if now < self._paused_until:
+            return 0
+        rows = await self.store.outbox_due(now, BATCH)
+        results = await asyncio.gather(*(self._deliver(row) for row in rows))
+        return sum(results)
+
+    async def _deliver(self, row: OutboxRow) -> int:
+        async with self._slots:
+            if time.time() < self._paused_until:
+                return 0
+            try:
+                sent = await self._send(row)
+            except Retry as e:
+                await self._retry(row, e)
+                return 0
+            except Refused as e:
+                log.error("slack refused message %d for %s: %s", row.id, row.thread, e)
+                self.metrics.slack_deliveries.labels("failed").inc()
+                await self.store.outbox_done(row.id, "failed", time.time(), str(e))
+                return 1
+            await self.store.outbox_done(row.id, "sent", time.time(), sent=sent)
+            self.metrics.slack_deliveries.labels("sent").inc()
+            return 1
+
+    async def _send(self, row: OutboxRow) -> tuple[str, str, str] | None:
+        if row.method == "update":
+            known = await self.store.slack_message(row.ref or "")
+            if known is None:
+                return None  # the message to update was never posted (a storm, a refusal)
+            await self.sender.update(known[0], known[1], row.payload)
+            return None
+        thread_ts, channel = None, row.channel
+        if row.method == "reply" and row.parent:
+            parent = await self.store.slack_message(row.parent)
+            if parent is not None:
+                channel, thread_ts = parent
+        channel_id, ts = await self.sender.post(channel, row.payload, thread_ts)
+        ref = row.ref if row.method == "post" or row.ref else None
+        return (ref, channel_id, ts) if ref else None
+
+    async def _retry(self, row: OutboxRow, e: Retry) -> None:
+        now = time.time()
+        if now - row.created_at > self.config.slack.max_age:
+            log.error(
+                "slack: giving up on message %d after %d attempts: %s", row.id, row.attempts + 1, e
+            )
+            self.metrics.slack_deliveries.labels("failed").inc()
+            await self.store.outbox_done(row.id, "failed", now, f"gave up: {e}")
+            return
+        s = self.config.slack
+        backoff = min(s.retry_max, s.retry_initial * 2 ** min(row.attempts, 16))
+        delay = backoff * (0.5 + random.random() / 2)  # noqa: S311 (jitter, not a secret)
+        if e.after is not None:
+            delay = max(delay, e.after)
+            self._paused_until = max(self._paused_until, now + e.after)
+        self.metrics.slack_deliveries.labels("retried").inc()
+        log.warning(
+            "slack: message %d (%s) not delivered (%s); retrying in %.1fs",
+            row.id,
+            row.thread,
+            e,
+            delay,
+        )
+        await self.store.outbox_retry(row.id, now + delay, str(e))
+        self._wake.set()
