@@ -13,6 +13,7 @@ import pytest
 from remediator.clock import FakeClock
 from remediator.config import Config, load_config
 from remediator.server import Daemon
+from tests.slack_standin import SECRET, TOKEN, SlackAPI
 from tests.standins import Connector, KafkaConnect, Recorder
 
 WEBHOOK_TOKEN = "test-webhook-token"
@@ -119,3 +120,32 @@ async def recorder() -> AsyncIterator[Callable[..., Awaitable[Recorder]]]:
     yield make
     for r in made:
         await r.server.stop()
+
+
+@pytest.fixture
+async def slack_api() -> AsyncIterator[SlackAPI]:
+    """Slack's Web API stand-in, with #alerts and #cdc and a user group S0ONCALL."""
+    api = SlackAPI(usergroups={"S0ONCALL": ["U0ONCALL"], "S0EMPTY": []})
+    await api.start()
+    yield api
+    await api.stop()
+
+
+def slack_config(api: SlackAPI, extra: str = "") -> str:
+    """A `slack:` section pointing at the stand-in, tokens from the environment."""
+    return (
+        "slack:\n"
+        "  bot_token_env: TEST_SLACK_TOKEN\n"
+        "  signing_secret_env: TEST_SLACK_SECRET\n"
+        f"  base_url: {api.base_url}\n"
+        "  channel: '#alerts'\n"
+        "  page_group: S0PAGE\n"
+        "  retry: {initial: 50ms, max: 200ms}\n"
+        + textwrap.indent(textwrap.dedent(extra), "  ")
+    )
+
+
+@pytest.fixture(autouse=True)
+def _slack_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_SLACK_TOKEN", TOKEN)
+    monkeypatch.setenv("TEST_SLACK_SECRET", SECRET)

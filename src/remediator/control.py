@@ -201,6 +201,9 @@ class Control:
             now,
             approval_id=approval_id,
         )
+        known = await self.store.approval(approval_id)
+        if known is not None:  # the stored line names its incident: Slack updates that thread
+            entry = _with_incident(entry, known)
         approval, problem = await self.store.decide_approval(
             approval_id, approve, by, reason, now, entry
         )
@@ -366,7 +369,8 @@ class Control:
                 )
         if entries:
             await self.refresh_gauges()
-            await self.notifier.publish(entries)
+            applied = await self.store.apply(Changes(at=now, audit=entries))  # the trail tells it
+            await self.notifier.publish(applied.audit)
 
     async def next_due(self) -> float | None:
         now = self.clock.now()

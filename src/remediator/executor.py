@@ -156,16 +156,8 @@ class Executor:
         if action is None:
             await self._finish(claim, FAILED, f"action {claim.action!r} is no longer configured")
             return
-        if claim.step not in (RESOLVED_STEP, MANUAL_STEP):
-            status = await self.store.incident_status(claim.incident_id)
-            if status != "open":
-                await self._finish(
-                    claim,
-                    SKIPPED,
-                    "the incident resolved before the action "
-                    "started; a firing action never runs for a resolved alert",
-                )
-                return
+        if await self._resolved_meanwhile(claim):
+            return
         results = await self.store.incident_results(claim.incident_id)
         try:
             request = action.prepare(render_context(claim, results))
@@ -191,6 +183,22 @@ class Executor:
                 # not wait_for: Python 3.11's can swallow a cancel
                 async with asyncio.timeout(WAIT_POLL):
                     await freed.wait()
+            if await self._resolved_meanwhile(claim):  # it may have resolved while it waited
+                return False
+
+    async def _resolved_meanwhile(self, claim: Claim) -> bool:
+        """Skip a firing action whose incident resolved: it never runs for a resolved alert."""
+        if claim.step in (RESOLVED_STEP, MANUAL_STEP):
+            return False
+        if await self.store.incident_status(claim.incident_id) == "open":
+            return False
+        await self._finish(
+            claim,
+            SKIPPED,
+            "the incident resolved before the action "
+            "started; a firing action never runs for a resolved alert",
+        )
+        return True
 
     async def verdict(self, claim: Claim) -> Verdict:
         """What the guardrails say about starting this claim now."""

@@ -161,7 +161,9 @@ class SlackApp:
             valid = bool(timestamp and signature) and self.verifier.is_valid(
                 body, timestamp, signature
             )
-        except ValueError:  # a non-numeric timestamp: slack_sdk calls int() on it unguarded
+        except (ValueError, TypeError):
+            # ValueError: a non-numeric timestamp (slack_sdk calls int() on it unguarded);
+            # TypeError: a non-ASCII signature (hmac.compare_digest refuses to compare it)
             valid = False
         if not valid:
             self.metrics.slack_requests.labels(endpoint, "unauthorized").inc()

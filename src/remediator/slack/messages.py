@@ -130,10 +130,11 @@ class Composer:
         incident = ctx["incident"]
         text = self._render(facts, "incident", ctx)
         color = GREEN if incident["status"] == "resolved" else AMBER if acting or waiting else RED
-        header = (
+        # the header and the notification text carry alert data too: escaped like the rest
+        header = slack_escape(
             f"{'✅ RESOLVED' if incident['status'] == 'resolved' else '🚨 INCIDENT'}: "
-            f"{incident['severity'] or 'P?'} - {incident['plain_title']}"[:150]
-        )
+            f"{incident['severity'] or 'P?'} - {incident['plain_title']}"
+        )[:150]
         fields = [
             ("Rule", facts.entry.rule),
             ("Tier", incident["tier_name"] or "none"),

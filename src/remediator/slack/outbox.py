@@ -143,6 +143,9 @@ class Outbox:
         self._cursor = 0
         self._paused_until = 0.0
         self._slots = asyncio.Semaphore(CONCURRENCY)
+        self._rendering = asyncio.Lock()
+        self._delivering = asyncio.Lock()
+        self._pass = asyncio.Lock()  # one render-and-deliver pass at a time: drain() vs _run()
 
     async def publish(self, entries: list[AuditEntry]) -> None:
         self._wake.set()
@@ -167,19 +170,18 @@ class Outbox:
             await close()
 
     async def drain(self) -> None:
-        """Until nothing is pending that could be sent now (for tests and tools)."""
-        while True:
+        """Render what is new and deliver until a pass delivers nothing: everything that can be
+        sent now is sent (for tests and tools; retries still wait for their time)."""
+        await self.render_new()
+        while await self.deliver_due():
             await self.render_new()
-            sent = await self.deliver_due()
-            pending, due = await self.store.outbox_stats()
-            if not sent and (pending == 0 or (due or 0) > time.time()):
-                return
 
     async def _run(self) -> None:
         while True:
             try:
-                await self.render_new()
-                sent = await self.deliver_due()
+                async with self._pass:
+                    await self.render_new()
+                    sent = await self.deliver_due()
             except StoreError as e:
                 log.error("slack outbox: store unavailable: %s", e)
                 sent = 0
@@ -204,6 +206,10 @@ class Outbox:
     # -- rendering -----------------------------------------------------------------------------
 
     async def render_new(self) -> None:
+        async with self._rendering:
+            await self._render_new()
+
+    async def _render_new(self) -> None:
         while True:
             entries = await self.store.audit_after(self._cursor, BATCH)
             if not entries:
@@ -234,12 +240,15 @@ class Outbox:
     # -- delivery ------------------------------------------------------------------------------
 
     async def deliver_due(self) -> int:
-        now = time.time()
-        if now < self._paused_until:
-            return 0
-        rows = await self.store.outbox_due(now, BATCH)
-        results = await asyncio.gather(*(self._deliver(row) for row in rows))
-        return sum(results)
+        """One pass: the first due message of every thread. One pass at a time per process,
+        or two could send the same message."""
+        async with self._delivering:
+            now = time.time()
+            if now < self._paused_until:
+                return 0
+            rows = await self.store.outbox_due(now, BATCH)
+            results = await asyncio.gather(*(self._deliver(row) for row in rows))
+            return sum(results)
 
     async def _deliver(self, row: OutboxRow) -> int:
         async with self._slots:

@@ -266,10 +266,11 @@ class SqliteStore:
         return await self._read(op) if keys else set()
 
     async def ran_actions(self, incident_id: int) -> set[str]:
-        sql = "SELECT DISTINCT action FROM claims WHERE incident_id = ? AND status IN (?, ?)"
-        return await self._read(
-            lambda conn: {r[0] for r in conn.execute(sql, (incident_id, SUCCEEDED, INTERRUPTED))}
-        )
+        """Actions that may have taken effect for this incident: succeeded, interrupted (the
+        target may have seen it) or still running. What `if_ran` undoes."""
+        sql = "SELECT DISTINCT action FROM claims WHERE incident_id = ? AND status IN (?, ?, ?)"
+        params = (incident_id, SUCCEEDED, INTERRUPTED, RUNNING)
+        return await self._read(lambda conn: {r[0] for r in conn.execute(sql, params)})
 
     async def incident_status(self, incident_id: int) -> str | None:
         sql = "SELECT status FROM incidents WHERE id = ?"

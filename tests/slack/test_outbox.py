@@ -1,0 +1,308 @@
+"""Slack delivery through the outbox: one parent per incident updated in place, every step in its
+thread, in order; a Slack outage delays messages and never an action; a restart loses none."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Running, base_config, slack_config
+from tests.payloads import alert, notification
+from tests.slack_standin import Message, SlackAPI
+from tests.standins import Recorder
+
+StartDaemon = Callable[..., Awaitable[Running]]
+
+RULES = """
+actions:
+  pause_ingestion: {kind: http, target: t, method: PUT, path: /pause, retries: 0}
+  resume_ingestion: {kind: http, target: t, method: PUT, path: /resume, retries: 0}
+  rollback_flag: {kind: http, target: t, method: PATCH, path: /flag, retries: 0,
+                  destructive: true}
+rules:
+  - name: ingestion
+    match: '{alertname="IngestionHighErrorRate"}'
+    incident_key: [alertname, service]
+    value: {annotation: error_rate}
+    tiers:
+      - {name: notify, when: "> 5%"}
+      - {name: pause, when: "> 10%", actions: [pause_ingestion]}
+      - {name: rollback, when: "> 20%", actions: [rollback_flag]}
+    on_resolved: [{action: resume_ingestion, if_ran: [pause_ingestion]}]
+  - name: cdc
+    match: '{alertname="ConnectorDown"}'
+    incident_key: [alertname, connector]
+    slack: {channel: '#cdc'}
+    tiers: [{actions: [pause_ingestion]}]
+"""
+
+
+@pytest.fixture
+async def target(recorder: Callable[..., Awaitable[Recorder]]) -> Recorder:
+    return await recorder()
+
+
+@pytest.fixture
+def config(write_config: Callable[..., Path], slack_api: SlackAPI, target: Recorder) -> Path:
+    return write_config(base_config({"t": target.server.url}, "rule_files: [rules.yaml]\n"
+                                    + slack_config(slack_api)), rules=RULES)
+
+
+def rate(value: str, status: str = "firing", service: str = "ingestion",
+         severity: str = "P1") -> dict[str, Any]:
+    return notification(alert("IngestionHighErrorRate", status, service=service,
+                               severity=severity,
+                               annotations={"error_rate": value, "summary": "Ingestion errors"}))
+
+
+async def delivered(running: Running, timeout: float = 10.0) -> None:
+    """Until the outbox is empty (retries included)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            await running.settle()
+            await running.daemon.outbox.drain()
+            pending, _ = await running.daemon.store.outbox_stats()
+            if pending == 0:
+                return
+            await asyncio.sleep(0.05)
+
+
+def _context(parent: Message) -> str:
+    return str(parent.attachments[0]["blocks"][3]["elements"][0]["text"])
+
+
+def color(message: Message) -> str:
+    attachments = message.updates[-1]["attachments"] if message.updates else message.attachments
+    return str(attachments[0]["color"])
+
+
+async def test_one_thread_per_incident_with_the_parent_updated_in_place(
+    config: Path, start_daemon: StartDaemon, slack_api: SlackAPI,
+) -> None:
+    running = await start_daemon(config)
+    await running.post_alerts(rate("0.12"))
+    await delivered(running)
+    [parent] = slack_api.parents()
+    assert parent.channel == "C0ALERTS"
+    assert parent.text.startswith("🚨 INCIDENT: P1 - Ingestion errors")
+    blocks = parent.attachments[0]["blocks"]
+    assert blocks[0] == {"type": "header", "text": {"type": "plain_text",
+                                                     "text": "🚨 INCIDENT: P1 - Ingestion errors"}}
+    assert "<!subteam^S0PAGE>" in blocks[1]["text"]["text"]  # P1 mentions the paging group
+    context = blocks[3]["elements"][0]["text"]
+    assert "rule `ingestion`" in context
+    assert "<http://alertmanager.test:9093|Alertmanager>" in context
+    assert "<http://prometheus.test:9090/graph?g0.expr=up|Prometheus>" in context
+    assert color(parent) == "#f9a825"  # amber: acting
+    [taken] = slack_api.thread(parent)
+    assert taken.text.startswith(":warning: *INGESTION PAUSED*")
+
+    await running.post_alerts(rate("0.03", "resolved"))
+    await delivered(running)
+    assert [m.text.split("\n")[0] for m in slack_api.thread(parent)] == [
+        ":warning: *INGESTION PAUSED*",
+        ":white_check_mark: *RESOLVED: Ingestion errors*",
+        ":white_check_mark: *INGESTION RESUMED*",
+    ]
+    assert color(parent) == "#2e7d32"  # green: resolved
+    assert len(slack_api.parents()) == 1  # the resolution updated the parent, no new message
+
+
+async def test_an_escalation_updates_and_replies(
+    config: Path, start_daemon: StartDaemon, slack_api: SlackAPI,
+) -> None:
+    running = await start_daemon(config)
+    await running.post_alerts(rate("0.07", severity="P3"))
+    await delivered(running)
+    [parent] = slack_api.parents()
+    assert "<!subteam" not in parent.attachments[0]["blocks"][1]["text"]["text"]  # P3: no page
+    assert color(parent) == "#d32f2f"  # red: firing, nothing to do yet
+    await running.post_alerts(rate("0.25", severity="P3"))
+    await delivered(running)
+    texts = [m.text.split("\n")[0] for m in slack_api.thread(parent)]
+    assert texts == [":bar_chart: *UPDATE: Ingestion errors*",
+                     ":raised_hand: *APPROVAL NEEDED: rollback_flag* on `t`"]
+    approval = slack_api.thread(parent)[1]
+    buttons = approval.blocks[1]["elements"]
+    assert [(b["action_id"], b["style"]) for b in buttons] == [("approve", "primary"),
+                                                              ("deny", "danger")]
+    assert buttons[0]["confirm"]["title"]["text"] == "Run a destructive action?"
+
+
+async def test_a_rule_chooses_its_channel(
+    config: Path, start_daemon: StartDaemon, slack_api: SlackAPI,
+) -> None:
+    running = await start_daemon(config)
+    await running.post_alerts(notification(alert("ConnectorDown", connector="sink")))
+    await delivered(running)
+    assert [m.channel for m in slack_api.parents()] == ["C0CDC"]
+
+
+@pytest.mark.parametrize(
+    ("hostile", "shown", "never"),
+    [
+        ("<!channel>", "&lt;!channel&gt;", "<!channel>"),
+        ("<https://evil.example|click>", "&lt;https://evil.example|click&gt;", "<https://evil"),
+        ("{{ 7*7 }}", "{{ 7*7 }}", "*49*"),  # shown as written: never evaluated
+        ("{% raw %}", "{% raw %}", "<!"),
+    ],
+)
+async def test_hostile_labels_come_out_inert_in_every_message(
+    config: Path, start_daemon: StartDaemon, slack_api: SlackAPI, hostile: str, shown: str,
+    never: str,
+) -> None:
+    running = await start_daemon(config)
+    body = notification(alert("IngestionHighErrorRate", service=hostile, severity=hostile,
+                              annotations={"error_rate": "0.12", "summary": hostile,
+                                           "description": hostile}))
+    await running.post_alerts(body)
+    await running.post_alerts(rate("0.01", "resolved", service=hostile, severity=hostile))
+    await delivered(running)
+    assert len(slack_api.messages) >= 3
+    everything = json.dumps([(m.text, m.blocks, m.attachments, m.updates)
+                             for m in slack_api.messages], ensure_ascii=False)
+    assert shown in everything
+    assert never not in everything
+
+
+async def test_a_slack_outage_delays_messages_and_never_an_action(
+    config: Path, start_daemon: StartDaemon, slack_api: SlackAPI, target: Recorder,
+) -> None:
+    running = await start_daemon(config)
+    await slack_api.stop()
+    started = time.monotonic()
+    for service in ("a", "b", "c"):
+        await running.post_alerts(rate("0.12", service=service))
+    await running.settle()
+    assert time.monotonic() - started < 2.0  # actions did not wait for Slack
+    assert [s.path for s in target.server.seen] == ["/pause", "/pause", "/pause"]
+    actions = (await running.api("/api/v1/actions"))["items"]
+    assert [a["status"] for a in actions] == ["succeeded"] * 3
+    await running.daemon.outbox.drain()
+    pending, _ = await running.daemon.store.outbox_stats()
+    assert pending > 0
+    metrics = (await running.client.get("/metrics")).text
+    assert 'remediator_slack_deliveries_total{outcome="retried"} 0.0' not in metrics
+
+    await slack_api.start()  # Slack is back, on the same address
+    await delivered(running)
+    parents = slack_api.parents()
+    assert len(parents) == 3
+    for parent in parents:
+        thread = [m.text.split("\n")[0] for m in slack_api.thread(parent)]
+        assert thread in ([":warning: *A PAUSED*"], [":warning: *B PAUSED*"],
+                          [":warning: *C PAUSED*"])
+        assert len(parent.updates) >= 1  # the "acting" update arrived after the post
+
+
+async def test_429_retry_after_is_honoured_and_every_thread_stays_in_order(
+    config: Path, start_daemon: StartDaemon, slack_api: SlackAPI,
+) -> None:
+    slack_api.rate_limit, slack_api.retry_after = 2, 1
+    running = await start_daemon(config)
+    for service in ("alpha", "beta"):
+        await running.post_alerts(rate("0.12", service=service))
+        await running.settle()
+        await running.post_alerts(rate("0.01", "resolved", service=service))
+    await delivered(running, timeout=30)
+    assert any(status == 429 for _, status in slack_api.calls)
+    assert len(slack_api.parents()) == 2
+    for parent in slack_api.parents():
+        system = "ALPHA" if "incident 1" in _context(parent) else "BETA"
+        assert [m.text.split("\n")[0] for m in slack_api.thread(parent)] == [
+            f":warning: *{system} PAUSED*",
+            ":white_check_mark: *RESOLVED: Ingestion errors*",
+            f":white_check_mark: *{system} RESUMED*",
+        ]
+    metrics = (await running.client.get("/metrics")).text
+    assert 'remediator_slack_deliveries_total{outcome="retried"} 0.0' not in metrics
+
+
+async def test_a_resolution_during_the_pause_still_resumes_after_it(
+    config: Path, start_daemon: StartDaemon, slack_api: SlackAPI, target: Recorder,
+) -> None:
+    """The alert resolves while the pause is in flight: the pause may take effect, so the
+    resume runs, and one action at a time per target puts it after the pause."""
+    target.delay = 0.3
+    running = await start_daemon(config)
+    await running.post_alerts(rate("0.12"))
+    await running.daemon.engine.idle()
+    async with asyncio.timeout(5):
+        while not target.server.seen:
+            await asyncio.sleep(0.01)
+    await running.post_alerts(rate("0.01", "resolved"))
+    await delivered(running)
+    assert [s.path for s in target.server.seen] == ["/pause", "/resume"]
+    [parent] = slack_api.parents()
+    assert [m.text.split("\n")[0] for m in slack_api.thread(parent)] == [
+        ":white_check_mark: *RESOLVED: Ingestion errors*",
+        ":warning: *INGESTION PAUSED*",
+        ":white_check_mark: *INGESTION RESUMED*",
+    ]
+
+
+async def test_server_errors_are_retried(
+    config: Path, start_daemon: StartDaemon, slack_api: SlackAPI,
+) -> None:
+    slack_api.failures = 3
+    running = await start_daemon(config)
+    await running.post_alerts(rate("0.12"))
+    await delivered(running)
+    assert [s for _, s in slack_api.calls[:3]] == [500, 500, 500]
+    [parent] = slack_api.parents()
+    assert len(slack_api.thread(parent)) == 1
+
+
+async def test_a_message_slack_refuses_for_good_does_not_hold_the_others(
+    write_config: Callable[..., Path], start_daemon: StartDaemon, slack_api: SlackAPI,
+    target: Recorder,
+) -> None:
+    config = write_config(base_config({"t": target.server.url}, "rule_files: [rules.yaml]\n"
+                                      + slack_config(slack_api).replace("'#alerts'",
+                                                                        "'#nowhere'")),
+                          rules=RULES)
+    running = await start_daemon(config)
+    await running.post_alerts(rate("0.12"))
+    await running.post_alerts(notification(alert("ConnectorDown", connector="sink")))
+    await delivered(running)
+    assert [m.channel for m in slack_api.parents()] == ["C0CDC"]  # #cdc works, #nowhere not
+    metrics = (await running.client.get("/metrics")).text
+    assert 'remediator_slack_deliveries_total{outcome="failed"} 0.0' not in metrics
+
+
+async def test_a_restart_loses_no_message(
+    config: Path, start_daemon: StartDaemon, slack_api: SlackAPI,
+) -> None:
+    first = await start_daemon(config)
+    await slack_api.stop()
+    await first.post_alerts(rate("0.12"))
+    await first.settle()
+    await first.daemon.stop()
+    await slack_api.start()
+    second = await start_daemon(config)
+    await delivered(second)
+    [parent] = slack_api.parents()
+    assert [m.text.split("\n")[0] for m in slack_api.thread(parent)] == [
+        ":warning: *INGESTION PAUSED*"]
+
+
+async def test_without_a_token_messages_go_to_the_log(
+    write_config: Callable[..., Path], start_daemon: StartDaemon, target: Recorder,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = write_config(base_config({"t": target.server.url}, "rule_files: [rules.yaml]\n"),
+                          rules=RULES)
+    running = await start_daemon(config)
+    with caplog.at_level("INFO", logger="remediator.slack.outbox"):
+        await running.post_alerts(rate("0.12"))
+        await delivered(running)
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("slack (no token) [default]: 🚨 INCIDENT: P1 - Ingestion errors" in m
+               for m in logged)
+    assert any(":warning: *INGESTION PAUSED*" in m for m in logged)

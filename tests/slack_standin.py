@@ -1,0 +1,225 @@
+"""Slack's Web API on 127.0.0.1, answering as Slack does, and request signing as Slack signs.
+
+Methods: chat.postMessage, chat.update, usergroups.users.list, plus `response_url` endpoints
+(/response/<name>). Errors are HTTP 200 with {"ok": false, "error": ...}, as Slack answers them;
+`rate_limit` makes it answer 429 with Retry-After beyond N calls per second; `failures` makes the
+next calls answer 500; `stop()`/`start(port)` take it off the network entirely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from aiohttp import web
+
+from tests.standins import StandIn
+
+TOKEN = "xoxb-test-token"
+SECRET = "test-signing-secret"
+
+
+@dataclass
+class Message:
+    channel: str
+    ts: str
+    text: str
+    blocks: list[Any]
+    attachments: list[Any]
+    thread_ts: str | None
+    updates: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def current_text(self) -> str:
+        return str(self.updates[-1].get("text", "")) if self.updates else self.text
+
+
+class SlackAPI:
+    def __init__(self, channels: dict[str, str] | None = None,
+                 usergroups: dict[str, list[str]] | None = None) -> None:
+        self.channels = channels or {"#alerts": "C0ALERTS", "#cdc": "C0CDC"}
+        self.usergroups = usergroups or {}
+        self.messages: list[Message] = []  # posts, in the order Slack accepted them
+        self.responses: dict[str, list[dict[str, Any]]] = {}  # response_url name -> bodies
+        self.calls: list[tuple[str, int]] = []  # (method, HTTP status) of every call
+        self.failures = 0
+        self.rate_limit: int | None = None  # calls per second before 429
+        self.retry_after = 1
+        self._window: list[float] = []
+        self._ts = 0
+        app = web.Application()
+        app.router.add_post("/api/{method}", self.api)
+        app.router.add_get("/api/{method}", self.api)
+        app.router.add_post("/response/{name}", self.response)
+        self.server = StandIn(app)
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.server.url}/api/"
+
+    async def start(self) -> SlackAPI:
+        """Start (or start again, after stop(), on the same port)."""
+        await self.server.start(self.port)
+        self.port = self.server.port
+        return self
+
+    async def stop(self) -> None:
+        await self.server.stop()
+        self.server = StandIn(_fresh(self))
+
+    def response_url(self, name: str = "r") -> str:
+        return f"{self.server.url}/response/{name}"
+
+    # -- the API -------------------------------------------------------------------------------
+
+    async def api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        if self.failures > 0:
+            self.failures -= 1
+            self.calls.append((method, 500))
+            return web.Response(status=500, text="<html>upstream error</html>",
+                                content_type="text/html")
+        if self.rate_limit is not None and not self._allow():
+            self.calls.append((method, 429))
+            return web.json_response({"ok": False, "error": "ratelimited"}, status=429,
+                                     headers={"Retry-After": str(self.retry_after)})
+        self.calls.append((method, 200))
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return _error("invalid_auth" if "Authorization" in request.headers else "not_authed")
+        args = await _arguments(request)
+        handler = {"chat.postMessage": self.post, "chat.update": self.update,
+                   "usergroups.users.list": self.group}.get(method)
+        if handler is None:
+            return _error("unknown_method")
+        return handler(args)
+
+    def post(self, args: dict[str, Any]) -> web.Response:
+        channel = self._channel(args.get("channel", ""))
+        if channel is None:
+            return _error("channel_not_found")
+        if not args.get("text") and not args.get("blocks") and not args.get("attachments"):
+            return _error("no_text")
+        thread = args.get("thread_ts")
+        if thread and not any(m.ts == thread and m.channel == channel for m in self.messages):
+            return _error("thread_not_found")
+        self._ts += 1
+        ts = f"{int(time.time())}.{self._ts:06d}"
+        self.messages.append(Message(channel, ts, args.get("text", ""),
+                                     _json(args.get("blocks")), _json(args.get("attachments")),
+                                     thread))
+        return web.json_response({"ok": True, "channel": channel, "ts": ts,
+                                  "message": {"text": args.get("text", ""), "ts": ts}})
+
+    def update(self, args: dict[str, Any]) -> web.Response:
+        found = next((m for m in self.messages if m.channel == args.get("channel")
+                      and m.ts == args.get("ts")), None)
+        if found is None:
+            return _error("message_not_found")
+        found.updates.append({"text": args.get("text", ""), "blocks": _json(args.get("blocks")),
+                              "attachments": _json(args.get("attachments"))})
+        return web.json_response({"ok": True, "channel": found.channel, "ts": found.ts})
+
+    def group(self, args: dict[str, Any]) -> web.Response:
+        group = args.get("usergroup", "")
+        if group not in self.usergroups:
+            return _error("no_such_subteam")
+        return web.json_response({"ok": True, "users": self.usergroups[group]})
+
+    async def response(self, request: web.Request) -> web.Response:
+        self.responses.setdefault(request.match_info["name"], []).append(await request.json())
+        return web.Response(text="ok")
+
+    # -- reading what arrived ------------------------------------------------------------------
+
+    def parents(self) -> list[Message]:
+        return [m for m in self.messages if m.thread_ts is None]
+
+    def thread(self, parent: Message) -> list[Message]:
+        return [m for m in self.messages if m.thread_ts == parent.ts]
+
+    def _channel(self, name: str) -> str | None:
+        if name in self.channels.values():
+            return name
+        return self.channels.get(name) or self.channels.get(f"#{name}")
+
+    def _allow(self) -> bool:
+        now = time.monotonic()
+        self._window = [t for t in self._window if now - t < 1.0]
+        if self.rate_limit is not None and len(self._window) >= self.rate_limit:
+            return False
+        self._window.append(now)
+        return True
+
+
+def _fresh(api: SlackAPI) -> web.Application:
+    app = web.Application()
+    app.router.add_post("/api/{method}", api.api)
+    app.router.add_get("/api/{method}", api.api)
+    app.router.add_post("/response/{name}", api.response)
+    return app
+
+
+async def _arguments(request: web.Request) -> dict[str, Any]:
+    args: dict[str, Any] = dict(request.query)
+    if request.content_type == "application/json":
+        args.update(await request.json())
+    elif request.can_read_body:
+        args.update(dict(parse_qsl((await request.read()).decode())))
+    return args
+
+
+def _json(value: Any) -> list[Any]:
+    if isinstance(value, str):
+        loaded: list[Any] = json.loads(value)
+        return loaded
+    return list(value or [])
+
+
+def _error(error: str) -> web.Response:
+    return web.json_response({"ok": False, "error": error})
+
+
+# -- signing, exactly as Slack signs ---------------------------------------------------------
+
+
+def signed(body: bytes, timestamp: int | str | None = None,
+           secret: str = SECRET) -> dict[str, str]:
+    """The headers Slack sends: v0 HMAC-SHA256 over `v0:{timestamp}:{raw body}`."""
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    digest = hmac.new(secret.encode(), f"v0:{ts}:".encode() + body, hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}",
+            "Content-Type": "application/x-www-form-urlencoded"}
+
+
+def command(text: str, user: str = "U0ADMIN", response_url: str = "",
+            command_name: str = "/remediate") -> bytes:
+    """A slash command's form body, with the fields Slack sends."""
+    return urlencode({
+        "token": "deprecated", "team_id": "T0TEAM", "team_domain": "example",
+        "channel_id": "C0ALERTS", "channel_name": "alerts", "user_id": user,
+        "user_name": user.lower(), "command": command_name, "text": text,
+        "api_app_id": "A0APP", "response_url": response_url, "trigger_id": "1.2.3",
+    }).encode()
+
+
+def click(action_id: str, value: str, user: str = "U0ADMIN", response_url: str = "",
+          message_ts: str = "1.000001") -> bytes:
+    """A block_actions interaction's form body."""
+    payload = {
+        "type": "block_actions", "user": {"id": user, "username": user.lower()},
+        "team": {"id": "T0TEAM"}, "api_app_id": "A0APP", "response_url": response_url,
+        "container": {"type": "message", "message_ts": message_ts, "channel_id": "C0ALERTS"},
+        "actions": [{"action_id": action_id, "block_id": f"approval:{value}", "value": value,
+                     "type": "button", "action_ts": "1.2"}],
+    }
+    return urlencode({"payload": json.dumps(payload)}).encode()
