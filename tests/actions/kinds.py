@@ -65,7 +65,9 @@ async def run_once(
     rule = "rules:\n  - {name: r, match: '{alertname=\"X\"}', tiers: [{actions: [act]}]}\n"
     config = write_config(base_config(targets, extra + actions_yaml(act=definition) + rule))
     running = await start_daemon(config)
-    response = await running.post_alerts(notification(alert("X", **labels)))
+    response = await running.post_alerts(
+        notification(alert("X", "firing", ends_at=None, annotations=None, **labels))
+    )
     assert response.status_code == 200, response.text
     await running.settle()
     [action] = (await running.api("/api/v1/actions"))["items"]
