@@ -1,23 +1,28 @@
 """Real servers started by tests, each on a free loopback port and stopped by the test: the
-daemon itself as a separate process, and Prometheus from the Debian package."""
+daemon itself as a separate process, Prometheus and Alertmanager from the Debian packages, and a
+throwaway PostgreSQL cluster."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import IO, Any
 
+import asyncpg
 import httpx
 
-from tests.binaries import require_binary
+from tests.binaries import require_binary, require_postgres_binary
 from tests.conftest import API_TOKEN, WEBHOOK_TOKEN
 
 
@@ -70,13 +75,90 @@ async def prometheus(workdir: Path, config: str = "") -> AsyncIterator[str]:
                 await asyncio.sleep(0.1)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
         log.close()
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------------
+
+PG_DATABASE = "remediator"
+PG_ROLE = "remediator"
+
+
+@asynccontextmanager
+async def postgres() -> AsyncIterator[str]:
+    """A PostgreSQL cluster of its own: initdb into a fresh directory, `postgres` on 127.0.0.1
+    and a free port (password auth over TCP), a database and a role with a password. Yields the
+    role's DSN; stops the server and removes the directory afterwards.
+
+    PostgreSQL refuses to run as root, so under root (CI containers, `make test`) both programs
+    run as the `postgres` user, in a directory under /tmp that user owns."""
+    initdb, server = require_postgres_binary("initdb"), require_postgres_binary("postgres")
+    user = "postgres" if os.geteuid() == 0 else None
+    workdir = Path(tempfile.mkdtemp(prefix="remediator-pg-"))
+    sockets, log_path = workdir / "sockets", workdir / "postgres.log"
+    sockets.mkdir()
+    if user is not None:
+        for path in (workdir, sockets):
+            shutil.chown(path, user, user)
+    run_as: dict[str, Any] = (
+        {} if user is None else {"user": user, "group": user, "extra_groups": []}
+    )
+    port = free_port()
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        with log_path.open("wb") as log:
+            initialising = await asyncio.create_subprocess_exec(
+                initdb, "-D", str(workdir / "data"), "-U", "postgres", "--no-sync",
+                "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8",
+                "--no-locale", stdin=subprocess.DEVNULL, stdout=log, stderr=log, **run_as,
+            )  # fmt: skip
+            async with asyncio.timeout(120):
+                assert await initialising.wait() == 0, log_path.read_text()[-2000:]
+            proc = subprocess.Popen(
+                [server, "-D", str(workdir / "data"), "-k", str(sockets), "-p", str(port),
+                 "-h", "127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
+                 "-c", "full_page_writes=off"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, **run_as,
+            )  # fmt: skip
+        password = secrets.token_hex(16)
+        await _create_role_and_database(proc, sockets, port, password, log_path)
+        yield f"postgresql://{PG_ROLE}:{password}@127.0.0.1:{port}/{PG_DATABASE}"
+    finally:
+        if proc is not None:
+            _stop(proc, signal.SIGINT)  # PostgreSQL's "fast" shutdown
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _create_role_and_database(
+    proc: subprocess.Popen[bytes], sockets: Path, port: int, password: str, log: Path
+) -> None:
+    """Wait until the server takes connections (over its Unix socket, as the superuser), then
+    create the role and its database."""
+    async with asyncio.timeout(30):
+        while True:
+            assert proc.poll() is None, log.read_text()[-2000:]
+            try:
+                admin = await asyncpg.connect(
+                    host=str(sockets), port=port, user="postgres", database="postgres", timeout=5
+                )
+                break
+            except (OSError, asyncpg.CannotConnectNowError):
+                await asyncio.sleep(0.05)
+    try:
+        await admin.execute(f"CREATE ROLE {PG_ROLE} LOGIN PASSWORD '{password}'")
+        await admin.execute(f"CREATE DATABASE {PG_DATABASE} OWNER {PG_ROLE}")
+    finally:
+        await admin.close()
 
 
 REMEDIATOR = Path(sys.executable).parent / "remediator"

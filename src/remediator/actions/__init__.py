@@ -132,10 +132,10 @@ def default_registry() -> ActionRegistry:
     each entry a callable taking the registry)."""
     from remediator.actions import exec as exec_kind
     from remediator.actions import http as http_kind
-    from remediator.actions import kafka_connect
+    from remediator.actions import kafka_connect, sql
 
     registry = ActionRegistry()
-    for module in (http_kind, exec_kind, kafka_connect):
+    for module in (http_kind, exec_kind, kafka_connect, sql):
         module.register(registry)
     for entry in entry_points(group="remediator.actions"):
         entry.load()(registry)
