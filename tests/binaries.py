@@ -24,6 +24,7 @@ PACKAGES = {
     "prometheus-alertmanager": "prometheus-alertmanager",
     "initdb": "postgresql",
     "postgres": "postgresql",
+    "openssl": "openssl",
 }
 POSTGRES_BIN = "/usr/lib/postgresql/*/bin"
 

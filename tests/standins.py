@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,16 +40,18 @@ class StandIn:
     seen: list[Seen] = field(default_factory=list)
     runner: web.AppRunner | None = None
     port: int = 0
+    tls: ssl.SSLContext | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
-    async def start(self, port: int = 0) -> StandIn:
+    async def start(self, port: int = 0, tls: ssl.SSLContext | None = None) -> StandIn:
+        self.tls = tls
         self.app.middlewares.append(self._record)
         self.runner = web.AppRunner(self.app, access_log=None)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", port)
+        site = web.TCPSite(self.runner, "127.0.0.1", port, ssl_context=tls)
         await site.start()
         self.port = self.runner.addresses[0][1]
         return self
@@ -192,6 +196,186 @@ class KafkaConnect:
 
 def _connect_error(status: int, message: str) -> web.Response:
     return web.json_response({"error_code": status, "message": message}, status=status)
+
+
+# -- the Kubernetes API server (apps/v1 Deployments and StatefulSets, their /scale) ------------
+
+
+@dataclass
+class Workload:
+    replicas: int = 3
+    annotations: dict[str, str] = field(default_factory=dict)  # the pod template's
+    resource_version: int = 1
+    rollouts: int = 0  # how many times a changed pod template started a rollout
+
+
+def kube_status(code: int, reason: str, message: str) -> web.Response:
+    """A Kubernetes Status object, as the API server writes errors."""
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+    return web.json_response(body, status=code)
+
+
+PATCH_TYPES = (
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+    "application/apply-patch+yaml",
+)
+
+
+class KubeApi:
+    """The apps/v1 endpoints remediator uses, with the API server's status codes and Status
+    bodies: GET and PATCH of deployments and statefulsets and of their /scale subresource.
+    PATCH takes strategic merge and merge patches (JSON patch and apply are not implemented:
+    415 like any unknown type). A `resourceVersion` in a patch is a precondition (409 if stale).
+
+    `authorize(request)` returns None to allow, or the Status response to send (401, 403).
+    `conflicts` and `failures` answer the next N calls 409 and 503; `lose_answers` applies the
+    next N patches and then answers 504 (the write happened, the answer did not arrive);
+    `hang` holds every call until `release`."""
+
+    def __init__(self, workloads: dict[tuple[str, str, str], Workload] | None = None) -> None:
+        self.workloads = workloads if workloads is not None else {}
+        self.authorize: Callable[[web.Request], web.Response | None] = lambda request: None
+        self.conflicts = 0
+        self.failures = 0
+        self.lose_answers = 0
+        self.hang = asyncio.Event()
+        self.release = asyncio.Event()
+        base = "/apis/apps/v1/namespaces/{namespace}/{resource}/{name}"
+        app = web.Application()
+        app.router.add_get(base, self.get)
+        app.router.add_patch(base, self.patch)
+        app.router.add_get(base + "/scale", self.get_scale)
+        app.router.add_patch(base + "/scale", self.patch_scale)
+        self.server = StandIn(app)
+
+    async def _find(self, request: web.Request) -> Workload | web.Response:
+        if self.hang.is_set():
+            await self.release.wait()
+        denied = self.authorize(request)
+        if denied is not None:
+            return denied
+        ns, resource, name = (request.match_info[k] for k in ("namespace", "resource", "name"))
+        if resource not in ("deployments", "statefulsets"):
+            return kube_status(404, "NotFound", "the server could not find the requested resource")
+        if self.failures > 0:
+            self.failures -= 1
+            return kube_status(503, "ServiceUnavailable", "etcdserver: leader changed")
+        workload = self.workloads.get((resource, ns, name))
+        if workload is None:
+            return kube_status(404, "NotFound", f'{resource}.apps "{name}" not found')
+        return workload
+
+    async def _patch_body(self, request: web.Request, workload: Workload) -> Any:
+        kind = request.content_type
+        if kind not in PATCH_TYPES[1:3]:
+            return kube_status(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format - accepted media types "
+                f"include: {', '.join(PATCH_TYPES)}",
+            )
+        body = json.loads(await request.read())
+        wanted = body.get("metadata", {}).get("resourceVersion")
+        name = request.match_info["name"]
+        if self.conflicts > 0 or (wanted is not None and wanted != str(workload.resource_version)):
+            self.conflicts = max(0, self.conflicts - 1)
+            return kube_status(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on {request.match_info["resource"]}.apps "{name}": '
+                "the object has been modified; please apply your changes to the latest version "
+                "and try again",
+            )
+        return body
+
+    def _object(self, request: web.Request, w: Workload) -> dict[str, Any]:
+        kind = "Deployment" if request.match_info["resource"] == "deployments" else "StatefulSet"
+        return {
+            "kind": kind,
+            "apiVersion": "apps/v1",
+            "metadata": {
+                "name": request.match_info["name"],
+                "namespace": request.match_info["namespace"],
+                "resourceVersion": str(w.resource_version),
+            },
+            "spec": {
+                "replicas": w.replicas,
+                "template": {"metadata": {"annotations": w.annotations}},
+            },
+        }
+
+    def _scale(self, request: web.Request, w: Workload) -> dict[str, Any]:
+        return {
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {
+                "name": request.match_info["name"],
+                "namespace": request.match_info["namespace"],
+                "resourceVersion": str(w.resource_version),
+            },
+            "spec": {"replicas": w.replicas} if w.replicas else {},
+            "status": {"replicas": w.replicas, "selector": "app=x"},
+        }
+
+    async def get(self, request: web.Request) -> web.Response:
+        found = await self._find(request)
+        if isinstance(found, web.Response):
+            return found
+        return web.json_response(self._object(request, found))
+
+    async def patch(self, request: web.Request) -> web.Response:
+        found = await self._find(request)
+        if isinstance(found, web.Response):
+            return found
+        body = await self._patch_body(request, found)
+        if isinstance(body, web.Response):
+            return body
+        annotations = (
+            body.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations", {})
+        )
+        merged = {**found.annotations, **annotations}
+        if merged != found.annotations:
+            found.annotations, found.rollouts = merged, found.rollouts + 1
+            found.resource_version += 1
+        return self._answer(web.json_response(self._object(request, found)))
+
+    def _answer(self, response: web.Response) -> web.Response:
+        if self.lose_answers > 0:
+            self.lose_answers -= 1
+            return kube_status(
+                504, "Timeout", "Timeout: request did not complete within requested timeout"
+            )
+        return response
+
+    async def get_scale(self, request: web.Request) -> web.Response:
+        found = await self._find(request)
+        if isinstance(found, web.Response):
+            return found
+        return web.json_response(self._scale(request, found))
+
+    async def patch_scale(self, request: web.Request) -> web.Response:
+        found = await self._find(request)
+        if isinstance(found, web.Response):
+            return found
+        body = await self._patch_body(request, found)
+        if isinstance(body, web.Response):
+            return body
+        replicas = body.get("spec", {}).get("replicas")
+        if not isinstance(replicas, int) or replicas < 0:
+            return kube_status(422, "Invalid", f'Scale.autoscaling "x" is invalid: {replicas!r}')
+        if replicas != found.replicas:
+            found.replicas, found.resource_version = replicas, found.resource_version + 1
+        return self._answer(web.json_response(self._scale(request, found)))
 
 
 # -- a generic JSON service (config service, feature flags, migration API) ---------------------

@@ -132,10 +132,10 @@ def default_registry() -> ActionRegistry:
     each entry a callable taking the registry)."""
     from remediator.actions import exec as exec_kind
     from remediator.actions import http as http_kind
-    from remediator.actions import kafka_connect, sql
+    from remediator.actions import kafka_connect, kubernetes, sql
 
     registry = ActionRegistry()
-    for module in (http_kind, exec_kind, kafka_connect, sql):
+    for module in (http_kind, exec_kind, kafka_connect, sql, kubernetes):
         module.register(registry)
     for entry in entry_points(group="remediator.actions"):
         entry.load()(registry)
