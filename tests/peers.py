@@ -17,7 +17,7 @@ import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import asyncpg
 import httpx
@@ -32,12 +32,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _prepare(workdir: Path, config: str) -> IO[bytes]:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "prometheus.yml").write_text(
-        textwrap.dedent(config) or "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-    )
-    return (workdir / "prometheus.log").open("wb")
+@asynccontextmanager
+async def _serving(workdir: Path, name: str, argv: list[str], port: int) -> AsyncIterator[str]:
+    """Run a Prometheus-family server (output in workdir/<name>.log) until it answers
+    /-/ready; yield its base URL; stop it."""
+    log = workdir / f"{name}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient() as client, asyncio.timeout(30):
+            while True:
+                assert proc.poll() is None, log.read_text()[-2000:]
+                try:
+                    if (await client.get(f"{url}/-/ready")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.05)
+        yield url
+    finally:
+        _stop(proc)
 
 
 @asynccontextmanager
@@ -49,34 +64,39 @@ async def prometheus(workdir: Path, config: str = "") -> AsyncIterator[str]:
         textwrap.dedent(config) or "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
     )
     port = free_port()
-    log = (workdir / "prometheus.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={workdir / 'prometheus.yml'}",
-            f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--web.enable-lifecycle",
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient() as client, asyncio.timeout(30):
-            while True:
-                assert proc.poll() is None, (workdir / "prometheus.log").read_text()[-2000:]
-                try:
-                    if (await client.get(f"{url}/-/ready")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
+    argv = [
+        binary,
+        f"--config.file={workdir / 'prometheus.yml'}",
+        f"--storage.tsdb.path={workdir / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--web.enable-lifecycle",
+    ]
+    async with _serving(workdir, "prometheus", argv, port) as url:
         yield url
-    finally:
-        _stop(proc)
-        log.close()
+
+
+ALERTMANAGER_CONFIG = """\
+route: {receiver: blackhole}
+receivers: [{name: blackhole}]
+"""
+
+
+@asynccontextmanager
+async def alertmanager(workdir: Path, config: str = ALERTMANAGER_CONFIG) -> AsyncIterator[str]:
+    """Run Alertmanager alone (clustering off) with `config`; yield its base URL."""
+    binary = require_binary("prometheus-alertmanager", "alertmanager")
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "alertmanager.yml").write_text(textwrap.dedent(config))
+    port = free_port()
+    argv = [
+        binary,
+        f"--config.file={workdir / 'alertmanager.yml'}",
+        f"--storage.path={workdir / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",
+    ]
+    async with _serving(workdir, "alertmanager", argv, port) as url:
+        yield url
 
 
 def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:

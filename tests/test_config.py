@@ -284,7 +284,7 @@ def test_unknown_action_kind_lists_the_known_kinds(write: Write) -> None:
     text = ACTIONS.replace("kind: http", "kind: shell", 1) + rules()
     assert load_rule_file(write, text) == [
         "rules/cdc.yaml: actions.restart_connector.kind: unknown action kind 'shell' "
-        "(known: exec, http)",
+        "(known: alertmanager_silence, exec, http, kafka_connect, kubernetes, sql)",
         # the rule that uses it cannot find it either
         "rules/cdc.yaml: rules[0].tiers[0].actions[0]: unknown action 'restart_connector' "
         "(known: pause_connector)",
@@ -734,7 +734,14 @@ def test_every_problem_is_reported_at_once(write: Write, monkeypatch: pytest.Mon
 
 
 def test_the_built_in_kinds() -> None:
-    assert default_registry().kinds() == ["exec", "http"]
+    assert default_registry().kinds() == [
+        "alertmanager_silence",
+        "exec",
+        "http",
+        "kafka_connect",
+        "kubernetes",
+        "sql",
+    ]
 
 
 def test_the_registry_refuses_a_duplicate_kind() -> None:
