@@ -2,7 +2,8 @@
 
 Each answers on the same paths, with the same status codes and bodies as the real API, and records
 every request it receives so tests can assert what a target saw, in order. Run directly for the
-README's tour:  python tests/standins.py  (Kafka Connect on :8083, config on :8081, flags on :8082)
+README's tour:  python tests/standins.py  (config service on :8081, feature flags on :8082,
+Kafka Connect on :8083, the Kubernetes API on :8084, the migration API on :8085)
 """
 
 from __future__ import annotations
@@ -402,6 +403,132 @@ class Recorder:
         return web.json_response({"ok": 200 <= status < 300, "path": request.path}, status=status)
 
 
+# -- services the runbooks name but do not specify: a key/value config service, a migration API --
+
+
+class ConfigService:
+    """Stores a JSON body at any path: PUT replaces it, PATCH merges into it, GET returns it (404
+    before the first write). The ingestion config service (`PUT /v1/config/ingestion.enabled`
+    `{"value": false}`) and the feature-flag service (`PATCH /v1/flags/ingestion_v2_enabled`)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self.server = StandIn(app)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        path = request.path
+        if request.method == "GET":
+            if path not in self.values:
+                return web.json_response({"error": f"{path} is not set"}, status=404)
+            return web.json_response(self.values[path])
+        if request.method not in ("PUT", "PATCH"):
+            return web.json_response({"error": "method not allowed"}, status=405)
+        body = await request.json()
+        if request.method == "PATCH" and isinstance(self.values.get(path), dict):
+            body = {**self.values[path], **body}
+        self.values[path] = body
+        return web.json_response(body)
+
+
+@dataclass
+class Migration:
+    state: str = "bulk_copy"  # bulk_copy, dual_write, paused, stopped, rolled_back, migrated
+    resume_to: str = "bulk_copy"
+    config: dict[str, Any] = field(default_factory=dict)
+    bottleneck: str = "source_read"
+    rollback: str = "none"  # the rollback's status: none, completed
+
+
+class MigrationApi:
+    """The data-migration service of the migration runbooks: GET a migration's state, pause,
+    resume, stop (`?immediate=true`), rollback with a strategy, PATCH its config, its rollback
+    status and bottleneck. State rules as in the tenant-migration runbook: pause from bulk_copy
+    or dual_write, resume from paused, never roll back a migrated one (409 otherwise)."""
+
+    def __init__(self, migrations: dict[str, Migration] | None = None) -> None:
+        self.migrations = migrations if migrations is not None else {}
+        base = "/v1/migrations/{id}"
+        app = web.Application()
+        app.router.add_get(base, self.get)
+        app.router.add_post(base + "/pause", self.pause)
+        app.router.add_post(base + "/resume", self.resume)
+        app.router.add_post(base + "/stop", self.stop)
+        app.router.add_post(base + "/rollback", self.start_rollback)
+        app.router.add_get(base + "/rollback/status", self.rollback_status)
+        app.router.add_patch(base + "/config", self.patch_config)
+        app.router.add_get(base + "/performance/bottleneck", self.bottleneck)
+        self.server = StandIn(app)
+
+    def _find(self, request: web.Request) -> Migration | web.Response:
+        found = self.migrations.get(request.match_info["id"])
+        if found is None:
+            return web.json_response({"error": "migration not found"}, status=404)
+        return found
+
+    def _view(self, request: web.Request, m: Migration) -> web.Response:
+        return web.json_response({"id": request.match_info["id"], "state": m.state})
+
+    async def get(self, request: web.Request) -> web.Response:
+        m = self._find(request)
+        return m if isinstance(m, web.Response) else self._view(request, m)
+
+    async def _move(self, request: web.Request, allowed: tuple[str, ...], to: str) -> web.Response:
+        m = self._find(request)
+        if isinstance(m, web.Response):
+            return m
+        if m.state not in allowed:
+            return web.json_response({"error": f"not allowed in state {m.state}"}, status=409)
+        if to == "paused":
+            m.resume_to = m.state
+        m.state = m.resume_to if to == "resumed" else to
+        return self._view(request, m)
+
+    async def pause(self, request: web.Request) -> web.Response:
+        return await self._move(request, ("bulk_copy", "dual_write"), "paused")
+
+    async def resume(self, request: web.Request) -> web.Response:
+        return await self._move(request, ("paused",), "resumed")
+
+    async def stop(self, request: web.Request) -> web.Response:
+        active = ("bulk_copy", "dual_write", "paused", "stopped")
+        return await self._move(request, active, "stopped")
+
+    async def start_rollback(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if body.get("strategy") not in ("truncate", "point_in_time"):
+            return web.json_response({"error": "unknown strategy"}, status=400)
+        response = await self._move(request, ("bulk_copy", "dual_write", "paused", "stopped"),
+                                    "rolled_back")  # fmt: skip
+        if response.status == 200:
+            self.migrations[request.match_info["id"]].rollback = "completed"
+        return response
+
+    async def rollback_status(self, request: web.Request) -> web.Response:
+        m = self._find(request)
+        return m if isinstance(m, web.Response) else web.json_response({"status": m.rollback})
+
+    async def patch_config(self, request: web.Request) -> web.Response:
+        m = self._find(request)
+        if isinstance(m, web.Response):
+            return m
+        m.config = _merge(m.config, await request.json())
+        return web.json_response(m.config)
+
+    async def bottleneck(self, request: web.Request) -> web.Response:
+        m = self._find(request)
+        return m if isinstance(m, web.Response) else web.json_response({"bottleneck": m.bottleneck})
+
+
+def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(old)
+    for key, value in new.items():
+        both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merge(merged[key], value) if both else value
+    return merged
+
+
 async def _tour() -> None:
     connect = KafkaConnect(
         {
@@ -409,17 +536,25 @@ async def _tour() -> None:
             "sqlserver-source-connector": Connector(),
         }
     )
-    config, flags = Recorder(), Recorder()
-    await connect.server.start(8083)
-    await config.server.start(8081)
-    await flags.server.start(8082)
-    print("stand-ins: Kafka Connect :8083, ingestion config :8081, feature flags :8082")
+    config, flags = ConfigService(), ConfigService()
+    kube = KubeApi(
+        {
+            ("deployments", "ingestion", "parse-worker"): Workload(),
+            ("deployments", "ingestion", "promotion-worker"): Workload(),
+        }
+    )
+    migrations = MigrationApi({"orders": Migration("dual_write")})
+    servers = [config.server, flags.server, connect.server, kube.server, migrations.server]
+    for server, port in zip(servers, (8081, 8082, 8083, 8084, 8085), strict=True):
+        await server.start(port)
+    print(
+        "stand-ins: ingestion config :8081, feature flags :8082, Kafka Connect :8083, "
+        "Kubernetes API :8084, migration API :8085"
+    )
     seen = 0
     while True:
         await asyncio.sleep(0.5)
-        everything = sorted(
-            [*connect.server.seen, *config.server.seen, *flags.server.seen], key=lambda s: s.at
-        )
+        everything = sorted((s for server in servers for s in server.seen), key=lambda s: s.at)
         for s in everything[seen:]:
             print(
                 f"received {s.method} {s.path}{'?' + s.query if s.query else ''} "
