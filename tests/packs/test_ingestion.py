@@ -98,11 +98,11 @@ async def test_notify_then_pause_then_roll_back_with_approval_then_resume(
     await ingestion.fire(resolved(p2), resolved(p1), resolved(p0))
     assert targets.config.values[ENABLED]["value"] is True
 
-    pause = {"value": False, "reason": "remediator: IngestionHighErrorRate at 0.12 (incident 1)"}
+    reason = "remediator: IngestionHighErrorRate at {} (incident 1)"
     assert calls(targets.config) == [
-        ("PUT", ENABLED, pause),
+        ("PUT", ENABLED, {"value": False, "reason": reason.format("0.12")}),
         ("GET", ENABLED, None),
-        ("PUT", ENABLED, pause | {"reason": pause["reason"].replace("0.12", "0.23")}),
+        ("PUT", ENABLED, {"value": False, "reason": reason.format("0.23")}),
         ("GET", ENABLED, None),
         (
             "PUT",
