@@ -1,5 +1,5 @@
-"""Helpers shared by the action-kind tests: an action read through the real config path, the
-problems a bad definition reports, and a daemon that runs one action when an alert fires."""
+"""Helpers shared by the action-kind tests: actions read through the real config path, and a
+daemon that runs one action when an alert fires."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from remediator.actions.base import AttemptContext
 from remediator.config import Config, load_config
-from remediator.errors import ConfigError
 from tests.conftest import Running, base_config
 from tests.payloads import alert, notification
 
@@ -33,19 +31,6 @@ def load(
     **definitions: dict[str, Any],
 ) -> Config:
     return load_config(write_config(base_config(targets, extra + actions_yaml(**definitions))))
-
-
-def problems(
-    write_config: Callable[..., Path],
-    targets: dict[str, str],
-    definition: dict[str, Any],
-    extra: str = "",
-) -> list[str]:
-    """What a config holding `definition` as action `act` reports; run with cwd = tmp_path so
-    the file shows as remediator.yaml."""
-    with pytest.raises(ConfigError) as info:
-        load(write_config, targets, extra, act=definition)
-    return info.value.problems
 
 
 def attempt_ctx(client: httpx.AsyncClient, timeout: float = 5.0, n: int = 1) -> AttemptContext:
