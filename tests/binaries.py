@@ -7,8 +7,11 @@ Where they are missing, a test that needs one skips with the reason outside CI a
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
+from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -19,7 +22,11 @@ PACKAGES = {
     "amtool": "prometheus-alertmanager",
     "alertmanager": "prometheus-alertmanager",
     "prometheus-alertmanager": "prometheus-alertmanager",
+    "initdb": "postgresql",
+    "postgres": "postgresql",
+    "openssl": "openssl",
 }
+POSTGRES_BIN = "/usr/lib/postgresql/*/bin"
 
 
 def in_ci() -> bool:
@@ -34,9 +41,32 @@ def require_binary(name: str, *alternatives: str) -> str:
         path = shutil.which(candidate)
         if path is not None:
             return path
+    missing(name, "on PATH")
+
+
+def require_postgres_binary(name: str, search: str = POSTGRES_BIN) -> str:
+    """A PostgreSQL server program (initdb, postgres). Debian keeps them off PATH, in
+    /usr/lib/postgresql/<major>/bin: PATH first, then the newest major there."""
+    path = shutil.which(name)
+    if path is not None:
+        return path
+    for directory in sorted(glob.glob(search), key=_major, reverse=True):
+        candidate = Path(directory, name)
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    missing(name, f"on PATH or in {search}")
+
+
+def _major(directory: str) -> int:
+    version = Path(directory).parent.name
+    return int(version) if version.isdigit() else -1
+
+
+def missing(name: str, where: str) -> NoReturn:
+    """Fail in CI, skip elsewhere, naming the Debian package to install."""
     package = PACKAGES.get(name, name)
     reason = (
-        f"{name} not found on PATH (Debian package {package!r}: "
+        f"{name} not found {where} (Debian package {package!r}: "
         f"`make test` as root installs it, or apt-get install {package})"
     )
     if in_ci():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.binaries import in_ci, require_binary
+from tests.binaries import in_ci, require_binary, require_postgres_binary
 
 MISSING = "remediator-no-such-binary"
 
@@ -35,3 +35,25 @@ def test_in_ci_a_missing_binary_fails(monkeypatch: pytest.MonkeyPatch, value: st
     assert in_ci()
     with pytest.raises(pytest.fail.Exception, match="CI must run it"):
         require_binary(MISSING)
+
+
+def test_postgres_binaries_are_found_off_path_newest_major_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    for major in ("9", "15", "13"):
+        program = tmp_path / "postgresql" / major / "bin" / "initdb"
+        program.parent.mkdir(parents=True)
+        program.write_text("#!/bin/sh\n")
+        program.chmod(0o755)
+    found = require_postgres_binary("initdb", str(tmp_path / "postgresql" / "*" / "bin"))
+    assert found == str(tmp_path / "postgresql" / "15" / "bin" / "initdb")
+
+
+def test_a_missing_postgres_binary_fails_in_ci(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"initdb not found on PATH or in .*postgresql"):
+        require_postgres_binary("initdb", str(tmp_path / "postgresql" / "*" / "bin"))

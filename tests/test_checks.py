@@ -12,7 +12,9 @@ import pytest
 from remediator.actions.base import RenderContext, Template
 from remediator.checks import (
     HttpCheck,
+    KafkaConnectCheck,
     PromQLCheck,
+    parse_precondition,
     parse_verify,
     promql_string,
     sample_values,
@@ -248,7 +250,7 @@ def test_sample_values_reads_prometheus_number_strings() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"every": "5s"}, "give exactly one of 'http' or 'promql'"),
+        ({"every": "5s"}, "give exactly one of 'http', 'kafka_connect' or 'promql'"),
         (
             {"promql": {"query": "up", "condition": "< 1"}},
             "promql checks need a target named 'prometheus'",
@@ -272,4 +274,136 @@ def test_check_config_errors(spec: dict[str, object], message: str) -> None:
         parse_verify(
             Node(spec, "r.yaml", "actions.a.verify"),
             {"connect": Target("connect", "http://c:8083")},
+        )
+
+
+# -- kafka_connect checks ----------------------------------------------------------------------
+
+
+def connect_check(connect: KafkaConnect, **spec: object) -> KafkaConnectCheck:
+    check = parse_precondition(
+        Node({"kafka_connect": {"cluster": "cdc", "connector": "{connector}", **spec}}, "r", "p"),
+        {"cdc": Target("cdc", connect.server.url)},
+    )
+    assert isinstance(check, KafkaConnectCheck)
+    return check
+
+
+@pytest.mark.parametrize(
+    ("connector", "spec", "holds", "detail"),
+    [
+        # the CDC rule's precondition: restart a FAILED connector, never a PAUSED one
+        (Connector("FAILED", ["FAILED"]), {"state": ["FAILED", "UNASSIGNED"]}, True, ""),
+        (Connector("UNASSIGNED", []), {"state": ["FAILED", "UNASSIGNED"]}, True, ""),
+        (
+            Connector("PAUSED", ["PAUSED"]),
+            {"state": ["FAILED", "UNASSIGNED"]},
+            False,
+            ": state not in ['FAILED', 'UNASSIGNED']",
+        ),
+        # verification after a pause: the connector and every task
+        (
+            Connector("PAUSED", ["PAUSED", "PAUSED"]),
+            {"state": ["PAUSED"], "tasks": ["PAUSED"]},
+            True,
+            "",
+        ),
+        (
+            Connector("PAUSED", ["PAUSED", "RUNNING"]),
+            {"state": ["PAUSED"], "tasks": ["PAUSED"]},
+            False,
+            ": not every task in ['PAUSED']",
+        ),
+        (
+            Connector("RUNNING", ["FAILED"]),
+            {"tasks": ["RUNNING"]},
+            False,
+            ": not every task in ['RUNNING']",
+        ),
+        # no tasks: "every task RUNNING" does not hold unless the rule says so
+        (Connector("RUNNING", []), {"tasks": ["RUNNING"]}, False, ": no tasks (on_no_tasks: fail)"),
+        (Connector("RUNNING", []), {"tasks": ["RUNNING"], "on_no_tasks": "pass"}, True, ""),
+    ],
+)
+async def test_kafka_connect_check(
+    kafka_connect: KafkaConnect,
+    http: httpx.AsyncClient,
+    connector: Connector,
+    spec: dict[str, object],
+    holds: bool,
+    detail: str,
+) -> None:
+    kafka_connect.connectors["c"] = connector
+    result = await connect_check(kafka_connect, **spec).evaluate(ctx(connector="c"), http)
+    shown = f"connector 'c' is {connector.state}, tasks {connector.tasks}"
+    assert (result.holds, result.detail) == (holds, shown + detail)
+
+
+async def test_kafka_connect_check_reads_tasks_in_id_order(
+    kafka_connect: KafkaConnect, http: httpx.AsyncClient
+) -> None:
+    kafka_connect.connectors["c"] = Connector("RUNNING", ["RUNNING", "FAILED", "RUNNING"])
+    result = await connect_check(kafka_connect, tasks=["RUNNING"]).evaluate(
+        ctx(connector="c"), http
+    )
+    assert result.detail.endswith(
+        "tasks ['RUNNING', 'FAILED', 'RUNNING']: not every task in ['RUNNING']"
+    )
+
+
+@pytest.mark.parametrize(
+    ("setup", "detail"),
+    [
+        ("missing", "connector 'c' not found on cluster 'cdc'"),
+        ("conflict", "/connectors/c/status: HTTP 409"),
+        ("down", "/connectors/c/status: ConnectError"),
+    ],
+)
+async def test_kafka_connect_check_errors_do_not_hold(
+    kafka_connect: KafkaConnect, http: httpx.AsyncClient, setup: str, detail: str
+) -> None:
+    kafka_connect.connectors["c"] = Connector()
+    if setup == "missing":
+        del kafka_connect.connectors["c"]
+    elif setup == "conflict":
+        kafka_connect.conflicts = 1
+    check = connect_check(kafka_connect, state=["RUNNING"])
+    if setup == "down":
+        await kafka_connect.server.stop()
+    result = await check.evaluate(ctx(connector="c"), http)
+    assert not result.holds
+    assert detail in result.detail
+
+
+def test_kafka_connect_check_describes_itself(kafka_connect: KafkaConnect) -> None:
+    check = connect_check(kafka_connect, state=["PAUSED"], tasks=["PAUSED"])
+    assert check.describe() == (
+        "connector {connector} on cdc: state in ['PAUSED'] and every task in ['PAUSED']"
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"cluster": "cdc", "connector": "c"}, "give 'state', 'tasks' or both"),
+        ({"cluster": "cdc", "connector": "c", "state": ["PAUSE"]}, "invalid value 'PAUSE'"),
+        ({"cluster": "cdc", "connector": "c", "state": []}, "give at least one state"),
+        (
+            {"cluster": "cdc", "connector": "c", "state": ["PAUSED"], "on_no_tasks": "pass"},
+            "on_no_tasks: only with 'tasks'",
+        ),
+        ({"cluster": "nope", "connector": "c", "state": ["PAUSED"]}, "unknown target 'nope'"),
+        ({"cluster": "cdc", "state": ["PAUSED"]}, "missing required key 'connector'"),
+        (
+            {"cluster": "cdc", "connector": "c", "tasks": ["RUNNING"], "on_no_tasks": "maybe"},
+            "invalid value 'maybe'",
+        ),
+        ({"cluster": "cdc", "connector": "c", "field": "x"}, "unknown key 'field'"),
+    ],
+)
+def test_kafka_connect_check_config_errors(spec: dict[str, object], message: str) -> None:
+    with pytest.raises(Invalid, match=message):
+        parse_verify(
+            Node({"kafka_connect": spec}, "r.yaml", "actions.a.verify"),
+            {"cdc": Target("cdc", "http://c:8083")},
         )

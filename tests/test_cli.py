@@ -28,7 +28,13 @@ TOUR_TARGETS = {
     "kafka-connect": "http://127.0.0.1:8083",
     "ingestion-config": "http://127.0.0.1:8081",
     "feature-flags": "http://127.0.0.1:8082",
+    "migration-api": "http://127.0.0.1:8085",
+    "alertmanager": "http://127.0.0.1:9093",
 }
+# the cluster of the ingestion workers, as examples/remediator.yaml defines it
+CLUSTER = (
+    f"  ingestion-cluster: {{kubernetes: {{kubeconfig: {ROOT / 'examples/kubeconfig.yaml'}}}}}\n"
+)
 ENV = {
     "PATH": os.environ["PATH"],
     "TEST_WEBHOOK_TOKEN": "cli-webhook-token",
@@ -61,8 +67,8 @@ def remediator(tmp_path: Path) -> Run:
 
 @pytest.fixture
 def tour_config(write_config: Callable[..., Path]) -> Path:
-    """The README tour's configuration: the shipped rules and the three stand-in targets."""
-    return write_config(base_config(TOUR_TARGETS, SHIPPED_RULES))
+    """The README tour's configuration: the shipped rules and the stand-in targets."""
+    return write_config(base_config(TOUR_TARGETS, CLUSTER + SHIPPED_RULES))
 
 
 def payload(name: str) -> str:
@@ -85,7 +91,7 @@ def test_check_accepts_the_shipped_rules(remediator: Run, tour_config: Path) -> 
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == (
         f"remediator.yaml: OK: {len(config.rules)} rules, {len(config.actions)} actions, "
-        f"3 targets (rule files: {files})\n"
+        f"{len(TOUR_TARGETS) + 1} targets (rule files: {files})\n"
     )
     assert {"cdc-connector-down", "ingestion-error-rate"} <= {r.name for r in config.rules}
 
@@ -162,8 +168,8 @@ TOUR = {
     "connector-down.json": (
         "ConnectorDown (firing) -> rule cdc-connector-down "
         "[alertname=ConnectorDown, connector=postgres-sink-connector]: tier restart\n"
-        "    restart_connector (http on kafka-connect): POST http://127.0.0.1:8083/connectors/"
-        "postgres-sink-connector/restart?includeTasks=true&onlyFailed=true\n"
+        "    restart_connector (kafka_connect on kafka-connect): POST http://127.0.0.1:8083/"
+        "connectors/postgres-sink-connector/restart?includeTasks=true&onlyFailed=true\n"
     ),
     "connector-down-resolved.json": (
         "ConnectorDown (resolved) -> rule cdc-connector-down "
@@ -276,7 +282,7 @@ def test_simulate_shows_a_request_that_cannot_be_built(
     assert result.stdout == (
         "ConnectorDown (firing) -> rule cdc-connector-down "
         "[alertname=ConnectorDown, connector=]: tier restart\n"
-        "    restart_connector (http on kafka-connect): "
+        "    restart_connector (kafka_connect on kafka-connect): "
         "cannot build the request: label 'connector' is missing\n"
     )
 
@@ -344,11 +350,12 @@ async def test_simulate_changes_nothing_and_calls_no_target(
     had simulate sent anything, they would have recorded it."""
     config, flags = await recorder(), await recorder()
     targets = {
+        **TOUR_TARGETS,
         "kafka-connect": kafka_connect.server.url,
         "ingestion-config": config.server.url,
         "feature-flags": flags.server.url,
     }
-    write_config(base_config(targets, SHIPPED_RULES))
+    write_config(base_config(targets, CLUSTER + SHIPPED_RULES))
 
     results = [
         await asyncio.to_thread(remediator, "simulate", "--config", "remediator.yaml", payload(n))

@@ -22,6 +22,7 @@ from remediator.schema import Invalid, Node, Secret, format_duration, parse_dura
 from tests.conftest import API_TOKEN, WEBHOOK_TOKEN, base_config
 
 SHIPPED_RULES = Path(__file__).resolve().parent.parent / "rules"
+KUBECONFIG = SHIPPED_RULES.parent / "examples" / "kubeconfig.yaml"
 CONNECT = {"kafka-connect": "http://connect.test:8083"}
 RULE_FILES = "rule_files: [rules/*.yaml]\n"
 TOP_KEYS = ", ".join(sorted(config_module.TOP_KEYS))
@@ -107,25 +108,35 @@ def test_the_shipped_rule_packs_load(write: Write) -> None:
         "kafka-connect": "http://connect.test:8083",
         "ingestion-config": "http://config.test:8081",
         "feature-flags": "http://flags.test:8082/",
+        "migration-api": "http://migrations.test:8085",
+        "alertmanager": "http://alertmanager.test:9093",
     }
-    config = load_config(write(f"rule_files: [{SHIPPED_RULES}/*.yaml]\n", targets))
-    assert config.rule_files == (SHIPPED_RULES / "cdc.yaml", SHIPPED_RULES / "ingestion.yaml")
-    assert {name: a.target for name, a in config.actions.items()} == {
-        "restart_connector": "kafka-connect",
-        "pause_ingestion": "ingestion-config",
-        "resume_ingestion": "ingestion-config",
-        "rollback_feature_flag": "feature-flags",
+    cluster = f"  ingestion-cluster: {{kubernetes: {{kubeconfig: {KUBECONFIG}}}}}\n"
+    config = load_config(write(cluster + f"rule_files: [{SHIPPED_RULES}/*.yaml]\n", targets))
+    assert config.rule_files == tuple(
+        SHIPPED_RULES / f"{pack}.yaml" for pack in ("cdc", "incident", "ingestion", "migration")
+    )
+    kinds = {(a.kind, a.target) for a in config.actions.values()}
+    assert kinds == {
+        ("kafka_connect", "kafka-connect"),
+        ("alertmanager_silence", "alertmanager"),
+        ("http", "ingestion-config"),
+        ("http", "feature-flags"),
+        ("kubernetes", "ingestion-cluster"),
+        ("http", "migration-api"),
     }
     assert config.targets["feature-flags"].url == "http://flags.test:8082"
-    cdc, ingestion = config.rules
-    assert [(r.name, r.position) for r in config.rules] == [
-        ("cdc-connector-down", 0),
-        ("ingestion-error-rate", 1),
+    by_name = {r.name: r for r in config.rules}
+    assert [r.name for r in config.rules][:3] == [
+        "cdc-connector-down",
+        "cdc-replication-lag",
+        "cdc-data-mismatch",
     ]
+    cdc = by_name["cdc-connector-down"]
     assert cdc.matchers == parse_matchers('{alertname="ConnectorDown"}')
     assert cdc.incident_key == ("alertname", "connector")
-    assert cdc.tiers == (Tier(0, "restart", None, ("restart_connector",)),)
     assert cdc.source == f"{SHIPPED_RULES}/cdc.yaml: rules[0]"
+    ingestion = by_name["ingestion-error-rate"]
     assert ingestion.incident_key == ("alertname",)
     assert ingestion.value == ValueSource("annotation", "error_rate")
     assert ingestion.tiers == (
@@ -134,6 +145,8 @@ def test_the_shipped_rule_packs_load(write: Write) -> None:
         Tier(2, "rollback", Condition(">", 0.2), ("pause_ingestion", "rollback_feature_flag")),
     )
     assert ingestion.on_resolved == (ResolvedStep("resume_ingestion", ("pause_ingestion",)),)
+    assert config.policy("rollback_feature_flag").destructive
+    assert config.policy("rollback_migration").destructive
 
 
 def test_defaults_and_tokens_from_the_environment(write: Write, tmp_path: Path) -> None:
@@ -284,7 +297,7 @@ def test_unknown_action_kind_lists_the_known_kinds(write: Write) -> None:
     text = ACTIONS.replace("kind: http", "kind: shell", 1) + rules()
     assert load_rule_file(write, text) == [
         "rules/cdc.yaml: actions.restart_connector.kind: unknown action kind 'shell' "
-        "(known: exec, http)",
+        "(known: alertmanager_silence, exec, http, kafka_connect, kubernetes, sql)",
         # the rule that uses it cannot find it either
         "rules/cdc.yaml: rules[0].tiers[0].actions[0]: unknown action 'restart_connector' "
         "(known: pause_connector)",
@@ -734,7 +747,14 @@ def test_every_problem_is_reported_at_once(write: Write, monkeypatch: pytest.Mon
 
 
 def test_the_built_in_kinds() -> None:
-    assert default_registry().kinds() == ["exec", "http"]
+    assert default_registry().kinds() == [
+        "alertmanager_silence",
+        "exec",
+        "http",
+        "kafka_connect",
+        "kubernetes",
+        "sql",
+    ]
 
 
 def test_the_registry_refuses_a_duplicate_kind() -> None:

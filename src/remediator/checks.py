@@ -1,9 +1,11 @@
 """Conditions on the world: a precondition before an action, a verification after it.
 
-Two kinds. `http`: GET a path on a target and compare a JSON field with a set of values (the
-migration runbook pauses only in bulk_copy or dual_write; Kafka Connect's connector state must
-become PAUSED). `promql`: an instant query against Prometheus's /api/v1/query and a condition on
-the result; an empty result is its own case (no series matched), never read as zero.
+Three kinds. `http`: GET a path on a target and compare a JSON field with a set of values (the
+migration runbook pauses only in bulk_copy or dual_write). `kafka_connect`: a connector's state
+and its tasks' states from Kafka Connect's status endpoint (the sink must become PAUSED; restart
+only a FAILED connector, never a PAUSED one). `promql`: an instant query against Prometheus's
+/api/v1/query and a condition on the result; an empty result is its own case (no series matched),
+never read as zero.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import httpx
 
 from remediator.actions.base import RenderContext, Template
 from remediator.actions.http import path_segment
+from remediator.actions.kafka_connect import STATES, ConnectorStatus, connector_status
 from remediator.errors import RenderError
 from remediator.jsonpath import FIELD, extract
 from remediator.rules import Condition
@@ -24,8 +27,10 @@ from remediator.targets import Target
 
 HTTP_KEYS = frozenset({"target", "path", "field", "in", "not_in"})
 PROMQL_KEYS = frozenset({"query", "condition", "on_empty"})
-PRECONDITION_KEYS = frozenset({"http", "promql"})
-VERIFY_KEYS = frozenset({"http", "promql", "every", "within"})
+KAFKA_CONNECT_KEYS = frozenset({"cluster", "connector", "state", "tasks", "on_no_tasks"})
+CHECK_KINDS = ("http", "kafka_connect", "promql")
+PRECONDITION_KEYS = frozenset(CHECK_KINDS)
+VERIFY_KEYS = frozenset({*CHECK_KINDS, "every", "within"})
 PROMETHEUS = "prometheus"
 
 
@@ -128,7 +133,48 @@ class PromQLCheck:
         return CheckResult(holds, f"{query} = {shown} ({'' if holds else 'not '}{self.condition})")
 
 
-Check = HttpCheck | PromQLCheck
+@dataclass(frozen=True, slots=True)
+class KafkaConnectCheck:
+    """The connector's state is in `state`, and every task's state is in `tasks` (each optional,
+    at least one given). A connector without tasks passes the task condition only with
+    `on_no_tasks: pass`: right after a restart the task list can be empty for a moment, and
+    "every task RUNNING" must not read as true then."""
+
+    cluster: Target
+    connector: Template
+    state: frozenset[str] | None
+    tasks: frozenset[str] | None
+    no_tasks_pass: bool = False
+
+    def describe(self) -> str:
+        parts = [f"state in {sorted(self.state)}"] if self.state is not None else []
+        if self.tasks is not None:
+            parts.append(f"every task in {sorted(self.tasks)}")
+        return f"connector {self.connector.text} on {self.cluster.name}: {' and '.join(parts)}"
+
+    async def evaluate(self, ctx: RenderContext, http: httpx.AsyncClient) -> CheckResult:
+        try:
+            connector = self.connector.render(ctx)
+        except RenderError as e:
+            return CheckResult(False, f"cannot build the check: {e}")
+        status = await connector_status(http, self.cluster, connector)
+        if isinstance(status, str):
+            return CheckResult(False, status)
+        return self._judge(connector, status)
+
+    def _judge(self, connector: str, status: ConnectorStatus) -> CheckResult:
+        shown = f"connector {connector!r} is {status.connector}, tasks {list(status.tasks)}"
+        if self.state is not None and status.connector not in self.state:
+            return CheckResult(False, f"{shown}: state not in {sorted(self.state)}")
+        if self.tasks is not None:
+            if not status.tasks and not self.no_tasks_pass:
+                return CheckResult(False, f"{shown}: no tasks (on_no_tasks: fail)")
+            if any(t not in self.tasks for t in status.tasks):
+                return CheckResult(False, f"{shown}: not every task in {sorted(self.tasks)}")
+        return CheckResult(True, shown)
+
+
+Check = HttpCheck | KafkaConnectCheck | PromQLCheck
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,21 +215,27 @@ def parse_verify(node: Node, targets: Mapping[str, Target]) -> Verification:
 
 
 def _one_check(node: Node, targets: Mapping[str, Target]) -> Check:
-    given = [k for k in ("http", "promql") if node.has(k)]
+    given = [k for k in CHECK_KINDS if node.has(k)]
     if len(given) != 1:
-        raise node.fail("give exactly one of 'http' or 'promql'")
+        raise node.fail("give exactly one of 'http', 'kafka_connect' or 'promql'")
     if given[0] == "http":
         return _http_check(node.require("http"), targets)
+    if given[0] == "kafka_connect":
+        return _kafka_connect_check(node.require("kafka_connect"), targets)
     return _promql_check(node.require("promql"), targets)
+
+
+def _url_target(node: Node, targets: Mapping[str, Target]) -> Target:
+    name = node.string()
+    if name not in targets or not targets[name].url:
+        known = ", ".join(sorted(t for t in targets if targets[t].url)) or "none defined"
+        raise node.fail(f"unknown target {name!r} (known: {known})")
+    return targets[name]
 
 
 def _http_check(node: Node, targets: Mapping[str, Target]) -> HttpCheck:
     node.mapping(HTTP_KEYS)
-    target_node = node.require("target")
-    name = target_node.string()
-    if name not in targets or not targets[name].url:
-        known = ", ".join(sorted(t for t in targets if targets[t].url)) or "none defined"
-        raise target_node.fail(f"unknown target {name!r} (known: {known})")
+    target = _url_target(node.require("target"), targets)
     path_node = node.require("path")
     path = Template.parse(path_node)
     if not path.text.startswith("/"):
@@ -198,12 +250,36 @@ def _http_check(node: Node, targets: Mapping[str, Target]) -> HttpCheck:
     if (allowed is None) == (denied is None):
         raise node.fail("give exactly one of 'in' or 'not_in'")
     return HttpCheck(
-        targets[name],
+        target,
         path,
         field,
         None if allowed is None else frozenset(_values(allowed)),
         None if denied is None else frozenset(_values(denied)),
     )
+
+
+def _kafka_connect_check(node: Node, targets: Mapping[str, Target]) -> KafkaConnectCheck:
+    node.mapping(KAFKA_CONNECT_KEYS)
+    state, tasks = node.get("state"), node.get("tasks")
+    if state is None and tasks is None:
+        raise node.fail("give 'state', 'tasks' or both")
+    if tasks is None and node.has("on_no_tasks"):
+        raise node.child("on_no_tasks").fail("only with 'tasks'")
+    return KafkaConnectCheck(
+        cluster=_url_target(node.require("cluster"), targets),
+        connector=Template.parse(node.require("connector")),
+        state=None if state is None else _states(state),
+        tasks=None if tasks is None else _states(tasks),
+        no_tasks_pass=node.opt("on_no_tasks", lambda n: n.choice(("fail", "pass")), "fail")
+        == "pass",
+    )
+
+
+def _states(node: Node) -> frozenset[str]:
+    states = [item.choice(STATES) for item in node.sequence()]
+    if not states:
+        raise node.fail(f"give at least one state ({', '.join(STATES)})")
+    return frozenset(states)
 
 
 def _values(node: Node) -> list[str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from remediator.guardrails import Breaker
+from remediator.kubeconfig import KubeCluster, parse_kubernetes
 from remediator.schema import Node, Secret
 
 BREAKER_KEYS = frozenset({"failures", "within", "open_for"})
@@ -23,8 +24,10 @@ TARGET_KEYS = frozenset(
         "basic_auth",
         "description",
         "circuit_breaker",
+        "kubernetes",
     }
 )
+HTTP_ONLY_KEYS = ("url", "headers", "bearer_token_env", "bearer_token_file", "basic_auth")
 BASIC_KEYS = frozenset({"username", "password_env", "password_file"})
 
 
@@ -38,6 +41,7 @@ class Target:
     basic_password: Secret | None = None
     description: str = ""
     breaker: Breaker | None = None  # None: the global default
+    kubernetes: KubeCluster | None = None  # a cluster for the `kubernetes` kind, not an HTTP URL
 
     def auth_headers(self) -> dict[str, str]:
         """Credential headers, built at request time so they never reach a stored request."""
@@ -53,6 +57,9 @@ class Target:
 
 def parse_target(name: str, node: Node, base_dir: Path) -> Target:
     node.mapping(TARGET_KEYS)
+    kubernetes = node.get("kubernetes")
+    if kubernetes is not None:
+        return _cluster_target(name, node, kubernetes, base_dir)
     url = node.opt("url", _base_url, "")
     headers = node.string_map("headers")
     basic = node.get("basic_auth")
@@ -75,6 +82,22 @@ def parse_target(name: str, node: Node, base_dir: Path) -> Target:
         password,
         node.opt("description", Node.string, ""),
         node.opt("circuit_breaker", parse_breaker, None),
+    )
+
+
+def _cluster_target(name: str, node: Node, kubernetes: Node, base_dir: Path) -> Target:
+    """A Kubernetes cluster: its address and credentials come from the kubernetes block."""
+    for key in HTTP_ONLY_KEYS:
+        if node.has(key):
+            raise node.child(key).fail(
+                "not with kubernetes (the cluster's credentials come "
+                "from in_cluster or the kubeconfig)"
+            )
+    return Target(
+        name,
+        description=node.opt("description", Node.string, ""),
+        breaker=node.opt("circuit_breaker", parse_breaker, None),
+        kubernetes=parse_kubernetes(kubernetes, base_dir),
     )
 
 

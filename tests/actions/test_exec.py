@@ -428,7 +428,8 @@ KNOWN = ", ".join(sorted(exec_kind.KEYS))
         (
             {"argv": ["/bin/true", "{bad name}"]},
             "actions.act.argv[1]: invalid placeholder {bad name} in '{bad name}' (use a label "
-            "name, $incident_id, $rule, $tier, $value, $fingerprint, $annotations.<name> or $results.<action>[.<field>])",
+            "name, $incident_id, $rule, $tier, $value, $fingerprint, $annotations.<name> "
+            "or $results.<action>[.<field>])",
         ),
         (
             {"argv": ["/bin/true"], "max_output_bytes": -1},

@@ -27,7 +27,8 @@ MakeAction = Callable[..., HttpAction]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 PLACEHOLDER_HELP = (
-    "(use a label name, $incident_id, $rule, $tier, $value, $fingerprint, $annotations.<name> or $results.<action>[.<field>])"
+    "(use a label name, $incident_id, $rule, $tier, $value, $fingerprint, $annotations.<name> "
+    "or $results.<action>[.<field>])"
 )
 
 

@@ -131,11 +131,12 @@ def _retries(node: Node) -> int:
 def default_registry() -> ActionRegistry:
     """The built-in kinds, then any installed plugin's (entry point group `remediator.actions`,
     each entry a callable taking the registry)."""
+    from remediator.actions import alertmanager_silence, kafka_connect, kubernetes, sql
     from remediator.actions import exec as exec_kind
     from remediator.actions import http as http_kind
 
     registry = ActionRegistry()
-    for module in (http_kind, exec_kind):
+    for module in (http_kind, exec_kind, kafka_connect, sql, kubernetes, alertmanager_silence):
         module.register(registry)
     for entry in entry_points(group="remediator.actions"):
         entry.load()(registry)

@@ -73,32 +73,25 @@ class HttpAction:
         if prepared["body"] is not None:
             content = json.dumps(prepared["body"]).encode()
             headers.setdefault("Content-Type", "application/json")
-        try:
-            response = await ctx.http.request(
-                prepared["method"],
-                prepared["url"],
-                headers=headers,
-                content=content,
-                timeout=ctx.timeout,
-            )
-        except httpx.TimeoutException:
-            return AttemptResult(False, f"timed out after {ctx.timeout:g}s", retryable=True)
-        except httpx.HTTPError as e:
-            return AttemptResult(False, f"{type(e).__name__}: {e}", retryable=True)
+        response = await send(
+            ctx.http, prepared["method"], prepared["url"], headers, content, ctx.timeout
+        )
+        if isinstance(response, AttemptResult):
+            return response
         return self._outcome(response)
 
     def _outcome(self, response: httpx.Response) -> AttemptResult:
         status = response.status_code
         output = response.text[:MAX_OUTPUT]
         ok = status in self.accept if self.accept else 200 <= status < 300
-        detail = f"HTTP {status}" + (f": {_message(output)}" if not ok and output else "")
+        detail = f"HTTP {status}" + (f": {error_message(output)}" if not ok and output else "")
         return AttemptResult(
             ok=ok,
             detail=detail,
             retryable=not ok and status in RETRYABLE_STATUS,
             status_code=status,
             output=output,
-            retry_after=_retry_after(response),
+            retry_after=retry_after(response),
         )
 
 
@@ -112,7 +105,24 @@ def path_segment(value: str) -> str:
     return quote(value, safe="")
 
 
-def _message(body: str) -> str:
+async def send(
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    content: bytes | None,
+    seconds: float,
+) -> httpx.Response | AttemptResult:
+    """One request; a timeout or a transport error is a retryable failed attempt."""
+    try:
+        return await http.request(method, url, headers=headers, content=content, timeout=seconds)
+    except httpx.TimeoutException:
+        return AttemptResult(False, f"timed out after {seconds:g}s", retryable=True)
+    except httpx.HTTPError as e:
+        return AttemptResult(False, f"{type(e).__name__}: {e}", retryable=True)
+
+
+def error_message(body: str) -> str:
     """Kafka Connect and many APIs answer errors as {"message": ...}; show that if present."""
     try:
         data = json.loads(body)
@@ -123,7 +133,7 @@ def _message(body: str) -> str:
     return body[:200]
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("Retry-After")
     if value is None:
         return None
