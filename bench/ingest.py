@@ -38,7 +38,6 @@ from bench.common import (
     free_port,
     helper,
     median,
-    metric,
     pinned,
     wait_ready,
 )
@@ -64,7 +63,7 @@ class Run:
     cpu_us: float  # server CPU time per acknowledged notification (all threads)
     missing: int = 0  # acknowledged but not in the journal
     journal_rows: int = 0
-    undecided_at_end: float = 0  # journal backlog when wrk stopped
+    undecided_at_end: int = 0  # journal backlog when wrk stopped
     drain_rate: float = 0.0  # notifications decided per second after wrk stopped
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -146,6 +145,7 @@ def run_full(
     seconds: float,
     profile: Path | None = None,
     drain_limit: float = 10.0,
+    profile_drain: Path | None = None,
 ) -> Run:
     port = free_port()
     config = work.config(sink_port, BENCH_RULES)
@@ -162,8 +162,10 @@ def run_full(
         result = _summarise("full", alerts, raw, cpu)
         if spy is not None:
             spy.proc.wait(timeout=60)  # type: ignore[union-attr]
-        result.undecided_at_end = metric(port, "remediator_journal_backlog") or 0.0
-        result.drain_rate = drain(port, result.undecided_at_end, drain_limit)
+        result.undecided_at_end = backlog(work.db)
+        if profile_drain is not None:
+            spy = py_spy(proc.pid, drain_limit, profile_drain, work)
+        result.drain_rate = drain(work.db, result.undecided_at_end, drain_limit)
         proc.stop(signal.SIGKILL)  # what is acknowledged must survive a crash
         result.missing, result.journal_rows, result.counts = check_journal(
             work.db, work.path / "wrk-full.json.ids"
@@ -175,15 +177,25 @@ def run_full(
         proc.stop()
 
 
-def drain(port: int, backlog: float, limit: float) -> float:
+def backlog(db: Path) -> int:
+    """Journal entries not yet decided, read from the file (costs the daemon no CPU)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        sql = "SELECT count(*) FROM journal WHERE processed_at IS NULL"
+        return int(conn.execute(sql).fetchone()[0])
+    finally:
+        conn.close()
+
+
+def drain(db: Path, undecided: int, limit: float) -> float:
     """Notifications decided per second once the load stopped (watched for at most `limit`)."""
     started = time.monotonic()
-    left = backlog
+    left = undecided
     while left > 0 and time.monotonic() - started < limit:
-        time.sleep(0.05)
-        left = metric(port, "remediator_journal_backlog") or 0.0
+        time.sleep(0.1)
+        left = backlog(db)
     elapsed = time.monotonic() - started
-    return (backlog - left) / elapsed if backlog and elapsed else 0.0
+    return (undecided - left) / elapsed if undecided and elapsed else 0.0
 
 
 def check_journal(db: Path, ids_file: Path) -> tuple[int, int, dict[str, int]]:
@@ -237,17 +249,28 @@ def measure(alerts: int, runs: int, seconds: float) -> tuple[list[Run], list[Run
     return bare, full
 
 
-def profile(alerts: int, seconds: float) -> Path:
-    """A py-spy profile (raw, collapsed stacks) of the daemon under the ingest load."""
+def profile(alerts: int, seconds: float, drain_seconds: float = 0.0) -> tuple[Path, Path | None]:
+    """py-spy profiles (raw, collapsed stacks) of the daemon under the ingest load and, if
+    `drain_seconds`, of the engine deciding the backlog once the load stopped."""
     out = OUT / f"profile-ingest-{alerts}.txt"
+    after = OUT / f"profile-ingest-{alerts}-drain.txt" if drain_seconds else None
     with Workdir.make("ingest-profile") as work:
         pool = work.path / "pool.tsv"
         write_pool(pool, alerts, POOL[alerts])
         sink_port = free_port()
         with helper(work, "sink", sink_port) as sink:
             wait_ready(sink, sink_port)
-            run_full(work, sink_port, pool, alerts, seconds, profile=out, drain_limit=0.0)
-    return out
+            run_full(
+                work,
+                sink_port,
+                pool,
+                alerts,
+                seconds,
+                profile=out,
+                drain_limit=drain_seconds,
+                profile_drain=after,
+            )
+    return out, after
 
 
 def run(quick: bool = False) -> Section:

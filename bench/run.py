@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import a2a, ingest, profiles, rule_scaling, startup
+from bench import a2a, http_client, ingest, profiles, rule_scaling, startup
 from bench.common import (
     LOAD_CPU,
     OUT,
@@ -35,26 +35,31 @@ from bench.common import (
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
 FINDINGS = ROOT / "bench" / "FINDINGS.md"
-ORDER = ("ingest", "a2a", "rules", "memory", "restart", "profiles")
+ORDER = ("ingest", "a2a", "rules", "memory", "restart", "http_client", "profiles")
 
 
 def profile_section(quick: bool) -> Section:
     started = time.monotonic()
     section = Section("profiles", "Profiles (py-spy)")
     seconds = 3.0 if quick else 5.0
-    runs: list[tuple[str, Callable[[], Path]]] = [
-        ("ingest, 1-alert payloads", lambda: ingest.profile(1, seconds)),
-        ("ingest, 50-alert payloads", lambda: ingest.profile(50, seconds)),
-        ("alert to action at 200/s", lambda: a2a.profile(10.0 if quick else 15.0)),
+    drain = 4.0 if quick else 8.0
+    one, _ = ingest.profile(1, seconds)
+    fifty, fifty_drain = ingest.profile(50, seconds, drain_seconds=drain)
+    assert fifty_drain is not None
+    found = [
+        ("ingest, 1-alert payloads, under load", one),
+        ("ingest, 50-alert payloads, under load", fifty),
+        ("ingest, 50-alert payloads, the engine deciding the backlog after the load", fifty_drain),
+        ("alert to action at 200/s", a2a.profile(10.0 if quick else 15.0)),
     ]
-    for title, make in runs:
-        path = make()
+    for title, path in found:
         section.details.append(profiles.markdown(f"{title} ({path.name})", profiles.read(path)))
     section.notes.append(
         "py-spy record --rate 250 --threads --nonblocking on the daemon under the same load as "
-        f"the benchmark ({seconds:g} s of ingest per payload size, the alert-to-action load "
-        "for 15 s); on-CPU samples only. The daemon's threads share one CPU, so the shares are "
-        "of that CPU. Raw stacks are in bench/out/profile-*.txt (not committed)."
+        f"the benchmark ({seconds:g} s of ingest per payload size, then {drain:g} s of the "
+        "engine catching up after the 50-alert load, the alert-to-action load for 15 s); "
+        "on-CPU samples only. The daemon's threads share one CPU, so the shares are of that "
+        "CPU. Raw stacks are in bench/out/profile-*.txt (not committed)."
     )
     section.seconds = time.monotonic() - started
     return section
@@ -176,6 +181,7 @@ def main() -> None:
         "rules": lambda: rule_scaling.run(args.quick),
         "memory": lambda: startup.memory(1 if args.quick else 3),
         "restart": lambda: startup.restart(3 if args.quick else 5),
+        "http_client": lambda: http_client.run(args.quick),
         "profiles": lambda: profile_section(args.quick),
     }
     started = time.monotonic()
