@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import subprocess
@@ -148,7 +149,20 @@ def _row(s: Section, f: Figure) -> str:
     )
 
 
-def write(sections: list[Section], fresh: set[str], seconds: float) -> None:
+def rewrite() -> None:
+    """RESULTS.md again from the saved sections of the last run (e.g. after editing FINDINGS)."""
+    info = json.loads((OUT / "run.json").read_text())
+    sections = []
+    for key in ORDER:
+        section = Section.load(key)
+        if section is not None:
+            sections.append(section)
+        if key == "restart":
+            sections.append(slack_section())
+    write(sections, set(info["fresh"]), info["seconds"], info["machine"])
+
+
+def write(sections: list[Section], fresh: set[str], seconds: float, host: list[str]) -> None:
     out = ["# Benchmark results (issue 7)", ""]
     out += [
         f"Written by `make bench` (`python -m bench.run`) in {seconds:.0f} s. Every figure is "
@@ -156,9 +170,9 @@ def write(sections: list[Section], fresh: set[str], seconds: float) -> None:
         "baseline. Medians of several runs where noted.",
         "",
     ]
-    out += ["## Machine", "", *machine(), "", "## Summary", "", *summary(sections), ""]
+    out += ["## Machine", "", *host, "", "## Summary", "", *summary(sections), ""]
     for s in sections:
-        stale = "" if s.key in fresh else " (from an earlier invocation)"
+        stale = "" if s.key in fresh or s.key == "slack" else " (from an earlier invocation)"
         out += [f"## {s.title}{stale}", ""]
         for block in s.details:
             out += [block, ""]
@@ -173,7 +187,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="shorter runs")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {ORDER}")
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="only rewrite RESULTS.md from the last full run's sections in bench/out/",
+    )
     args = parser.parse_args()
+    if args.report:
+        rewrite()
+        return
     wanted = set(args.only.split(",")) if args.only else set(ORDER)
     runners: dict[str, Callable[[], Section]] = {
         "ingest": lambda: ingest.run(args.quick),
@@ -194,8 +216,13 @@ def main() -> None:
             section.save()
             print_section(section)
         sections.append(section)
-    sections.append(slack_section())
-    write(sections, wanted, time.monotonic() - started)
+        if key == "restart":
+            sections.append(slack_section())
+    seconds = time.monotonic() - started
+    host = machine()
+    run_info = {"seconds": seconds, "machine": host, "fresh": sorted(wanted)}
+    (OUT / "run.json").write_text(json.dumps(run_info))
+    write(sections, wanted, seconds, host)
     print(f"\nwrote {RESULTS.relative_to(ROOT)} in {time.monotonic() - started:.0f}s")
 
 
