@@ -19,6 +19,7 @@ several repeats. Baseline = the 10-rule figure, in the same run.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import time
@@ -155,67 +156,78 @@ class ProposedIndex:
         return sorted((r for r in unique if r.matches(labels)), key=lambda r: r.position)
 
 
-def cost_us(match: Callable[[dict[str, str]], object], alerts: Sequence[dict[str, str]]) -> float:
-    """Median over repeats of the mean cost per alert, in microseconds."""
-    for labels in alerts[:500]:  # warm caches
-        match(labels)
-    repeats = []
-    for _ in range(7):
-        started = time.perf_counter()
-        for labels in alerts:
+Matcher_ = Callable[[dict[str, str]], object]
+REPEATS = 7
+
+
+def costs_us(cases: dict[str, tuple[Matcher_, Sequence[dict[str, str]]]]) -> dict[str, float]:
+    """Mean cost per alert in microseconds, per case: the median of REPEATS rounds, each round
+    timing every case once, so that a noisy moment of the machine hits all cases alike."""
+    for match, alerts in cases.values():
+        for labels in alerts[:500]:  # warm caches
             match(labels)
-        repeats.append((time.perf_counter() - started) / len(alerts) * 1e6)
-    return median(repeats)
+    samples: dict[str, list[float]] = {key: [] for key in cases}
+    for _ in range(REPEATS):
+        for key, (match, alerts) in cases.items():
+            started = time.perf_counter()
+            for labels in alerts:
+                match(labels)
+            samples[key].append((time.perf_counter() - started) / len(alerts) * 1e6)
+    return {key: median(values) for key, values in samples.items()}
+
+
+def _per_alert(index: RuleIndex, alerts: Sequence[dict[str, str]]) -> tuple[float, float]:
+    candidates = sum(len(index.candidates(a)) for a in alerts) / len(alerts)
+    matches = sum(len(index.match(a)) for a in alerts) / len(alerts)
+    return candidates, matches
+
+
+def _num(value: float, digits: int) -> str:
+    return "-" if math.isnan(value) else f"{value:.{digits}f}"
 
 
 def run(quick: bool = False) -> Section:
     started = time.monotonic()
     section = Section("rules", "3. Rule scaling (RuleIndex.match per alert)")
-    rows = [
-        "| rules | unindexed rules | index build ms | candidates per alert | matches per alert | "
-        "µs per alert | vs 10 rules |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    costs: dict[int, float] = {}
+    cases: dict[str, tuple[Matcher_, Sequence[dict[str, str]]]] = {}
+    info: dict[str, tuple[int, str, float, float]] = {}  # unindexed, build ms, cand., matches
     for n in SIZES:
+        alerts = make_alerts(n)
         rules = make_rules(n)
         t = time.perf_counter()
         index = RuleIndex(tuple(rules))
-        build_ms = (time.perf_counter() - t) * 1e3
-        alerts = make_alerts(n)
-        costs[n] = cost_us(index.match, alerts)
-        candidates = sum(len(index.candidates(a)) for a in alerts) / len(alerts)
-        matches = sum(len(index.match(a)) for a in alerts) / len(alerts)
-        rows.append(
-            f"| {n:,} | {len(index._unindexed):,} | {build_ms:.1f} | {candidates:.1f} | "
-            f"{matches:.2f} | {costs[n]:.2f} | {costs[n] / costs[SIZES[0]]:.2f}x |"
-        )
-    # the prototype of the recommended index, same rules and alerts, same answers
-    proposed: dict[int, float] = {}
-    for n in SIZES:
-        rules = make_rules(n)
-        index = RuleIndex(tuple(rules))
+        build_ms = f"{(time.perf_counter() - t) * 1e3:.1f}"
+        cases[f"{n}"] = (index.match, alerts)
+        info[f"{n}"] = (len(index._unindexed), build_ms, *_per_alert(index, alerts))
+        # the prototype of the recommended index: same rules, same alerts, same answers
         prototype = ProposedIndex(rules)
-        alerts = make_alerts(n)
         for labels in alerts:
             assert prototype.match(labels) == index.match(labels), labels
-        proposed[n] = cost_us(prototype.match, alerts)
-        rows.append(
-            f"| {n:,} (prototype index) | {len(prototype.scan):,} | - | - | - | "
-            f"{proposed[n]:.2f} | {proposed[n] / costs[SIZES[0]]:.2f}x |"
-        )
-    # the same sizes with a fixed handful of unindexed rules: the index's own scaling
-    for n in SIZES:
-        rules = make_rules(n, unindexed_share=0.0)
-        index = RuleIndex(tuple(rules))
-        alerts = make_alerts(n)
-        c = cost_us(index.match, alerts)
-        candidates = sum(len(index.candidates(a)) for a in alerts) / len(alerts)
-        matches = sum(len(index.match(a)) for a in alerts) / len(alerts)
-        rows.append(
-            f"| {n:,} (1 unindexed) | {len(index._unindexed):,} | - | {candidates:.1f} | "
-            f"{matches:.2f} | {c:.2f} | {c / costs[SIZES[0]]:.2f}x |"
-        )
+        cases[f"{n} p"] = (prototype.match, alerts)
+        info[f"{n} p"] = (len(prototype.scan), "-", math.nan, math.nan)
+        # one unindexed rule only: the index's own scaling
+        single = RuleIndex(tuple(make_rules(n, unindexed_share=0.0)))
+        cases[f"{n} u"] = (single.match, alerts)
+        info[f"{n} u"] = (len(single._unindexed), "-", *_per_alert(single, alerts))
+    cost = costs_us(cases)
+    base = cost[f"{SIZES[0]}"]
+    rows = [
+        "| rules | unindexed rules | index build ms | candidates per alert | matches per alert | "
+        "µs per alert | vs 10 rules (current index) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    labels = {"": "", " p": " (prototype index)", " u": " (1 unindexed)"}
+    for suffix, label in labels.items():
+        for n in SIZES:
+            key = f"{n}{suffix}"
+            unindexed, build, candidates, matches = info[key]
+            rows.append(
+                f"| {n:,}{label} | {unindexed:,} | {build} | {_num(candidates, 1)} | "
+                f"{_num(matches, 2)} | "
+                f"{cost[key]:.2f} | {cost[key] / base:.2f}x |"
+            )
+    costs = {n: cost[f"{n}"] for n in SIZES}
+    proposed = {n: cost[f"{n} p"] for n in SIZES}
     for n in SIZES[1:]:
         section.figures.append(
             Figure(
@@ -246,8 +258,9 @@ def run(quick: bool = False) -> Section:
         "literal prefixes; it returns the same rules as RuleIndex.match for every alert."
     )
     section.notes.append(
-        f"{ALERTS:,} alerts per size, 7 repeats, median; single thread, in process, pinned to "
-        "no CPU. Rows '(1 unindexed)' repeat the sizes with one unindexed rule, to separate the "
+        f"{ALERTS:,} alerts per size; {REPEATS} rounds, each timing every row once, median; "
+        "single thread, in process. Rows '(1 unindexed)' repeat the sizes with one unindexed "
+        "rule, to separate the "
         "index's own scaling from the linear scan of unindexed rules."
     )
     section.seconds = time.monotonic() - started

@@ -105,6 +105,12 @@ def machine() -> list[str]:
     ]
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(steal, total) jiffies of all CPUs since boot, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return fields[7], sum(fields)
+
+
 def _git(*args: str) -> str:
     return subprocess.run(
         ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False
@@ -207,6 +213,7 @@ def main() -> None:
         "profiles": lambda: profile_section(args.quick),
     }
     started = time.monotonic()
+    steal_before = cpu_ticks()
     sections: list[Section] = []
     for key in ORDER:
         section = runners[key]() if key in wanted else Section.load(key)
@@ -219,7 +226,13 @@ def main() -> None:
         if key == "restart":
             sections.append(slack_section())
     seconds = time.monotonic() - started
-    host = machine()
+    steal = cpu_ticks()
+    stolen = (steal[0] - steal_before[0]) / max(1, steal[1] - steal_before[1])
+    host = [
+        *machine(),
+        f"- CPU time stolen by the hypervisor during this run (/proc/stat steal): "
+        f"{100 * stolen:.1f} %",
+    ]
     run_info = {"seconds": seconds, "machine": host, "fresh": sorted(wanted)}
     (OUT / "run.json").write_text(json.dumps(run_info))
     write(sections, wanted, seconds, host)
