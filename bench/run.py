@@ -214,6 +214,7 @@ def main() -> None:
     }
     started = time.monotonic()
     steal_before = cpu_ticks()
+    load_before = os.getloadavg()[0]
     sections: list[Section] = []
     for key in ORDER:
         section = runners[key]() if key in wanted else Section.load(key)
@@ -232,6 +233,9 @@ def main() -> None:
         *machine(),
         f"- CPU time stolen by the hypervisor during this run (/proc/stat steal): "
         f"{100 * stolen:.1f} %",
+        f"- load average (1 min) at start {load_before:.2f}, at end {os.getloadavg()[0]:.2f}: "
+        "the benchmarks alone keep it under ~2.2; more means other work shared the CPUs and the "
+        "figures are not comparable with a quiet run",
     ]
     run_info = {"seconds": seconds, "machine": host, "fresh": sorted(wanted)}
     (OUT / "run.json").write_text(json.dumps(run_info))
