@@ -30,6 +30,15 @@ test: $(BIN)/remediator system-deps
 system-deps:
 	@scripts/system-deps.sh
 
+## bench: run every benchmark of issue 7 (under 10 minutes) and write bench/RESULTS.md
+bench: $(BIN)/py-spy
+	@scripts/bench-deps.sh
+	$(BIN)/python -m bench.run
+
+$(BIN)/py-spy: pyproject.toml $(BIN)/remediator
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $@
+
 ## check: ruff and mypy (strict)
 check: lint typecheck
 

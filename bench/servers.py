@@ -1,0 +1,119 @@
+"""The stand-ins the benchmarks run in their own processes.
+
+* `sink`: the target every action is sent to. Answers 200 at once; for `/a2a/<seq>` it records
+  the arrival time (CLOCK_MONOTONIC, the clock the load generator also reads) for GET /_arrivals.
+* `bare`: the ingest baseline: an aiohttp handler that only reads and parses the same payload
+  and answers 200 with the same shape of body as the daemon.
+* `relay`: the alert-to-action baseline: parses the payload, answers 200, and sends each alert's
+  request to the sink with the same HTTP client as the executor (httpx). The floor for aiohttp
+  in, httpx out, on this machine.
+
+Usage: python -m bench.servers {sink,bare,relay} --port N [--target URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from typing import Any
+
+import httpx
+from aiohttp import web
+
+
+def sink_app() -> web.Application:
+    arrivals: dict[str, int] = {}
+    counts = {"requests": 0}
+
+    async def record(request: web.Request) -> web.Response:
+        now = time.monotonic_ns()
+        counts["requests"] += 1
+        path = request.path
+        if path.startswith("/a2a/"):
+            arrivals.setdefault(path[5:], now)
+        await request.read()
+        return web.json_response({})
+
+    async def read_arrivals(request: web.Request) -> web.Response:
+        return web.json_response({"arrivals": arrivals, "requests": counts["requests"]})
+
+    async def ready(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ready"})
+
+    app = web.Application()
+    app.router.add_get("/_arrivals", read_arrivals)
+    app.router.add_get("/readyz", ready)
+    app.router.add_route("*", "/{tail:.*}", record)
+    return app
+
+
+def bare_app() -> web.Application:
+    counter = {"n": 0}
+
+    async def alerts(request: web.Request) -> web.Response:
+        data = json.loads(await request.read())
+        counter["n"] += 1
+        return web.json_response(
+            {"status": "accepted", "journal_id": counter["n"], "alerts": len(data["alerts"])}
+        )
+
+    async def ready(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ready"})
+
+    app = web.Application()
+    app.router.add_post("/alerts", alerts)
+    app.router.add_get("/readyz", ready)
+    return app
+
+
+def relay_app(target: str) -> web.Application:
+    client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+    tasks: set[asyncio.Task[Any]] = set()
+    counter = {"n": 0}
+
+    async def send(seq: str) -> None:
+        await client.post(f"{target}/a2a/{seq}", content=b"{}", timeout=10.0)
+
+    async def alerts(request: web.Request) -> web.Response:
+        data = json.loads(await request.read())
+        for alert in data["alerts"]:
+            task = asyncio.create_task(send(alert["labels"]["seq"]))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        counter["n"] += 1
+        return web.json_response(
+            {"status": "accepted", "journal_id": counter["n"], "alerts": len(data["alerts"])}
+        )
+
+    async def ready(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ready"})
+
+    async def close(app: web.Application) -> None:
+        await client.aclose()
+
+    app = web.Application()
+    app.router.add_post("/alerts", alerts)
+    app.router.add_get("/readyz", ready)
+    app.on_cleanup.append(close)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("role", choices=["sink", "bare", "relay"])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--target", default="")
+    args = parser.parse_args()
+    if args.role == "sink":
+        app = sink_app()
+    elif args.role == "bare":
+        app = bare_app()
+    else:
+        app = relay_app(args.target)
+    web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()
