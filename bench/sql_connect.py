@@ -24,14 +24,13 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.peers import postgres
-
 from remediator.actions.base import (
     AttemptContext,
     RetryPolicy,
 )
 from remediator.actions.sql import RowCount, SqlAction
 from remediator.schema import Secret
+from tests.peers import postgres
 
 STATEMENT = "UPDATE workspace_settings SET ingestion_paused = true WHERE workspace_id = $1"
 
