@@ -186,8 +186,9 @@ class Workdir:
         return self.path / "state" / "remediator.db"
 
     def config(self, sink_port: int, rules: str, executor: str = "") -> Path:
-        """A main config with tokens from the environment, every target on the sink, the shipped
-        rule packs and `rules` (a rule file of our own)."""
+        """A main config with tokens from the environment, every target of the shipped rule packs
+        on the sink (the Kubernetes cluster too, through a kubeconfig), the packs and `rules` (a
+        rule file of our own)."""
         (self.path / "bench-rules.yaml").write_text(textwrap.dedent(rules))
         sink = f"http://127.0.0.1:{sink_port}"
         main = f"""\
@@ -201,12 +202,26 @@ class Workdir:
               kafka-connect: {{url: "{sink}"}}
               ingestion-config: {{url: "{sink}"}}
               feature-flags: {{url: "{sink}"}}
+              migration-api: {{url: "{sink}"}}
+              alertmanager: {{url: "{sink}"}}
+              ingestion-cluster: {{kubernetes: {{kubeconfig: kubeconfig.yaml}}}}
               sink: {{url: "{sink}"}}
             {executor}
             """
+        (self.path / "kubeconfig.yaml").write_text(_KUBECONFIG.format(sink=sink))
         path = self.path / "remediator.yaml"
         path.write_text(textwrap.dedent(main))
         return path
+
+
+_KUBECONFIG = """\
+apiVersion: v1
+kind: Config
+current-context: bench
+contexts: [{{name: bench, context: {{cluster: bench, user: bench}}}}]
+clusters: [{{name: bench, cluster: {{server: "{sink}"}}}}]
+users: [{{name: bench, user: {{token: bench-token}}}}]
+"""
 
 
 def daemon(work: Workdir, config: Path, port: int, name: str = "daemon") -> Proc:
