@@ -808,15 +808,18 @@ def _target_history(
     conn: sqlite3.Connection, claim: Claim, since: float, breaker_since: float
 ) -> TargetHistory:
     started = ", ".join(f"'{s}'" for s in STARTED)
+    # Each read below must cost what this claim's history costs, not the whole claims table (it
+    # runs before every action). A unary + keeps SQLite from using a column's index where the
+    # planner, without statistics, would pick a far larger range (all of a target's claims).
     # cooldown: the same rule and incident key (the same problem, firing again), same target
     last_other = conn.execute(
-        "SELECT MAX(c.started_at) FROM claims c JOIN incidents i ON c.incident_id = i.id "
-        "WHERE c.rule = ? AND c.target = ? AND c.incident_id != ? AND i.incident_key = "
-        f"(SELECT incident_key FROM incidents WHERE id = ?) AND c.status IN ({started})",
-        (claim.rule, claim.target, claim.incident_id, claim.incident_id),
+        "SELECT MAX(c.started_at) FROM incidents i JOIN claims c ON c.incident_id = i.id "
+        "WHERE i.incident_key = (SELECT incident_key FROM incidents WHERE id = ?) AND i.id != ? "
+        f"AND +c.rule = ? AND +c.target = ? AND +c.status IN ({started})",
+        (claim.incident_id, claim.incident_id, claim.rule, claim.target),
     ).fetchone()[0]
     starts = conn.execute(
-        f"SELECT action, started_at FROM claims WHERE started_at >= ? AND status IN ({started})",
+        f"SELECT action, started_at FROM claims WHERE started_at >= ? AND +status IN ({started})",
         (since,),
     ).fetchall()
     busy = conn.execute(
@@ -839,19 +842,20 @@ def _target_history(
 def _failures(conn: sqlite3.Connection, target: str, since: float) -> list[float]:
     """Failed actions on the target after its last success and its last reset, since `since`.
     A failed verification counts as a failure."""
-    last_success = conn.execute(
-        "SELECT MAX(finished_at) FROM claims WHERE target = ? AND status = ? "
-        "AND (verify_status IS NULL OR verify_status != ?)",
+    success = conn.execute(  # walks claims_target_status from the newest: stops at the first
+        "SELECT finished_at FROM claims WHERE target = ? AND status = ? "
+        "AND (verify_status IS NULL OR verify_status != ?) ORDER BY finished_at DESC LIMIT 1",
         (target, SUCCEEDED, VERIFY_FAILED),
-    ).fetchone()[0]
+    ).fetchone()
+    last_success = None if success is None else success[0]
     last_reset = conn.execute(
         "SELECT MAX(at) FROM circuit_resets WHERE target = ?", (target,)
     ).fetchone()[0]
     after = max(since, last_success or 0.0, last_reset or 0.0)
     rows = conn.execute(
-        "SELECT finished_at FROM claims WHERE target = ? AND finished_at > ? AND "
-        "(status = ? OR (status = ? AND verify_status = ?)) ORDER BY finished_at",
-        (target, after, FAILED, SUCCEEDED, VERIFY_FAILED),
+        "SELECT finished_at FROM claims WHERE target = ? AND status IN (?, ?) AND finished_at > ? "
+        "AND (status = ? OR verify_status = ?) ORDER BY finished_at",
+        (target, FAILED, SUCCEEDED, after, FAILED, VERIFY_FAILED),
     ).fetchall()
     return [r[0] for r in rows]
 
