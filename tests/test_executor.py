@@ -342,6 +342,15 @@ async def test_a_budget_caps_runs_per_window(world: World) -> None:
     assert [a["status"] for a in await world.actions()][-1] == "succeeded"
 
 
+async def test_a_budget_holds_for_claims_judged_at_the_same_moment(world: World) -> None:
+    flips = [alert("Flip", n=str(n)) for n in range(5)]
+    r = await world.running.post_alerts(notification(*flips))  # one batch: five claims at once
+    assert r.status_code == 200, r.text
+    await world.running.settle()
+    outcomes = sorted(a["status"] for a in await world.actions())
+    assert outcomes == ["refused", "refused", "refused", "succeeded", "succeeded"]
+
+
 async def test_one_action_at_a_time_per_target(world: World) -> None:
     world.pager.delay = 0.3
     running = world.running

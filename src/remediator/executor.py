@@ -48,6 +48,8 @@ from remediator.store.records import (
     Attempt,
     AuditEntry,
     Claim,
+    MuteRow,
+    TargetHistory,
 )
 from remediator.types import Action, Notifier, Store
 
@@ -87,7 +89,6 @@ class Executor:
         self.http = http or httpx.AsyncClient(follow_redirects=False, trust_env=False)
         self._rand = rand
         self._slots = asyncio.Semaphore(config.max_concurrency)
-        self._guard = asyncio.Lock()  # verdict and start are one step: budgets cannot race
         self._freed: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._polling: set[int] = set()
@@ -172,13 +173,12 @@ class Executor:
         while True:
             freed = self._freed.setdefault(claim.target, asyncio.Event())
             freed.clear()
-            async with self._guard:
-                verdict = await self.verdict(claim)
-                if verdict.outcome == "allow":
-                    return await self.store.start_claim(claim.id, self.clock.now(), request)
-                if verdict.outcome != "wait":
-                    await self._settle(claim, action, request, verdict)
-                    return False
+            verdict, started = await self._start_if_allowed(claim, request)
+            if verdict.outcome == "allow":
+                return started
+            if verdict.outcome != "wait":
+                await self._settle(claim, action, request, verdict)
+                return False
             with contextlib.suppress(TimeoutError):  # busy target: wait, look again now and then
                 # not wait_for: Python 3.11's can swallow a cancel
                 async with asyncio.timeout(WAIT_POLL):
@@ -200,30 +200,43 @@ class Executor:
         )
         return True
 
-    async def verdict(self, claim: Claim) -> Verdict:
-        """What the guardrails say about starting this claim now."""
+    async def _start_if_allowed(
+        self, claim: Claim, request: Mapping[str, Any]
+    ) -> tuple[Verdict, bool]:
+        """The guardrails' verdict on starting the claim now and, if they allow, its start, in
+        one store transaction: claims judged at the same moment cannot both take the last unit
+        of a budget or both find their target free."""
         now = self.clock.now()
         policy = self.policy(claim)
         budgets = [b.per for b in (policy.global_budget, policy.action_budget) if b]
-        history = await self.store.target_history(claim, now - max(budgets, default=0.0), 0.0)
-        mutes = [_mute(row) for row in await self.store.mutes(now)]
-        approval = history.approval
-        facts = Facts(
-            killswitch=self.state.killswitch,
-            mutes=mutes,
-            windows=self.config.windows,
-            last_other_start=history.last_other_start,
-            started_global=history.started_global,
-            started_action=history.started_action,
-            target_busy=history.target_busy,
-            failures=history.failures,
-            approval=None if approval is None else approval.status,
-            approval_detail=_approval_detail(approval),
-        )
-        labels = claim.context.get("labels", {})
-        return guardrails.decide(
-            policy, Ask(claim.rule, claim.action, claim.target, labels, now), facts
-        )
+        since = now - max(budgets, default=0.0)
+        judge = self._judge(claim, policy, now)
+        return await self.store.start_claim_if(claim, request, now, since, judge)
+
+    def _judge(
+        self, claim: Claim, policy: Policy, now: float
+    ) -> Callable[[TargetHistory, list[MuteRow]], Verdict]:
+        """What the guardrails say about starting this claim now, given the store's facts (the
+        store calls it inside the transaction that starts the claim)."""
+        ask = Ask(claim.rule, claim.action, claim.target, claim.context.get("labels", {}), now)
+
+        def judge(history: TargetHistory, mutes: list[MuteRow]) -> Verdict:
+            approval = history.approval
+            facts = Facts(
+                killswitch=self.state.killswitch,
+                mutes=[_mute(row) for row in mutes],
+                windows=self.config.windows,
+                last_other_start=history.last_other_start,
+                started_global=history.started_global,
+                started_action=history.started_action,
+                target_busy=history.target_busy,
+                failures=history.failures,
+                approval=None if approval is None else approval.status,
+                approval_detail=_approval_detail(approval),
+            )
+            return guardrails.decide(policy, ask, facts)
+
+        return judge
 
     def policy(self, claim: Claim) -> Policy:
         rule = next((r for r in self.config.rules if r.name == claim.rule), None)

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
         RenderContext,
         RetryPolicy,
     )
+    from remediator.guardrails import Verdict
     from remediator.incidents import Incident
     from remediator.store.records import (
         Applied,
@@ -102,6 +103,20 @@ class Store(Protocol):
     async def claim(self, claim_id: int) -> Claim | None: ...
     async def claims_in(self, statuses: tuple[str, ...]) -> list[Claim]: ...
     async def start_claim(self, claim_id: int, at: float, request: Mapping[str, Any]) -> bool: ...
+    async def start_claim_if(
+        self,
+        claim: Claim,
+        request: Mapping[str, Any],
+        now: float,
+        since: float,
+        judge: Callable[[TargetHistory, list[MuteRow]], Verdict],
+    ) -> tuple[Verdict, bool]:
+        """Judge the claim on the store's facts (its target's history since `since`, the mutes
+        active at `now`) and, if the verdict allows, start it, in one transaction: no other claim
+        is judged or started in between, so budgets and busy targets cannot race. Returns the
+        verdict and whether the claim started (False also if it was no longer `claimed`)."""
+        ...
+
     async def set_claim(
         self,
         claim_id: int,

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from remediator.clock import iso
 from remediator.errors import StoreError
+from remediator.guardrails import Verdict
 from remediator.incidents import Incident
 from remediator.store import migrations, statements
 from remediator.store.records import (
@@ -288,11 +289,23 @@ class SqliteStore:
         return await self._read(lambda conn: [_claim(r) for r in conn.execute(sql, statuses)])
 
     async def start_claim(self, claim_id: int, at: float, request: Mapping[str, Any]) -> bool:
-        sql = (
-            "UPDATE claims SET status = ?, started_at = ?, request = ? WHERE id = ? AND status = ?"
-        )
-        params = (RUNNING, at, json.dumps(request), claim_id, CLAIMED)
-        return await self._write(lambda conn: conn.execute(sql, params).rowcount == 1)
+        return await self._write(lambda conn: _start_claim(conn, claim_id, at, request))
+
+    async def start_claim_if(
+        self,
+        claim: Claim,
+        request: Mapping[str, Any],
+        now: float,
+        since: float,
+        judge: Callable[[TargetHistory, list[MuteRow]], Verdict],
+    ) -> tuple[Verdict, bool]:
+        def op(conn: sqlite3.Connection) -> tuple[Verdict, bool]:
+            verdict = judge(_target_history(conn, claim, since, 0.0), _active_mutes(conn, now))
+            if verdict.outcome != "allow":
+                return verdict, False
+            return verdict, _start_claim(conn, claim.id, now, request)
+
+        return await self._write(op)
 
     async def record_attempt(self, attempt: Attempt) -> None:
         def op(conn: sqlite3.Connection) -> None:
@@ -493,12 +506,10 @@ class SqliteStore:
         return await self._write(op)
 
     async def mutes(self, now: float, include_inactive: bool = False) -> list[MuteRow]:
-        sql = f"SELECT {_MUTE_COLUMNS} FROM mutes"
         if not include_inactive:
-            sql += " WHERE ended_at IS NULL AND until > ?"
-        sql += " ORDER BY id DESC"
-        params = () if include_inactive else (now,)
-        return await self._read(lambda conn: [MuteRow(*r) for r in conn.execute(sql, params)])
+            return await self._read(lambda conn: _active_mutes(conn, now))
+        sql = f"SELECT {_MUTE_COLUMNS} FROM mutes ORDER BY id DESC"
+        return await self._read(lambda conn: [MuteRow(*r) for r in conn.execute(sql)])
 
     # -- approvals -----------------------------------------------------------------------------
 
@@ -802,6 +813,18 @@ _MUTE_COLUMNS = (
     "id, rule, target, matchers, reason, created_by, created_at, until, ended_at, ended_by"
 )
 _AUDIT_COLUMNS = "id, at, kind, event, incident_id, rule, tier, action, actor, message, detail"
+
+
+def _start_claim(
+    conn: sqlite3.Connection, claim_id: int, at: float, request: Mapping[str, Any]
+) -> bool:
+    sql = "UPDATE claims SET status = ?, started_at = ?, request = ? WHERE id = ? AND status = ?"
+    return conn.execute(sql, (RUNNING, at, json.dumps(request), claim_id, CLAIMED)).rowcount == 1
+
+
+def _active_mutes(conn: sqlite3.Connection, now: float) -> list[MuteRow]:
+    sql = f"SELECT {_MUTE_COLUMNS} FROM mutes WHERE ended_at IS NULL AND until > ? ORDER BY id DESC"
+    return [MuteRow(*r) for r in conn.execute(sql, (now,))]
 
 
 def _target_history(
