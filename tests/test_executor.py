@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from remediator.clock import FakeClock, iso
+from remediator.executor import Turns
 from tests.conftest import API_TOKEN, Running, base_config
 from tests.payloads import alert, notification
 from tests.standins import KafkaConnect, Recorder
@@ -499,3 +500,31 @@ async def test_settle_helper_is_not_racing_the_timers(world: World) -> None:
     )
     await world.running.settle()
     assert len(world.pager.server.seen) == 1
+
+
+async def test_waiters_for_a_busy_target_look_again_one_per_ended_claim_in_order() -> None:
+    turns = Turns(poll=60.0)
+    woken: list[str] = []
+
+    async def waiter(name: str) -> None:
+        await turns.wait("t", turns.seen("t"))
+        woken.append(name)
+
+    tasks = [asyncio.create_task(waiter(name)) for name in ("a", "b", "c")]
+    await asyncio.sleep(0)
+    turns.pass_on("other")
+    turns.pass_on("t")
+    await asyncio.sleep(0)
+    assert woken == ["a"]
+    turns.pass_on("t")
+    turns.pass_on("t")
+    await asyncio.gather(*tasks)
+    assert woken == ["a", "b", "c"]
+
+
+async def test_a_claim_that_ended_before_the_wait_is_not_missed() -> None:
+    turns = Turns(poll=60.0)
+    seen = turns.seen("t")  # then the target is found busy, and meanwhile its claim ends
+    turns.pass_on("t")
+    async with asyncio.timeout(1.0):
+        await turns.wait("t", seen)

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -59,6 +60,43 @@ WAIT_POLL = 1.0  # how often a claim waiting for its target looks again (other r
 MANUAL_STEP = "manual"  # a person asked for it (Slack): no alert to have resolved
 
 
+class Turns:
+    """Claims that found their target busy wait here, first come first served. Each claim that
+    ends on a target lets the first of its waiters look again: one more store transaction per
+    ended claim, not one per waiter. Waiters also look again every `poll` seconds, for a target
+    busy with another replica's action."""
+
+    def __init__(self, poll: float) -> None:
+        self.poll = poll
+        self._waiters: dict[str, deque[asyncio.Future[None]]] = defaultdict(deque)
+        self._ended: Counter[str] = Counter()
+
+    def seen(self, target: str) -> int:
+        """How many claims have ended on the target so far: pass it to wait()."""
+        return self._ended[target]
+
+    async def wait(self, target: str, seen: int) -> None:
+        """Until it is this waiter's turn, or `poll`; at once if a claim ended since `seen`."""
+        if self._ended[target] != seen:
+            return
+        turn = asyncio.get_running_loop().create_future()
+        self._waiters[target].append(turn)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll):  # not wait_for: 3.11's can swallow a cancel
+                    await turn
+        finally:
+            if not turn.done():
+                self._waiters[target].remove(turn)
+
+    def pass_on(self, target: str) -> None:
+        """A claim on the target ended: the first waiter's turn."""
+        self._ended[target] += 1
+        waiters = self._waiters[target]
+        if waiters:
+            waiters.popleft().set_result(None)
+
+
 class RuntimeState:
     """Operator switches that live in the store and are cached here: the kill switch."""
 
@@ -89,7 +127,7 @@ class Executor:
         self.http = http or httpx.AsyncClient(follow_redirects=False, trust_env=False)
         self._rand = rand
         self._slots = asyncio.Semaphore(config.max_concurrency)
-        self._freed: dict[str, asyncio.Event] = {}
+        self._turns = Turns(WAIT_POLL)
         self._tasks: set[asyncio.Task[None]] = set()
         self._polling: set[int] = set()
         # set by the daemon: timers to re-arm, and the engine's handler for failed verification
@@ -150,7 +188,7 @@ class Executor:
             )
             await self._finish(claim, FAILED, "internal error; see the daemon's log")
         finally:
-            self._freed.setdefault(claim.target, asyncio.Event()).set()
+            self._turns.pass_on(claim.target)
 
     async def _guarded(self, claim: Claim) -> None:
         action = self.actions.get(claim.action)
@@ -171,18 +209,14 @@ class Executor:
     async def _admitted(self, claim: Claim, action: Action, request: Mapping[str, Any]) -> bool:
         """Ask the guardrails until they allow (True) or settle the claim otherwise (False)."""
         while True:
-            freed = self._freed.setdefault(claim.target, asyncio.Event())
-            freed.clear()
+            seen = self._turns.seen(claim.target)
             verdict, started = await self._start_if_allowed(claim, request)
             if verdict.outcome == "allow":
                 return started
             if verdict.outcome != "wait":
                 await self._settle(claim, action, request, verdict)
                 return False
-            with contextlib.suppress(TimeoutError):  # busy target: wait, look again now and then
-                # not wait_for: Python 3.11's can swallow a cancel
-                async with asyncio.timeout(WAIT_POLL):
-                    await freed.wait()
+            await self._turns.wait(claim.target, seen)
             if await self._resolved_meanwhile(claim):  # it may have resolved while it waited
                 return False
 
