@@ -333,14 +333,15 @@ class Executor:
     async def _execute(self, claim: Claim, action: Action, request: Mapping[str, Any]) -> None:
         self.metrics.actions_running.inc()
         started = time.monotonic()
+        last: Attempt | None = None
         try:
             status, detail = await self._precondition(claim, request)
             if status is None:
-                status, detail = await self._attempts(action, claim, request)
+                status, detail, last = await self._attempts(action, claim, request)
         finally:
             self.metrics.actions_running.dec()
             self.metrics.action_duration.labels(action.kind).observe(time.monotonic() - started)
-        await self._finish(claim, status, detail)
+        await self._finish(claim, status, detail, last_attempt=last)
         verify = self.config.policy(claim.action).verify
         if status == SUCCEEDED and verify is not None:
             now = self.clock.now()
@@ -366,16 +367,20 @@ class Executor:
 
     async def _attempts(
         self, action: Action, claim: Claim, request: Mapping[str, Any]
-    ) -> tuple[str, str]:
+    ) -> tuple[str, str, Attempt]:
+        """The outcome, and the last attempt: recorded with the outcome, in one commit (the
+        others are recorded before the next one starts)."""
         total = action.retry.retries + 1
         for n in range(1, total + 1):
-            result = await self._attempt(action, claim, dict(request), n)
+            result, attempt = await self._attempt(action, claim, dict(request), n)
             self.metrics.action_attempts.labels(action.kind, "ok" if result.ok else "error").inc()
             if result.ok:
-                return SUCCEEDED, f"{action.describe(dict(request))}: {result.detail}"
+                return SUCCEEDED, f"{action.describe(dict(request))}: {result.detail}", attempt
             if not result.retryable or n == total:
                 tries = f" after {n} attempts" if n > 1 else ""
-                return FAILED, f"{action.describe(dict(request))}: {result.detail}{tries}"
+                detail = f"{action.describe(dict(request))}: {result.detail}{tries}"
+                return FAILED, detail, attempt
+            await self.store.record_attempt(attempt)
             delay = max(action.retry.delay(n, self._rand()), result.retry_after or 0.0)
             log.info(
                 "%s attempt %d/%d failed (%s); retrying in %.2fs",
@@ -390,7 +395,7 @@ class Executor:
 
     async def _attempt(
         self, action: Action, claim: Claim, request: dict[str, object], n: int
-    ) -> AttemptResult:
+    ) -> tuple[AttemptResult, Attempt]:
         ctx = AttemptContext(n, action.timeout, claim.idempotency_key, self.http)
         started = self.clock.now()
         try:
@@ -398,20 +403,18 @@ class Executor:
             result = await asyncio.wait_for(action.attempt(request, ctx), action.timeout + 5.0)
         except TimeoutError:
             result = AttemptResult(False, f"no answer within {action.timeout:g}s", retryable=True)
-        await self.store.record_attempt(
-            Attempt(
-                claim.id,
-                n,
-                started,
-                self.clock.now(),
-                result.ok,
-                result.detail,
-                result.status_code,
-                result.exit_code,
-                result.output,
-            )
+        attempt = Attempt(
+            claim.id,
+            n,
+            started,
+            self.clock.now(),
+            result.ok,
+            result.detail,
+            result.status_code,
+            result.exit_code,
+            result.output,
         )
-        return result
+        return result, attempt
 
     async def _finish(
         self,
@@ -419,10 +422,13 @@ class Executor:
         status: str,
         detail: str,
         from_statuses: tuple[str, ...] = (CLAIMED, RUNNING),
+        last_attempt: Attempt | None = None,
     ) -> None:
         entry = self._entry(claim, status, detail)
         written = await asyncio.shield(
-            self.store.finish_claim(claim.id, status, detail, entry.at, entry, from_statuses)
+            self.store.finish_claim(
+                claim.id, status, detail, entry.at, entry, from_statuses, last_attempt
+            )
         )
         if written is None:
             return  # already finished
@@ -430,8 +436,10 @@ class Executor:
         level = logging.INFO if status in (SUCCEEDED, DRY_RUN) else logging.WARNING
         log.log(level, "%s", written.message)
         await self.notifier.publish([written])
-        if status in (FAILED, SUCCEEDED):
+        if status == FAILED:
             await self.refresh_circuit(claim.target)
+        elif status == SUCCEEDED and self.config.breaker(claim.target) is not None:
+            self.metrics.circuit_open.labels(claim.target).set(0)  # a success closes it
 
     def _entry(self, claim: Claim, event: str, detail: str) -> AuditEntry:
         return AuditEntry(

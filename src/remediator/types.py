@@ -135,9 +135,11 @@ class Store(Protocol):
         at: float,
         audit: AuditEntry,
         from_statuses: tuple[str, ...] = ...,
+        last_attempt: Attempt | None = None,
     ) -> AuditEntry | None:
         """Move a claim that is in one of `from_statuses` (default: not finished) to `status`,
-        with its audit line; None if the claim was not in such a state."""
+        with its audit line and its last attempt (recorded in any case); None if the claim was
+        not in such a state."""
         ...
 
     # verification

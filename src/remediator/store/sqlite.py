@@ -308,27 +308,7 @@ class SqliteStore:
         return await self._write(op)
 
     async def record_attempt(self, attempt: Attempt) -> None:
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO attempts (claim_id, attempt, started_at, finished_at, ok, "
-                "status_code, exit_code, detail, output) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    attempt.claim_id,
-                    attempt.attempt,
-                    attempt.started_at,
-                    attempt.finished_at,
-                    int(attempt.ok),
-                    attempt.status_code,
-                    attempt.exit_code,
-                    attempt.detail,
-                    attempt.output,
-                ),
-            )
-            conn.execute(
-                "UPDATE claims SET attempts = ? WHERE id = ?", (attempt.attempt, attempt.claim_id)
-            )
-
-        await self._write(op)
+        await self._write(lambda conn: _insert_attempt(conn, attempt))
 
     async def set_claim(
         self,
@@ -370,6 +350,7 @@ class SqliteStore:
         at: float,
         audit: AuditEntry,
         from_statuses: tuple[str, ...] = (CLAIMED, RUNNING),
+        last_attempt: Attempt | None = None,
     ) -> AuditEntry | None:
         marks = ", ".join("?" for _ in from_statuses)
         sql = (
@@ -378,6 +359,8 @@ class SqliteStore:
         )
 
         def op(conn: sqlite3.Connection) -> AuditEntry | None:
+            if last_attempt is not None:
+                _insert_attempt(conn, last_attempt)
             if conn.execute(sql, (status, detail, at, claim_id, *from_statuses)).rowcount != 1:
                 return None
             return _insert_audit(conn, audit)
@@ -820,6 +803,25 @@ def _start_claim(
 ) -> bool:
     sql = "UPDATE claims SET status = ?, started_at = ?, request = ? WHERE id = ? AND status = ?"
     return conn.execute(sql, (RUNNING, at, json.dumps(request), claim_id, CLAIMED)).rowcount == 1
+
+
+def _insert_attempt(conn: sqlite3.Connection, attempt: Attempt) -> None:
+    conn.execute(
+        "INSERT INTO attempts (claim_id, attempt, started_at, finished_at, ok, "
+        "status_code, exit_code, detail, output) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            attempt.claim_id,
+            attempt.attempt,
+            attempt.started_at,
+            attempt.finished_at,
+            int(attempt.ok),
+            attempt.status_code,
+            attempt.exit_code,
+            attempt.detail,
+            attempt.output,
+        ),
+    )
+    conn.execute("UPDATE claims SET attempts = ? WHERE id = ?", (attempt.attempt, attempt.claim_id))
 
 
 def _active_mutes(conn: sqlite3.Connection, now: float) -> list[MuteRow]:
