@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 import uuid
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -126,6 +126,10 @@ class Engine:
         self.metrics = metrics
         self.clock = clock
         self.open: dict[OpenKey, Incident] = {}
+        self._open_per_rule: Counter[str] = Counter()  # for the incidents_open gauge
+        # the open incidents whose rule climbs by time: the only ones a tick can move
+        self._by_time = {r.name for r in config.rules if any(t.escalate_after for t in r.tiers)}
+        self._climbing: dict[OpenKey, None] = {}  # a set in the order they opened
         self.storm = Storm(config)
         self._recently_resolved: OrderedDict[tuple[str, str, float], None] = OrderedDict()
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
@@ -182,21 +186,31 @@ class Engine:
     def next_escalation(self) -> float | None:
         """The earliest escalate-after due among open incidents."""
         dues = (
-            escalation_due(i, rule)
-            for i in self.open.values()
-            if (rule := self.index.get(i.rule)) is not None
+            escalation_due(self.open[ref], rule)
+            for ref in self._climbing
+            if (rule := self.index.get(ref[0])) is not None
         )
         return min((d for d in dues if d is not None), default=None)
 
     async def _load(self) -> None:
-        self.open = {(i.rule, i.key): i for i in await self.store.load_open_incidents()}
+        self.open, self._open_per_rule, self._climbing = {}, Counter(), {}
+        for incident in await self.store.load_open_incidents():
+            self._opened((incident.rule, incident.key), incident)
         for rule in self.config.rules:
-            self._count_open(rule.name)
+            self.metrics.incidents_open.labels(rule.name).set(self._open_per_rule[rule.name])
 
-    def _count_open(self, rule: str) -> None:
-        self.metrics.incidents_open.labels(rule).set(
-            sum(1 for (name, _) in self.open if name == rule)
-        )
+    def _opened(self, ref: OpenKey, incident: Incident) -> None:
+        """Cache an open incident (new, or a newer state of one)."""
+        if ref not in self.open:
+            self._open_per_rule[ref[0]] += 1
+            if ref[0] in self._by_time:
+                self._climbing[ref] = None
+        self.open[ref] = incident
+
+    def _closed(self, ref: OpenKey) -> None:
+        if self.open.pop(ref, None) is not None:
+            self._open_per_rule[ref[0]] -= 1
+            self._climbing.pop(ref, None)
 
     async def _work(self) -> None:
         while True:
@@ -327,9 +341,9 @@ class Engine:
         self._instance(rule, alert, transition.incident, "resolved", batch, now)
 
     async def _tick(self, batch: _Batch, now: float) -> None:
-        for ref, incident in list(self.open.items()):
-            current = batch.open.get(ref, incident)
-            rule = self.index.get(incident.rule)
+        for ref in list(self._climbing):
+            current = batch.open.get(ref, self.open[ref])
+            rule = self.index.get(ref[0])
             if rule is None or ref in batch.closed:
                 continue
             transition = on_tick(current, rule, now)
@@ -478,13 +492,13 @@ class Engine:
 
     def _commit_cache(self, batch: _Batch, ids: Mapping[int, int]) -> None:
         for ref in batch.closed:
-            self.open.pop(ref, None)
+            self._closed(ref)
         for ref, incident in batch.open.items():
             if incident.id in ids:
                 incident = replace(incident, id=ids[incident.id])
-            self.open[ref] = incident
+            self._opened(ref, incident)
         for rule in {ref[0] for ref in (*batch.open, *batch.closed)}:
-            self._count_open(rule)
+            self.metrics.incidents_open.labels(rule).set(self._open_per_rule[rule])
 
     def _placeholder(self) -> int:
         self._next_placeholder -= 1
