@@ -6,6 +6,8 @@ import math
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from remediator.alerts import Alert
 from remediator.matchers import parse_matchers
@@ -311,7 +313,60 @@ def test_candidates_do_not_grow_with_rules_for_other_alerts() -> None:
     labels = {"alertname": "Target", "severity": "critical", "team": "data"}
     assert names(idx.candidates(labels)) == ["r1000", "r1001"]
     assert names(idx.match(labels)) == ["r1000", "r1001"]
-    assert names(idx.candidates({"alertname": "Other7"})) == ["r7", "r1001"]
+    assert names(idx.candidates({"alertname": "Other7"})) == ["r7"]  # r1001 is under team
+
+
+@pytest.mark.parametrize(
+    ("spec", "labels", "candidate"),
+    [
+        ('{job=~"db|cache"}', {"job": "db"}, True),  # under each literal
+        ('{job=~"db|cache"}', {"job": "cache"}, True),
+        ('{job=~"(db|cache)"}', {"job": "cache"}, True),
+        ('{job=~"db|cache"}', {"job": "dbx"}, False),
+        ('{job=~"db|cache"}', {}, False),
+        ('{alertname=~"Disk.*", severity!="info"}', {"alertname": "DiskFull"}, True),  # prefix
+        ('{alertname=~"Disk.*", severity!="info"}', {"alertname": "Disk"}, True),
+        ('{alertname=~"Disk.*", severity!="info"}', {"alertname": "NodeDisk"}, False),
+        ('{alertname=~"Disk.+"}', {"alertname": "NodeDisk"}, True),  # not filed: tried always
+        ('{alertname=~"(Kube|Node).*"}', {"alertname": "Other"}, True),
+        ('{job!~"db|cache"}', {"job": "web"}, True),  # a negative regex narrows nothing
+    ],
+)
+def test_rules_without_equality_are_filed_under_literal_regexes(
+    spec: str, labels: dict[str, str], candidate: bool
+) -> None:
+    idx = index('{alertname="A"}', spec)
+    assert names(idx.candidates(labels)) == (["r1"] if candidate else [])
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                '{alertname="A"}',
+                '{alertname="A", job=~"db|web"}',
+                '{job=~"db|web"}',
+                '{job=~"(db|web)", team!="x"}',
+                '{alertname=~"Ab.*"}',
+                '{alertname=~"A.*", job!~"db"}',
+                '{team="x"}',
+                '{team!="x"}',
+                '{job=~"d.*|w.*"}',
+                '{alertname=~"A|Abc"}',
+            ]
+        ),
+        max_size=12,
+    ),
+    st.dictionaries(
+        st.sampled_from(["alertname", "job", "team"]),
+        st.sampled_from(["", "A", "Ab", "Abc", "B", "db", "dbx", "web", "x", "A\n"]),
+    ),
+)
+def test_the_index_finds_exactly_the_rules_that_match(
+    specs: list[str], labels: dict[str, str]
+) -> None:
+    idx = index(*specs)
+    assert names(idx.match(labels)) == [r.name for r in idx.rules if r.matches(labels)]
 
 
 @pytest.mark.parametrize(

@@ -11,12 +11,13 @@ from __future__ import annotations
 import itertools
 import math
 import operator
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from remediator.alerts import Alert
-from remediator.matchers import Matcher, matches_all
+from remediator.matchers import Matcher, MatchOp, matches_all
 
 _OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -205,27 +206,55 @@ def check_ladder(tiers: Sequence[Tier]) -> str | None:
 
 @dataclass(slots=True)
 class RuleIndex:
-    """Finds the rules matching an alert. Each rule is filed under one of its equality matchers
-    (alertname when it has one), so matching costs what the candidate rules cost, not all rules."""
+    """Finds the rules matching an alert without trying them all: matching costs what the
+    candidate rules cost, not what all rules do.
+
+    A rule is filed under one equality matcher (alertname when it has one). A rule without one is
+    filed under a regex matcher that is an alternation of literals (`db-7|cache-7`: under each
+    literal) or a literal prefix (`Disk7.*`: in a table probed with the alert's value cut to the
+    prefix's length). Only rules with none of these are tried on every alert. Filing only narrows
+    the candidates: each candidate's matchers are still all checked."""
 
     rules: tuple[Rule, ...]
     _by_label: dict[str, dict[str, list[Rule]]] = field(default_factory=dict)
+    _by_prefix: dict[str, dict[int, dict[str, list[Rule]]]] = field(default_factory=dict)
     _unindexed: list[Rule] = field(default_factory=list)
     _by_name: dict[str, Rule] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for rule in self.rules:
             self._by_name[rule.name] = rule
-            key = _index_key(rule.matchers)
-            if key is None:
-                self._unindexed.append(rule)
-            else:
-                self._by_label.setdefault(key[0], {}).setdefault(key[1], []).append(rule)
+            self._file(rule)
+
+    def _file(self, rule: Rule) -> None:
+        key = _index_key(rule.matchers)
+        if key is not None:
+            self._by_label.setdefault(key[0], {}).setdefault(key[1], []).append(rule)
+            return
+        for m in rule.matchers:
+            if m.op is not MatchOp.RE:
+                continue
+            if literals := _ALTERNATION.fullmatch(m.value):
+                for literal in literals.group(1).split("|"):
+                    self._by_label.setdefault(m.name, {}).setdefault(literal, []).append(rule)
+                return
+            if prefix := _PREFIX.fullmatch(m.value):
+                text = prefix.group(1)
+                by_length = self._by_prefix.setdefault(m.name, {})
+                by_length.setdefault(len(text), {}).setdefault(text, []).append(rule)
+                return
+        self._unindexed.append(rule)
 
     def candidates(self, labels: Mapping[str, str]) -> list[Rule]:
+        # an alert has one value per label, so a rule filed under several literals of one
+        # matcher comes out at most once
         found: list[Rule] = list(self._unindexed)
         for name, table in self._by_label.items():
             found.extend(table.get(labels.get(name, ""), ()))
+        for name, by_length in self._by_prefix.items():
+            value = labels.get(name, "")
+            for length, table in by_length.items():
+                found.extend(table.get(value[:length], ()))
         if len(found) > 1:
             found.sort(key=lambda r: r.position)
         return found
@@ -236,6 +265,13 @@ class RuleIndex:
 
     def get(self, name: str) -> Rule | None:
         return self._by_name.get(name)
+
+
+# a regex the index can file a rule under: literals (no regex syntax) in an alternation, or one
+# literal followed by .* (Alertmanager anchors regexes, so these match only what they spell)
+_LITERAL = r"[A-Za-z0-9_:\-]+"
+_ALTERNATION = re.compile(rf"\(?({_LITERAL}(?:\|{_LITERAL})*)\)?")
+_PREFIX = re.compile(rf"({_LITERAL})\.\*")
 
 
 def _index_key(matchers: Iterable[Matcher]) -> tuple[str, str] | None:
