@@ -11,6 +11,7 @@ replays unprocessed journal entries on start, and claims make every action run a
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import uuid
@@ -59,6 +60,8 @@ BATCH_LIMIT = 256
 RECENTLY_RESOLVED = 10_000
 RETRY_DELAY = 1.0
 OpenKey = tuple[str, tuple[str, ...]]
+InstanceKey = tuple[str, str, float]  # (rule, fingerprint, startsAt)
+Matched = list[tuple[Rule, Alert]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,9 @@ class _Batch:
     open: dict[OpenKey, Incident] = field(default_factory=dict)  # incidents touched
     closed: set[OpenKey] = field(default_factory=set)
     external_url: str = ""  # the Alertmanager of the notification being processed
+    # instances the store was asked about at the start of the batch, and those it had resolved
+    looked_up: set[InstanceKey] = field(default_factory=set)
+    stored_resolved: set[InstanceKey] = field(default_factory=set)
 
 
 class Engine:
@@ -131,7 +137,7 @@ class Engine:
         self._by_time = {r.name for r in config.rules if any(t.escalate_after for t in r.tiers)}
         self._climbing: dict[OpenKey, None] = {}  # a set in the order they opened
         self.storm = Storm(config)
-        self._recently_resolved: OrderedDict[tuple[str, str, float], None] = OrderedDict()
+        self._recently_resolved: OrderedDict[InstanceKey, None] = OrderedDict()
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._next_placeholder = -1
@@ -243,11 +249,13 @@ class Engine:
     async def process(self, events: Sequence[Event]) -> None:
         now = self.clock.now()
         batch = _Batch(Changes(at=now))
-        for event in events:
+        matches = [self._match(e.notification) if isinstance(e, Received) else [] for e in events]
+        await self._look_up_resolved(matches, batch)
+        for event, matched in zip(events, matches, strict=True):
             if isinstance(event, Received):
                 batch.changes.journal_ids.append(event.journal_id)
                 batch.external_url = event.notification.external_url
-                await self._notification(event.notification, batch, now)
+                await self._notification(matched, batch, now)
             elif isinstance(event, Tick):
                 await self._tick(batch, now)
             else:
@@ -259,14 +267,30 @@ class Engine:
             await self.notifier.publish(applied.audit)
         self.wake()
 
-    async def _notification(self, notification: Notification, batch: _Batch, now: float) -> None:
-        matched: list[tuple[Rule, Alert]] = []
+    def _match(self, notification: Notification) -> Matched:
+        matched: Matched = []
         for alert in notification.alerts:
             self.metrics.alerts.labels(alert.status).inc()
             rules = self.index.match(alert.labels)
             if not rules:
                 self.metrics.alerts_unmatched.inc()
             matched.extend((rule, alert) for rule in rules)
+        return matched
+
+    async def _look_up_resolved(self, matches: list[Matched], batch: _Batch) -> None:
+        """Ask the store once per batch, not once per notification, which of the firing alert
+        instances the cache does not know are already resolved (the store does not change
+        under a batch: its writes are committed at the end)."""
+        for rule, alert in itertools.chain.from_iterable(matches):
+            incident = self.open.get((rule.name, rule.key_of(alert.labels)))
+            key = (rule.name, *alert.instance)
+            new = incident is None or alert.instance not in incident.instances
+            if alert.firing and new and key not in self._recently_resolved:
+                batch.looked_up.add(key)
+        if batch.looked_up:
+            batch.stored_resolved = await self.store.resolved_instances(list(batch.looked_up))
+
+    async def _notification(self, matched: Matched, batch: _Batch, now: float) -> None:
         resolved = await self._known_resolved(matched, batch)
         for rule, alert in matched:
             if alert.firing:
@@ -277,9 +301,7 @@ class Engine:
             else:
                 await self._resolved(rule, alert, batch, now)
 
-    async def _known_resolved(
-        self, matched: list[tuple[Rule, Alert]], batch: _Batch
-    ) -> set[tuple[str, str, float]]:
+    async def _known_resolved(self, matched: Matched, batch: _Batch) -> set[InstanceKey]:
         """Which firing alerts are instances already resolved: delayed or replayed, stale."""
         unknown = []
         for rule, alert in matched:
@@ -287,8 +309,10 @@ class Engine:
             if alert.firing and (incident is None or alert.instance not in incident.instances):
                 unknown.append((rule.name, *alert.instance))
         recent = {key for key in unknown if key in self._recently_resolved}
-        rest = [key for key in unknown if key not in recent]
-        return recent | await self.store.resolved_instances(rest)
+        stored = {key for key in unknown if key in batch.stored_resolved}
+        # what the batch's look-up could not foresee (an incident closed earlier in the batch)
+        rest = [key for key in unknown if key not in recent and key not in batch.looked_up]
+        return recent | stored | await self.store.resolved_instances(rest)
 
     def _current(self, rule: Rule, key: tuple[str, ...], batch: _Batch) -> Incident | None:
         ref = (rule.name, key)
@@ -504,7 +528,7 @@ class Engine:
         self._next_placeholder -= 1
         return self._next_placeholder
 
-    def _remember_resolved(self, key: tuple[str, str, float]) -> None:
+    def _remember_resolved(self, key: InstanceKey) -> None:
         self._recently_resolved[key] = None
         if len(self._recently_resolved) > RECENTLY_RESOLVED:
             self._recently_resolved.popitem(last=False)
