@@ -112,6 +112,7 @@ class _Batch:
     # instances the store was asked about at the start of the batch, and those it had resolved
     looked_up: set[InstanceKey] = field(default_factory=set)
     stored_resolved: set[InstanceKey] = field(default_factory=set)
+    ran: dict[int, set[str]] = field(default_factory=dict)  # incident id -> actions that ran
 
 
 class Engine:
@@ -250,7 +251,7 @@ class Engine:
         now = self.clock.now()
         batch = _Batch(Changes(at=now))
         matches = [self._match(e.notification) if isinstance(e, Received) else [] for e in events]
-        await self._look_up_resolved(matches, batch)
+        await self._look_up(matches, batch)
         for event, matched in zip(events, matches, strict=True):
             if isinstance(event, Received):
                 batch.changes.journal_ids.append(event.journal_id)
@@ -277,18 +278,24 @@ class Engine:
             matched.extend((rule, alert) for rule in rules)
         return matched
 
-    async def _look_up_resolved(self, matches: list[Matched], batch: _Batch) -> None:
-        """Ask the store once per batch, not once per notification, which of the firing alert
-        instances the cache does not know are already resolved (the store does not change
-        under a batch: its writes are committed at the end)."""
+    async def _look_up(self, matches: list[Matched], batch: _Batch) -> None:
+        """Ask the store once per batch, not once per notification: which of the firing alert
+        instances the cache does not know are already resolved (the store's instances do not
+        change under a batch: its writes are committed at the end), and which actions ran for
+        the incidents that resolving alerts may close."""
+        resolving: set[int] = set()
         for rule, alert in itertools.chain.from_iterable(matches):
             incident = self.open.get((rule.name, rule.key_of(alert.labels)))
             key = (rule.name, *alert.instance)
             new = incident is None or alert.instance not in incident.instances
             if alert.firing and new and key not in self._recently_resolved:
                 batch.looked_up.add(key)
+            elif not alert.firing and not new and incident is not None:
+                resolving.add(incident.id)
         if batch.looked_up:
             batch.stored_resolved = await self.store.resolved_instances(list(batch.looked_up))
+        if resolving:
+            batch.ran = await self.store.ran_actions_of(sorted(resolving))
 
     async def _notification(self, matched: Matched, batch: _Batch, now: float) -> None:
         resolved = await self._known_resolved(matched, batch)
@@ -353,7 +360,12 @@ class Engine:
         incident = self._current(rule, key, batch)
         if incident is None or alert.instance not in incident.instances:
             return  # never seen firing, or already resolved
-        ran = await self.store.ran_actions(incident.id) if incident.id > 0 else set()
+        if incident.id < 0:
+            ran: set[str] = set()  # opened in this batch: nothing ran yet
+        elif incident.id in batch.ran:
+            ran = batch.ran[incident.id]
+        else:
+            ran = await self.store.ran_actions(incident.id)
         transition = on_resolved(incident, rule, alert.instance, now, ran)
         if transition.incident.open:
             batch.open[(rule.name, key)] = transition.incident

@@ -273,6 +273,23 @@ class SqliteStore:
         params = (incident_id, SUCCEEDED, INTERRUPTED, RUNNING)
         return await self._read(lambda conn: {r[0] for r in conn.execute(sql, params)})
 
+    async def ran_actions_of(self, incident_ids: list[int]) -> dict[int, set[str]]:
+        """ran_actions for several incidents in one read; every id is a key."""
+        marks = ", ".join("?" for _ in incident_ids)
+        sql = (
+            f"SELECT DISTINCT incident_id, action FROM claims WHERE incident_id IN ({marks}) "
+            "AND status IN (?, ?, ?)"
+        )
+        params = (*incident_ids, SUCCEEDED, INTERRUPTED, RUNNING)
+
+        def op(conn: sqlite3.Connection) -> dict[int, set[str]]:
+            ran: dict[int, set[str]] = {i: set() for i in incident_ids}
+            for incident_id, action in conn.execute(sql, params):
+                ran[incident_id].add(action)
+            return ran
+
+        return await self._read(op)
+
     async def incident_status(self, incident_id: int) -> str | None:
         sql = "SELECT status FROM incidents WHERE id = ?"
         row = await self._read(lambda conn: conn.execute(sql, (incident_id,)).fetchone())
