@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from remediator import engine
 from tests.conftest import API_TOKEN, WEBHOOK_TOKEN, Running, base_config
 from tests.payloads import alert, notification
 
@@ -51,6 +52,19 @@ async def test_accepts_a_valid_notification_after_journaling_it(daemon: Running)
     r = await daemon.post_alerts(body())
     assert r.status_code == 200
     assert r.json() == {"status": "accepted", "journal_id": 1, "alerts": 1}
+
+
+async def test_a_deep_decision_backlog_answers_503_and_journals_nothing(
+    daemon: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine, "BACKLOG_LIMIT", -1)  # as if 20,000 alerts were waiting
+    r = await daemon.post_alerts(body())
+    assert (r.status_code, r.headers["Retry-After"]) == (503, "5")
+    assert "retry later" in r.json()["error"]
+    assert await daemon.daemon.store.unprocessed_journal() == []
+    monkeypatch.setattr(engine, "BACKLOG_LIMIT", 20_000)
+    r = await daemon.post_alerts(body())
+    assert (r.status_code, r.json()["journal_id"]) == (200, 1)  # Alertmanager's retry
 
 
 async def test_accepts_unknown_keys_from_newer_alertmanagers(daemon: Running) -> None:

@@ -56,7 +56,9 @@ from remediator.types import Notifier, Store
 
 log = logging.getLogger(__name__)
 
-BATCH_LIMIT = 256
+BATCH_LIMIT = 256  # notifications per batch, and at most BATCH_ALERTS alerts (or just one)
+BATCH_ALERTS = 2_000  # a batch is one commit: a larger one holds the writer longer
+BACKLOG_LIMIT = 20_000  # alerts acknowledged and not yet decided; above it ingest answers 503
 RECENTLY_RESOLVED = 10_000
 RETRY_DELAY = 1.0
 OpenKey = tuple[str, tuple[str, ...]]
@@ -140,6 +142,7 @@ class Engine:
         self.storm = Storm(config)
         self._recently_resolved: OrderedDict[InstanceKey, None] = OrderedDict()
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.backlog_alerts = 0  # alerts of the queued notifications
         self._worker: asyncio.Task[None] | None = None
         self._next_placeholder = -1
         self.started = False
@@ -178,7 +181,14 @@ class Engine:
 
     def _put(self, event: Event) -> None:
         self._queue.put_nowait(event)
+        self.backlog_alerts += _alerts(event)
         self.metrics.journal_backlog.set(self._queue.qsize())
+
+    @property
+    def overloaded(self) -> bool:
+        """Too many acknowledged alerts wait for a decision: ingest should ask Alertmanager to
+        retry later rather than let the backlog (and its memory) grow without bound."""
+        return self.backlog_alerts > BACKLOG_LIMIT
 
     async def idle(self) -> None:
         """Wait until everything submitted so far has been processed (for tests and tools)."""
@@ -220,10 +230,9 @@ class Engine:
             self._climbing.pop(ref, None)
 
     async def _work(self) -> None:
+        carry: Event | None = None
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < BATCH_LIMIT and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            batch, carry = await self._next_batch(carry)
             try:
                 await self._process_until_committed(batch)
             except Exception:
@@ -231,7 +240,21 @@ class Engine:
             finally:
                 for _ in batch:
                     self._queue.task_done()
+                self.backlog_alerts -= sum(_alerts(e) for e in batch)
                 self.metrics.journal_backlog.set(self._queue.qsize())
+
+    async def _next_batch(self, first: Event | None) -> tuple[list[Event], Event | None]:
+        """Events in arrival order, at most BATCH_LIMIT of them with BATCH_ALERTS alerts (a
+        larger notification alone); also the first event that did not fit, for the next."""
+        batch = [first if first is not None else await self._queue.get()]
+        alerts = _alerts(batch[0])
+        while len(batch) < BATCH_LIMIT and not self._queue.empty():
+            event = self._queue.get_nowait()
+            if alerts + _alerts(event) > BATCH_ALERTS:
+                return batch, event
+            batch.append(event)
+            alerts += _alerts(event)
+        return batch, None
 
     async def _process_until_committed(self, batch: list[Event]) -> None:
         while True:
@@ -616,6 +639,10 @@ class Storm:
     @staticmethod
     def _summary(event: str, message: str, now: float) -> AuditEntry:
         return AuditEntry(kind="summary", event=event, message=message, at=now)
+
+
+def _alerts(event: Event) -> int:
+    return len(event.notification.alerts) if isinstance(event, Received) else 0
 
 
 def _read_value(rule: Rule, alert: Alert) -> tuple[float | None, str | None]:

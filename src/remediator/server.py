@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_PAGE = 500
+BACKLOG_RETRY_AFTER = 5  # seconds; Alertmanager retries on its own backoff anyway
 CHUNK = 64 * 1024
 
 
@@ -91,6 +92,14 @@ class Routes:
         if request.content_type != "application/json":
             return error(
                 415, f"expected Content-Type application/json, got {request.content_type or 'none'}"
+            )
+        if self.engine.overloaded:
+            # Alertmanager retries a 5xx: nothing is lost, and memory stays bounded. Answered
+            # before the body is read, so that a storm's retries cost no parsing.
+            return error(
+                503,
+                "too many alerts wait for a decision; retry later",
+                headers={"Retry-After": str(BACKLOG_RETRY_AFTER)},
             )
         limit = self.config.server.max_body_bytes
         body = await read_limited(request, limit)

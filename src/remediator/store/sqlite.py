@@ -2,7 +2,9 @@
 
 All writes go through one writer thread. It takes every write queued since its last commit and
 runs them in one transaction, each in its own savepoint, then commits once: concurrent webhooks
-share one fsync (group commit), and one failing write does not fail its neighbours. Reads run on a
+share one fsync (group commit), and one failing write does not fail its neighbours. Journal
+appends queued with other writes are committed first, in a transaction of their own: a webhook's
+acknowledgement does not wait for an engine batch. Reads run on a
 second connection in their own thread and never wait for a commit.
 """
 
@@ -68,6 +70,7 @@ class _Job:
     op: Op
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
+    urgent: bool = False  # someone is waiting for this commit to answer (a journal append)
 
 
 class _Writer(threading.Thread):
@@ -79,10 +82,10 @@ class _Writer(threading.Thread):
         self.ready = threading.Event()
         self.error: BaseException | None = None
 
-    def submit(self, op: Op) -> asyncio.Future[Any]:
+    def submit(self, op: Op, urgent: bool = False) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self.jobs.put(_Job(op, future, loop))
+        self.jobs.put(_Job(op, future, loop, urgent))
         return future
 
     def run(self) -> None:
@@ -95,6 +98,11 @@ class _Writer(threading.Thread):
         self.ready.set()
         try:
             while (batch := self._next_batch()) is not None:
+                urgent = [job for job in batch if job.urgent]
+                if urgent and len(urgent) < len(batch):
+                    # an acknowledgement waits for its commit: not also for an engine batch's
+                    self._commit(conn, urgent)
+                    batch = [job for job in batch if not job.urgent]
                 self._commit(conn, batch)
         finally:
             conn.close()
@@ -213,10 +221,10 @@ class SqliteStore:
         finally:
             conn.close()
 
-    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, op: Callable[[sqlite3.Connection], T], urgent: bool = False) -> T:
         if self._writer is None:
             raise StoreError("the store is not open")
-        result: T = await self._writer.submit(op)
+        result: T = await self._writer.submit(op, urgent)
         return result
 
     async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
@@ -241,7 +249,7 @@ class SqliteStore:
             cur = conn.execute("INSERT INTO journal (received_at, body) VALUES (?, ?)", (at, body))
             return int(cur.lastrowid or 0)
 
-        return await self._write(op)
+        return await self._write(op, urgent=True)
 
     async def unprocessed_journal(self) -> list[tuple[int, str]]:
         sql = "SELECT id, body FROM journal WHERE processed_at IS NULL ORDER BY id"
