@@ -4,23 +4,18 @@ The profiles show the executor's HTTP client (httpx -> httpcore -> anyio) as the
 cost on the main thread. This measures, in one process pinned to SERVER_CPU, sequential POSTs to
 the sink (LOAD_CPU) with:
 
-* httpx.AsyncClient configured as the executor configures it (what runs today; in this
-  environment `sniffio` is not installed, so httpcore tries and fails to import it on every
-  request);
-* the same, with a stand-in `sniffio` module in sys.modules (what adding the `sniffio`
-  dependency would give);
-* aiohttp.ClientSession (already a dependency of the daemon).
+* httpx.AsyncClient configured as the executor configures it (sniffio is a dependency now: before
+  it was, httpcore tried and failed to import it on every request, ~860 µs per request then);
+* aiohttp.ClientSession (already a dependency of the daemon), for comparison.
 
-CPU = process time (all threads) per request; baseline = httpx as it runs today.
+CPU = process time (all threads) per request; baseline = httpx as the executor runs it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import time
-import types
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -57,20 +52,6 @@ def _cpu_us(run: Callable[[str, int], Coroutine[Any, Any, None]], url: str) -> f
     return (time.process_time() - started) / REQUESTS * 1e6
 
 
-def _with_sniffio(run: Callable[[str, int], Coroutine[Any, Any, None]], url: str) -> float:
-    stub = types.ModuleType("sniffio")
-    stub.current_async_library = lambda: "asyncio"  # type: ignore[attr-defined]
-    had = sys.modules.get("sniffio")
-    sys.modules["sniffio"] = stub
-    try:
-        return _cpu_us(run, url)
-    finally:
-        if had is None:
-            del sys.modules["sniffio"]
-        else:
-            sys.modules["sniffio"] = had
-
-
 def run(quick: bool = False) -> Section:
     started = time.monotonic()
     section = Section("http_client", "7. Supporting: CPU per action request, by HTTP client")
@@ -79,7 +60,7 @@ def run(quick: bool = False) -> Section:
         os.sched_setaffinity(0, {int(SERVER_CPU)})
     else:
         before = None
-    results: dict[str, list[float]] = {"httpx": [], "httpx+sniffio": [], "aiohttp": []}
+    results: dict[str, list[float]] = {"httpx": [], "aiohttp": []}
     try:
         with Workdir.make("http-client") as work:
             port = free_port()
@@ -88,13 +69,12 @@ def run(quick: bool = False) -> Section:
                 url = f"http://127.0.0.1:{port}/a2a-client"
                 for _ in range(1 if quick else 3):
                     results["httpx"].append(_cpu_us(_httpx, url))
-                    results["httpx+sniffio"].append(_with_sniffio(_httpx, url))
                     results["aiohttp"].append(_cpu_us(_aiohttp, url))
     finally:
         if before is not None:
             os.sched_setaffinity(0, before)
     base = median(results["httpx"])
-    for name in ("httpx+sniffio", "aiohttp"):
+    for name in ("aiohttp",):
         section.figures.append(
             Figure(
                 f"CPU per request, {name}",

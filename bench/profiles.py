@@ -21,6 +21,8 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("httpx/httpcore: failed `import sniffio` on every request", ("current_async_library",)),
     ("actions: HTTP client (httpx, httpcore, anyio)", ("HttpAction.", "httpx/", "httpcore/")),
     ("executor: claim, status read, start, finish", ("Executor.",)),
+    ("timers: re-arming after each batch", ("Timers.",)),
+    ("slack outbox: render and deliver", ("Outbox.",)),
     ("engine: match, decide, build changes", ("Engine.",)),
     ("ingest: json.loads", ("loads (json/__init__.py)",)),
     ("ingest: parse_notification (validation)", ("parse_notification",)),
