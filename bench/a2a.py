@@ -9,7 +9,7 @@ the incident and the claim), then the executor (incident status read, start_clai
 HTTP request).
 
 Baseline, same run: bench/servers.py `relay` on SERVER_CPU, which parses the webhook, answers
-200 and sends the same request with httpx (the executor's client): aiohttp in, httpx out, no
+200 and sends the same request with aiohttp (the `http` kind's client): aiohttp in and out, no
 journal, no decisions.
 """
 
@@ -87,7 +87,7 @@ STAGES = (
     ("received -> engine batch started (journal commit, queue)", "batched"),
     ("batch -> executor starts the claim (decide, commit, status read)", "claimed"),
     ("claim start -> attempt (start_claim commit)", "attempted"),
-    ("attempt -> request at the target (httpx)", "arrived"),
+    ("attempt -> request at the target (HTTP client)", "arrived"),
 )
 
 
@@ -217,7 +217,7 @@ def run(quick: bool = False) -> Section:
             "<= 5 ms",
             full["p50"] <= 5.0,
             base["p50"],
-            "relay (aiohttp in, httpx out)",
+            "relay (aiohttp in, aiohttp out)",
         ),
         Figure(
             "alert to action p99",
@@ -226,7 +226,7 @@ def run(quick: bool = False) -> Section:
             "<= 25 ms",
             full["p99"] <= 25.0,
             base["p99"],
-            "relay (aiohttp in, httpx out)",
+            "relay (aiohttp in, aiohttp out)",
         ),
         Figure(
             "alert to action: actions missing",

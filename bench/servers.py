@@ -5,8 +5,8 @@
 * `bare`: the ingest baseline: an aiohttp handler that only reads and parses the same payload
   and answers 200 with the same shape of body as the daemon.
 * `relay`: the alert-to-action baseline: parses the payload, answers 200, and sends each alert's
-  request to the sink with the same HTTP client as the executor (httpx). The floor for aiohttp
-  in, httpx out, on this machine.
+  request to the sink with the same HTTP client as the executor's `http` kind (aiohttp). The
+  floor for aiohttp in, aiohttp out, on this machine.
 
 Usage: python -m bench.servers {sink,bare,relay} --port N [--target URL]
 """
@@ -19,7 +19,7 @@ import json
 import time
 from typing import Any
 
-import httpx
+import aiohttp
 from aiohttp import web
 
 
@@ -69,12 +69,17 @@ def bare_app() -> web.Application:
 
 
 def relay_app(target: str) -> web.Application:
-    client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+    sessions: list[aiohttp.ClientSession] = []
     tasks: set[asyncio.Task[Any]] = set()
     counter = {"n": 0}
 
     async def send(seq: str) -> None:
-        await client.post(f"{target}/a2a/{seq}", content=b"{}", timeout=10.0)
+        if not sessions:
+            sessions.append(aiohttp.ClientSession(trust_env=False))
+        timeout = aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=10.0)
+        url = f"{target}/a2a/{seq}"
+        async with sessions[0].post(url, data=b"{}", timeout=timeout, allow_redirects=False) as r:
+            await r.read()
 
     async def alerts(request: web.Request) -> web.Response:
         data = json.loads(await request.read())
@@ -91,7 +96,8 @@ def relay_app(target: str) -> web.Application:
         return web.json_response({"status": "ready"})
 
     async def close(app: web.Application) -> None:
-        await client.aclose()
+        for session in sessions:
+            await session.close()
 
     app = web.Application()
     app.router.add_post("/alerts", alerts)

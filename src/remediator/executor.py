@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
+import aiohttp
 import httpx
 
 from remediator import guardrails
@@ -125,6 +126,7 @@ class Executor:
         self.clock = clock
         self.state = state or RuntimeState(config.guardrails.killswitch)
         self.http = http or httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        self._session: aiohttp.ClientSession | None = None  # made in the loop, at first use
         self._rand = rand
         self._slots = asyncio.Semaphore(config.max_concurrency)
         self._turns = Turns(WAIT_POLL)
@@ -166,6 +168,14 @@ class Executor:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         await self.http.aclose()
+        if self._session is not None:
+            await self._session.close()
+
+    def session(self) -> aiohttp.ClientSession:
+        """The `http` kind's client: no redirects followed, no proxy from the environment."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(trust_env=False, auto_decompress=True)
+        return self._session
 
     # -- one claim -----------------------------------------------------------------------------
 
@@ -396,7 +406,7 @@ class Executor:
     async def _attempt(
         self, action: Action, claim: Claim, request: dict[str, object], n: int
     ) -> tuple[AttemptResult, Attempt]:
-        ctx = AttemptContext(n, action.timeout, claim.idempotency_key, self.http)
+        ctx = AttemptContext(n, action.timeout, claim.idempotency_key, self.http, self.session())
         started = self.clock.now()
         try:
             # the kind enforces its own timeout; this is the backstop if it does not

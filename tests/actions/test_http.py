@@ -6,10 +6,12 @@ import base64
 import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+import aiohttp
 import httpx
 import pytest
 from aiohttp import web
@@ -67,10 +69,18 @@ def problems(
     return read
 
 
+@dataclass
+class Clients:
+    """The executor's two HTTP clients: the http kind sends with aiohttp's."""
+
+    http: httpx.AsyncClient
+    session: aiohttp.ClientSession
+
+
 @pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False) as c:
-        yield c
+async def client() -> AsyncIterator[Clients]:
+    async with httpx.AsyncClient(trust_env=False) as c, aiohttp.ClientSession() as session:
+        yield Clients(c, session)
 
 
 @pytest.fixture
@@ -94,8 +104,8 @@ def connector_ctx(connector: str, **labels: str) -> RenderContext:
     return RenderContext({"alertname": "ConnectorDown", "connector": connector, **labels})
 
 
-def attempt_ctx(client: httpx.AsyncClient, timeout: float = 5.0, n: int = 1) -> AttemptContext:
-    return AttemptContext(n, timeout, "idem-key", client)
+def attempt_ctx(client: Clients, timeout: float = 5.0, n: int = 1) -> AttemptContext:
+    return AttemptContext(n, timeout, "idem-key", client.http, client.session)
 
 
 RESTART = {"kind": "http", "target": "connect", "path": "/connectors/{connector}/restart"}
@@ -128,7 +138,7 @@ RESTART = {"kind": "http", "target": "connect", "path": "/connectors/{connector}
 async def test_hostile_label_is_exactly_one_path_segment(
     make_action: MakeAction,
     recorder: Callable[..., Awaitable[Recorder]],
-    client: httpx.AsyncClient,
+    client: Clients,
     value: str,
     segment: str,
 ) -> None:
@@ -145,7 +155,7 @@ async def test_hostile_label_is_exactly_one_path_segment(
 
 
 async def test_label_fills_part_of_a_segment(
-    make_action: MakeAction, recorder: Callable[..., Awaitable[Recorder]], client: httpx.AsyncClient
+    make_action: MakeAction, recorder: Callable[..., Awaitable[Recorder]], client: Clients
 ) -> None:
     target = await recorder()
     action = make_action(
@@ -183,7 +193,7 @@ def test_missing_label_cannot_fill_a_placeholder(make_action: MakeAction) -> Non
 
 
 async def test_query_values_are_encoded_and_stay_one_value(
-    make_action: MakeAction, recorder: Callable[..., Awaitable[Recorder]], client: httpx.AsyncClient
+    make_action: MakeAction, recorder: Callable[..., Awaitable[Recorder]], client: Clients
 ) -> None:
     target = await recorder()
     action = make_action(
@@ -207,7 +217,7 @@ async def test_query_values_are_encoded_and_stay_one_value(
 
 
 async def test_body_placeholders_are_filled_as_json_strings(
-    make_action: MakeAction, recorder: Callable[..., Awaitable[Recorder]], client: httpx.AsyncClient
+    make_action: MakeAction, recorder: Callable[..., Awaitable[Recorder]], client: Clients
 ) -> None:
     target = await recorder()
     body = {
@@ -238,7 +248,7 @@ async def test_body_placeholders_are_filled_as_json_strings(
 
 
 async def test_double_braces_are_literal(
-    make_action: MakeAction, recorder: Callable[..., Awaitable[Recorder]], client: httpx.AsyncClient
+    make_action: MakeAction, recorder: Callable[..., Awaitable[Recorder]], client: Clients
 ) -> None:
     target = await recorder()
     action = make_action(
@@ -423,7 +433,7 @@ def test_config_errors(
 async def test_accepted_statuses(
     make_action: MakeAction,
     recorder: Callable[..., Awaitable[Recorder]],
-    client: httpx.AsyncClient,
+    client: Clients,
     accept: list[int] | None,
     status: int,
     ok: bool,
@@ -442,7 +452,7 @@ async def test_accepted_statuses(
 
 
 async def test_connect_404_is_a_final_failure_with_connects_message(
-    make_action: MakeAction, kafka_connect: KafkaConnect, client: httpx.AsyncClient
+    make_action: MakeAction, kafka_connect: KafkaConnect, client: Clients
 ) -> None:
     action = make_action(RESTART, {"connect": kafka_connect.server.url})
 
@@ -457,7 +467,7 @@ async def test_connect_404_is_a_final_failure_with_connects_message(
 
 
 async def test_connect_409_is_retryable_and_the_same_request_then_succeeds(
-    make_action: MakeAction, kafka_connect: KafkaConnect, client: httpx.AsyncClient
+    make_action: MakeAction, kafka_connect: KafkaConnect, client: Clients
 ) -> None:
     action = make_action(
         {**RESTART, "query": {"includeTasks": True, "onlyFailed": True}, "accept": [200, 202, 204]},
@@ -488,7 +498,7 @@ async def test_connect_409_is_retryable_and_the_same_request_then_succeeds(
 
 
 async def test_connect_500_is_retryable(
-    make_action: MakeAction, kafka_connect: KafkaConnect, client: httpx.AsyncClient
+    make_action: MakeAction, kafka_connect: KafkaConnect, client: Clients
 ) -> None:
     action = make_action(RESTART, {"connect": kafka_connect.server.url})
     kafka_connect.failures = 1
@@ -523,7 +533,7 @@ async def test_connect_500_is_retryable(
 async def test_which_failures_are_retryable(
     make_action: MakeAction,
     recorder: Callable[..., Awaitable[Recorder]],
-    client: httpx.AsyncClient,
+    client: Clients,
     status: int,
     retryable: bool,
 ) -> None:
@@ -553,7 +563,7 @@ async def test_which_failures_are_retryable(
 async def test_retry_after_is_parsed(
     make_action: MakeAction,
     serve: Callable[[Handler], Awaitable[StandIn]],
-    client: httpx.AsyncClient,
+    client: Clients,
     header: str | None,
     expected: float | None,
 ) -> None:
@@ -578,9 +588,26 @@ async def test_retry_after_is_parsed(
     )
 
 
-async def test_connection_refused_is_retryable(
-    make_action: MakeAction, client: httpx.AsyncClient
+async def test_a_redirect_is_an_answer_not_followed(
+    make_action: MakeAction, serve: Callable[[Handler], Awaitable[StandIn]], client: Clients
 ) -> None:
+    async def moved(request: web.Request) -> web.Response:
+        if request.path == "/elsewhere":
+            return web.json_response({"followed": True})
+        return web.Response(status=307, headers={"Location": "/elsewhere"})
+
+    target = await serve(moved)
+    action = make_action(
+        {"kind": "http", "target": "connect", "path": "/x"}, {"connect": target.url}
+    )
+
+    result = await action.attempt(action.prepare(RenderContext({})), attempt_ctx(client))
+
+    assert (result.ok, result.status_code, result.detail) == (False, 307, "HTTP 307")
+    assert [seen.path for seen in target.seen] == ["/x"]
+
+
+async def test_connection_refused_is_retryable(make_action: MakeAction, client: Clients) -> None:
     with socket.socket() as sock:  # a port that was free a moment ago and has no listener
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -593,7 +620,7 @@ async def test_connection_refused_is_retryable(
 
 
 async def test_timeout_is_retryable(
-    make_action: MakeAction, recorder: Callable[..., Awaitable[Recorder]], client: httpx.AsyncClient
+    make_action: MakeAction, recorder: Callable[..., Awaitable[Recorder]], client: Clients
 ) -> None:
     target = await recorder()
     target.delay = 1.0
@@ -608,7 +635,7 @@ async def test_timeout_is_retryable(
 
 
 async def test_idempotency_key_and_configured_headers_are_sent(
-    make_action: MakeAction, recorder: Callable[..., Awaitable[Recorder]], client: httpx.AsyncClient
+    make_action: MakeAction, recorder: Callable[..., Awaitable[Recorder]], client: Clients
 ) -> None:
     target = await recorder()
     action = make_action(
@@ -628,7 +655,7 @@ async def test_idempotency_key_and_configured_headers_are_sent(
 
 
 async def test_target_headers_are_sent_but_not_stored(
-    make_action: MakeAction, recorder: Callable[..., Awaitable[Recorder]], client: httpx.AsyncClient
+    make_action: MakeAction, recorder: Callable[..., Awaitable[Recorder]], client: Clients
 ) -> None:
     target = await recorder()
     action = make_action(
@@ -647,7 +674,7 @@ async def test_target_headers_are_sent_but_not_stored(
 async def test_bearer_token_is_sent_and_never_stored(
     make_action: MakeAction,
     recorder: Callable[..., Awaitable[Recorder]],
-    client: httpx.AsyncClient,
+    client: Clients,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("CONNECT_TOKEN", "s3cr3t-bearer")
@@ -667,7 +694,7 @@ async def test_bearer_token_is_sent_and_never_stored(
 async def test_basic_auth_is_sent_and_never_stored(
     make_action: MakeAction,
     recorder: Callable[..., Awaitable[Recorder]],
-    client: httpx.AsyncClient,
+    client: Clients,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("CONNECT_PASSWORD", "s3cr3t-pass")

