@@ -352,6 +352,25 @@ async def test_a_budget_holds_for_claims_judged_at_the_same_moment(world: World)
     assert outcomes == ["refused", "refused", "refused", "succeeded", "succeeded"]
 
 
+async def test_an_action_waiting_for_its_target_is_skipped_if_its_incident_resolves(
+    world: World,
+) -> None:
+    world.flags.delay = 0.5
+    running = world.running
+    await running.post_alerts(notification(alert("Poke", n="1")))  # busy on flags for 0.5 s
+    await running.daemon.engine.idle()
+    await running.post_alerts(notification(alert("Poke", n="2")))  # waits for flags
+    await running.daemon.engine.idle()
+    await asyncio.sleep(0.1)
+    await running.post_alerts(notification(alert("Poke", "resolved", n="2")))
+    await running.settle()
+    pokes = {a["context"]["labels"]["n"]: a for a in await world.actions()}
+    assert pokes["1"]["status"] == "succeeded"
+    assert pokes["2"]["status"] == "skipped"
+    assert "resolved before the action started" in pokes["2"]["detail"]
+    assert len(world.flags.server.seen) == 1
+
+
 async def test_one_action_at_a_time_per_target(world: World) -> None:
     world.pager.delay = 0.3
     running = world.running

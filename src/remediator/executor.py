@@ -218,53 +218,63 @@ class Executor:
 
     async def _admitted(self, claim: Claim, action: Action, request: Mapping[str, Any]) -> bool:
         """Ask the guardrails until they allow (True) or settle the claim otherwise (False)."""
+        waited = False
         while True:
             seen = self._turns.seen(claim.target)
-            verdict, started = await self._start_if_allowed(claim, request)
+            verdict, started = await self._start_if_allowed(claim, request, waited)
+            if verdict is None:  # its incident resolved while it waited
+                await self._skip_resolved(claim)
+                return False
             if verdict.outcome == "allow":
                 return started
             if verdict.outcome != "wait":
                 await self._settle(claim, action, request, verdict)
                 return False
             await self._turns.wait(claim.target, seen)
-            if await self._resolved_meanwhile(claim):  # it may have resolved while it waited
-                return False
+            waited = True
 
     async def _resolved_meanwhile(self, claim: Claim) -> bool:
         """Skip a firing action whose incident resolved: it never runs for a resolved alert."""
-        if claim.step in (RESOLVED_STEP, MANUAL_STEP):
+        if _may_run_resolved(claim):
             return False
         if await self.store.incident_status(claim.incident_id) == "open":
             return False
+        await self._skip_resolved(claim)
+        return True
+
+    async def _skip_resolved(self, claim: Claim) -> None:
         await self._finish(
             claim,
             SKIPPED,
             "the incident resolved before the action "
             "started; a firing action never runs for a resolved alert",
         )
-        return True
 
     async def _start_if_allowed(
-        self, claim: Claim, request: Mapping[str, Any]
-    ) -> tuple[Verdict, bool]:
+        self, claim: Claim, request: Mapping[str, Any], waited: bool
+    ) -> tuple[Verdict | None, bool]:
         """The guardrails' verdict on starting the claim now and, if they allow, its start, in
         one store transaction: claims judged at the same moment cannot both take the last unit
-        of a budget or both find their target free."""
+        of a budget or both find their target free, and a claim that waited for its target
+        cannot start after its incident resolved (None; _guarded looked before it waited)."""
         now = self.clock.now()
         policy = self.policy(claim)
         budgets = [b.per for b in (policy.global_budget, policy.action_budget) if b]
         since = now - max(budgets, default=0.0)
-        judge = self._judge(claim, policy, now)
+        judge = self._judge(claim, policy, now, waited)
         return await self.store.start_claim_if(claim, request, now, since, judge)
 
     def _judge(
-        self, claim: Claim, policy: Policy, now: float
-    ) -> Callable[[TargetHistory, list[MuteRow]], Verdict]:
+        self, claim: Claim, policy: Policy, now: float, waited: bool
+    ) -> Callable[[TargetHistory, list[MuteRow]], Verdict | None]:
         """What the guardrails say about starting this claim now, given the store's facts (the
-        store calls it inside the transaction that starts the claim)."""
+        store calls it inside the transaction that starts the claim); None if it is a firing
+        action that waited for its target and its incident resolved meanwhile."""
         ask = Ask(claim.rule, claim.action, claim.target, claim.context.get("labels", {}), now)
 
-        def judge(history: TargetHistory, mutes: list[MuteRow]) -> Verdict:
+        def judge(history: TargetHistory, mutes: list[MuteRow]) -> Verdict | None:
+            if waited and not _may_run_resolved(claim) and history.incident_status != "open":
+                return None
             approval = history.approval
             facts = Facts(
                 killswitch=self.state.killswitch,
@@ -534,6 +544,12 @@ class Executor:
         until = guardrails.circuit_open_until(failures, breaker)
         is_open = until is not None and self.clock.now() < until
         self.metrics.circuit_open.labels(target).set(1 if is_open else 0)
+
+
+def _may_run_resolved(claim: Claim) -> bool:
+    """on_resolved actions, and what a person asked for by hand, run whatever the incident's
+    state; a firing action never runs for a resolved alert."""
+    return claim.step in (RESOLVED_STEP, MANUAL_STEP)
 
 
 def render_context(claim: Claim, results: Mapping[str, str] | None = None) -> RenderContext:

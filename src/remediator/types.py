@@ -110,12 +110,13 @@ class Store(Protocol):
         request: Mapping[str, Any],
         now: float,
         since: float,
-        judge: Callable[[TargetHistory, list[MuteRow]], Verdict],
-    ) -> tuple[Verdict, bool]:
+        judge: Callable[[TargetHistory, list[MuteRow]], Verdict | None],
+    ) -> tuple[Verdict | None, bool]:
         """Judge the claim on the store's facts (its target's history since `since`, the mutes
-        active at `now`) and, if the verdict allows, start it, in one transaction: no other claim
-        is judged or started in between, so budgets and busy targets cannot race. Returns the
-        verdict and whether the claim started (False also if it was no longer `claimed`)."""
+        active at `now`, its incident's status) and, if the verdict allows, start it, in one
+        transaction: no other claim is judged or started in between, so budgets and busy targets
+        cannot race. Returns the verdict (None: the judge says it must not start at all) and
+        whether the claim started (False also if it was no longer `claimed`)."""
         ...
 
     async def set_claim(

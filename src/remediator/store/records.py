@@ -176,6 +176,7 @@ class TargetHistory:
     target_busy: bool  # another claim on the target is running
     failures: list[float]  # the target's failures since its last success or reset
     approval: Approval | None
+    incident_status: str | None = None  # open, resolved; None if the incident is unknown
 
 
 @dataclass(frozen=True, slots=True)

@@ -322,11 +322,11 @@ class SqliteStore:
         request: Mapping[str, Any],
         now: float,
         since: float,
-        judge: Callable[[TargetHistory, list[MuteRow]], Verdict],
-    ) -> tuple[Verdict, bool]:
-        def op(conn: sqlite3.Connection) -> tuple[Verdict, bool]:
+        judge: Callable[[TargetHistory, list[MuteRow]], Verdict | None],
+    ) -> tuple[Verdict | None, bool]:
+        def op(conn: sqlite3.Connection) -> tuple[Verdict | None, bool]:
             verdict = judge(_target_history(conn, claim, since, 0.0), _active_mutes(conn, now))
-            if verdict.outcome != "allow":
+            if verdict is None or verdict.outcome != "allow":
                 return verdict, False
             return verdict, _start_claim(conn, claim.id, now, request)
 
@@ -879,6 +879,8 @@ def _target_history(
     row = conn.execute(
         f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE claim_id = ?", (claim.id,)
     ).fetchone()
+    status = conn.execute("SELECT status FROM incidents WHERE id = ?", (claim.incident_id,))
+    incident = status.fetchone()
     return TargetHistory(
         last_other_start=last_other,
         started_global=[t for _, t in starts],
@@ -886,6 +888,7 @@ def _target_history(
         target_busy=busy is not None,
         failures=_failures(conn, claim.target, breaker_since),
         approval=None if row is None else _approval(row),
+        incident_status=None if incident is None else incident[0],
     )
 
 
