@@ -135,8 +135,12 @@ class _Writer(threading.Thread):
                 conn.execute("ROLLBACK")
             failure = StoreError(f"commit failed: {e}")
             outcomes = [(job, None, failure) for job in batch]
-        for job in batch:
-            job.loop.call_soon_threadsafe(_settle_all, [o for o in outcomes if o[0] is job])
+        # one wake-up per event loop for the whole batch, not one per job
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Any, BaseException | None]]] = {}
+        for outcome in outcomes:
+            by_loop.setdefault(outcome[0].loop, []).append(outcome)
+        for loop, settled in by_loop.items():
+            loop.call_soon_threadsafe(_settle_all, settled)
 
 
 def _run_in_savepoint(
