@@ -15,6 +15,7 @@ import pytest
 
 from remediator.clock import FakeClock, iso
 from remediator.executor import Turns
+from remediator.store.records import Claim
 from tests.conftest import API_TOKEN, Running, base_config
 from tests.payloads import alert, notification
 from tests.standins import KafkaConnect, Recorder
@@ -521,6 +522,12 @@ async def test_settle_helper_is_not_racing_the_timers(world: World) -> None:
     assert len(world.pager.server.seen) == 1
 
 
+def on(target: str, claim_id: int) -> Claim:
+    """A claim on `target`, as far as Turns looks at it."""
+    return Claim(claim_id, 1, "act", "a", "http", target, "r", "k", {}, None, "running", "", 0, 0.0,
+                 0.0, None)  # fmt: skip
+
+
 async def test_waiters_for_a_busy_target_look_again_one_per_ended_claim_in_order() -> None:
     turns = Turns(poll=60.0)
     woken: list[str] = []
@@ -531,12 +538,15 @@ async def test_waiters_for_a_busy_target_look_again_one_per_ended_claim_in_order
 
     tasks = [asyncio.create_task(waiter(name)) for name in ("a", "b", "c")]
     await asyncio.sleep(0)
-    turns.pass_on("other")
-    turns.pass_on("t")
+    turns.ended(on("other", 1))
+    turns.ended(on("t", 2))
     await asyncio.sleep(0)
     assert woken == ["a"]
-    turns.pass_on("t")
-    turns.pass_on("t")
+    turns.pass_on(on("t", 3))  # handed off before it ended...
+    turns.ended(on("t", 3))  # ...so its end wakes no one more
+    await asyncio.sleep(0)
+    assert woken == ["a", "b"]
+    turns.ended(on("t", 4))
     await asyncio.gather(*tasks)
     assert woken == ["a", "b", "c"]
 
@@ -544,6 +554,6 @@ async def test_waiters_for_a_busy_target_look_again_one_per_ended_claim_in_order
 async def test_a_claim_that_ended_before_the_wait_is_not_missed() -> None:
     turns = Turns(poll=60.0)
     seen = turns.seen("t")  # then the target is found busy, and meanwhile its claim ends
-    turns.pass_on("t")
+    turns.ended(on("t", 1))
     async with asyncio.timeout(1.0):
         await turns.wait("t", seen)
