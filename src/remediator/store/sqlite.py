@@ -290,7 +290,7 @@ class SqliteStore:
         marks = ", ".join("?" for _ in incident_ids)
         sql = (
             f"SELECT DISTINCT incident_id, action FROM claims WHERE incident_id IN ({marks}) "
-            "AND status IN (?, ?, ?)"
+            "AND +status IN (?, ?, ?)"  # + keeps SQLite on these incidents' claims
         )
         params = (*incident_ids, SUCCEEDED, INTERRUPTED, RUNNING)
 
@@ -445,9 +445,9 @@ class SqliteStore:
     async def incident_results(self, incident_id: int) -> dict[str, str]:
         """The output of each action that succeeded for this incident (the last one's, if an
         action ran in several tiers)."""
-        sql = (
+        sql = (  # + keeps SQLite on the incident's claims, not every succeeded claim
             "SELECT c.action, a.output FROM claims c JOIN attempts a ON a.claim_id = c.id "
-            "WHERE c.incident_id = ? AND c.status = ? AND a.ok = 1 ORDER BY a.id"
+            "WHERE c.incident_id = ? AND +c.status = ? AND a.ok = 1 ORDER BY a.id"
         )
         rows = await self._read(lambda conn: conn.execute(sql, (incident_id, SUCCEEDED)).fetchall())
         return {action: output for action, output in rows}
