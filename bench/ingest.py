@@ -6,11 +6,14 @@ a pool of label sets (see workload.py) for a fixed time, to either
 * `remediator serve` on SERVER_CPU: bearer auth, validation, the journal at synchronous=FULL with
   group commit, then the engine (dedupe, rule matching, decisions, claims) and the executor
   sending the actions to the sink; or
-* the bare handler on SERVER_CPU (bench/servers.py `bare`), which parses and answers 200.
+* the bare handler on SERVER_CPU (bench/servers.py `bare`), which parses and answers 200;
+* as a diagnostic without a target, the daemon with its engine unplugged (bench/ack_only.py):
+  auth, validation, the journal commit and the 200, nothing decided: what acknowledging alone
+  costs, to separate it from the decisions and actions that share the core.
 
-Runs alternate bare and full so that drift of the machine hits both. After each full run the
-daemon is given time to decide its backlog, then killed with SIGKILL, and every journal id it
-acknowledged is looked up in the SQLite file.
+Runs alternate bare, ack-only and full so that drift of the machine hits all three. After each
+full run the daemon is given time to decide its backlog, then killed with SIGKILL (the ack-only
+daemon too), and every journal id it acknowledged is looked up in the SQLite file.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.common import (
+    API_TOKEN,
     LOAD_CPU,
     OUT,
+    PYTHON,
     ROOT,
     SERVER_CPU,
     WEBHOOK_TOKEN,
@@ -142,6 +147,23 @@ def run_bare(work: Workdir, pool: Path, alerts: int, seconds: float) -> Run:
     return _summarise("bare", alerts, raw, cpu)
 
 
+def run_ack_only(work: Workdir, sink_port: int, pool: Path, alerts: int, seconds: float) -> Run:
+    """The daemon with its engine unplugged (bench/ack_only.py): what acknowledging costs."""
+    port = free_port()
+    config = work.config(sink_port, BENCH_RULES)
+    argv = [PYTHON, "-m", "bench.ack_only", str(config), str(port)]
+    env = {"BENCH_WEBHOOK_TOKEN": WEBHOOK_TOKEN, "BENCH_API_TOKEN": API_TOKEN}
+    with Proc(pinned(SERVER_CPU, argv), work.path / "ack-only.log", env=env) as proc:
+        wait_ready(proc, port)
+        before = cpu_seconds(proc.pid)
+        raw = wrk(port, pool, alerts, seconds, work.path / "wrk-ack.json")
+        cpu = cpu_seconds(proc.pid) - before
+        proc.stop(signal.SIGKILL)
+    result = _summarise("ack-only", alerts, raw, cpu)
+    result.missing, result.journal_rows, _ = check_journal(work.db, work.path / "wrk-ack.json.ids")
+    return result
+
+
 def run_full(
     work: Workdir,
     sink_port: int,
@@ -238,8 +260,9 @@ def py_spy(pid: int, seconds: float, out: Path, work: Workdir) -> Proc:
     return Proc(pinned(LOAD_CPU, argv), work.path / "py-spy.log").start()
 
 
-def measure(alerts: int, runs: int, seconds: float) -> tuple[list[Run], list[Run]]:
+def measure(alerts: int, runs: int, seconds: float) -> tuple[list[Run], list[Run], list[Run]]:
     bare: list[Run] = []
+    ack: list[Run] = []
     full: list[Run] = []
     with Workdir.make("ingest") as work:
         pool = work.path / f"pool-{alerts}.tsv"
@@ -249,9 +272,11 @@ def measure(alerts: int, runs: int, seconds: float) -> tuple[list[Run], list[Run
             wait_ready(sink, sink_port)
             for i in range(runs):
                 bare.append(run_bare(work, pool, alerts, seconds))
+                with Workdir.make(f"ingest-ack-{alerts}-{i}") as run_dir:
+                    ack.append(run_ack_only(run_dir, sink_port, pool, alerts, seconds))
                 with Workdir.make(f"ingest-full-{alerts}-{i}") as run_dir:
                     full.append(run_full(run_dir, sink_port, pool, alerts, seconds))
-    return bare, full
+    return bare, ack, full
 
 
 def profile(alerts: int, seconds: float, drain_seconds: float = 0.0) -> tuple[Path, Path | None]:
@@ -289,13 +314,13 @@ def run(quick: bool = False) -> Section:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for alerts in (1, 50):
-        bare, full = measure(alerts, runs, seconds)
-        for i, (b, f) in enumerate(zip(bare, full, strict=True)):
-            for r in (b, f):
+        bare, ack, full = measure(alerts, runs, seconds)
+        for i, (b, a, f) in enumerate(zip(bare, ack, full, strict=True)):
+            for r in (b, a, f):
                 table.append(
                     f"| {alerts} | {i + 1} | {r.kind} | {r.rate:,.0f} | {r.rate * alerts:,.0f} "
                     f"| {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.max_ms:.1f} | {r.cpu_us:,.0f} | "
-                    f"{r.other or 0} | {r.missing if r.kind == 'full' else '-'} | "
+                    f"{r.other or 0} | {r.missing if r.kind != 'bare' else '-'} | "
                     + (
                         f"{r.decided_rate:,.0f} | {r.undecided_at_end:,.0f} | {r.drain_rate:,.0f} |"
                         if r.kind == "full"
@@ -303,6 +328,7 @@ def run(quick: bool = False) -> Section:
                     )
                 )
         section.figures += figures(alerts, bare, full)
+        section.figures += ack_figures(alerts, bare, ack)
         counts = full[-1].counts
         section.notes.append(
             f"{alerts}-alert payloads, last full run: {full[-1].ok:,} acknowledged, "
@@ -311,12 +337,50 @@ def run(quick: bool = False) -> Section:
         )
     section.details.append("\n".join(table))
     section.notes.append(
-        f"{runs} runs of {seconds:g} s per server and payload size, alternating bare and full; "
+        f"{runs} runs of {seconds:g} s per server and payload size, alternating bare, ack-only "
+        "and full; "
         "figures are medians. Latency is wrk's (closed loop: with 32 connections, "
         "mean latency = 32 / throughput)."
     )
     section.seconds = time.monotonic() - started
     return section
+
+
+def ack_figures(alerts: int, bare: list[Run], ack: list[Run]) -> list[Figure]:
+    """Diagnostic, no target: the daemon with its engine unplugged (bench/ack_only.py)."""
+    rate_b, rate_a = median([r.rate for r in bare]), median([r.rate for r in ack])
+    missing = sum(r.missing for r in ack)
+    return [
+        Figure(
+            f"ingest {alerts}-alert, ack path only: notifications/s",
+            rate_a,
+            "/s",
+            "- (diagnostic)",
+            None,
+            rate_b,
+            "bare aiohttp",
+            [r.rate for r in ack],
+        ),
+        Figure(
+            f"ingest {alerts}-alert, ack path only: ack p99",
+            median([r.p99_ms for r in ack]),
+            "ms",
+            "- (diagnostic)",
+            None,
+            median([r.p99_ms for r in bare]),
+            "bare aiohttp",
+            [r.p99_ms for r in ack],
+        ),
+        Figure(
+            f"ingest {alerts}-alert, ack path only: acked but missing",
+            float(missing),
+            "",
+            "0",
+            missing == 0,
+            float(sum(r.ok for r in ack)),
+            "acknowledged (all runs)",
+        ),
+    ]
 
 
 def figures(alerts: int, bare: list[Run], full: list[Run]) -> list[Figure]:
