@@ -583,14 +583,19 @@ class World:
             )
 
     def check_budgets(self, started: list[ClaimRow], starts: dict[str, tuple[int, float]]) -> None:
-        """(b) never more claims starting within an hour than a budget allows."""
+        """(b) a remediation never starts once a budget's window holds `max` starts. Undos
+        (on_resolved) are exempt, so that a budget never leaves a service paused, but they
+        count in the window like any other start."""
         scopes = [("all actions", GLOBAL_BUDGET, started)]
         scopes += [(a, n, [c for c in started if c.action == a]) for a, n in ACTION_BUDGETS.items()]
         for scope, most, claims in scopes:
-            times = sorted(starts[c.key][1] for c in claims)
-            for i, t in enumerate(times):
-                within = [s for s in times[: i + 1] if t - s < HOUR]
-                assert len(within) <= most, f"{len(within)} starts of {scope} within an hour"
+            ordered = sorted(claims, key=lambda c: starts[c.key])
+            for i, claim in enumerate(ordered):
+                if claim.step == "on_resolved":
+                    continue
+                t = starts[claim.key][1]
+                before = [c for c in ordered[:i] if t - starts[c.key][1] < HOUR]
+                assert len(before) < most, f"{len(before) + 1} starts of {scope} within an hour"
 
     def check_cooldowns(
         self, started: list[ClaimRow], starts: dict[str, tuple[int, float]]
@@ -604,8 +609,8 @@ class World:
                 later.target,
             ):
                 continue
-            if first.incident_id == later.incident_id:
-                continue
+            if first.incident_id == later.incident_id or later.step == "on_resolved":
+                continue  # an undo is exempt from cooldowns
             gap = starts[later.key][1] - starts[first.key][1]
             assert gap >= COOLDOWN[first.rule], f"{later} acted {gap}s after {first}"
 
@@ -778,7 +783,7 @@ TAMPERS = {
     "killswitch": "kill switch on",
     "mute": "inside \\[ModelMute",
     "window": "inside the window",
-    "budget": "5 starts of all actions within an hour",
+    "budget": "6 starts of all actions within an hour",
     "action-budget": "3 starts of pause within an hour",
     "cooldown": "acted 1.0s after",
     "resolved": "its incident resolved",
@@ -822,10 +827,11 @@ def corrupt(world: World, tamper: str) -> None:
         world.mutes.append(ModelMute(99, None, "svc", "a", 0, T0 + 60.0))
     elif tamper == "window":
         moved(restart_b, WINDOW[0])
-    elif tamper == "budget":  # the resume of a as well, within the busy hour
-        moved(resume, rollback.at + 1)
-    elif tamper == "action-budget":  # a third pause within the hour; the restart never ran
+    elif tamper == "budget":  # a fifth remediation within the busy hour (undos are exempt)
+        moved(pause2, rollback.at + 1)
+    elif tamper == "action-budget":  # a third pause within the hour; the global budget holds
         world.ops.hits.remove(restart_b)
+        world.svc.hits.remove(rollback)
         moved(pause2, pause_b.at + 1)
     elif tamper == "cooldown":  # the second incident of a acts right after the first's resume
         moved(pause2, resume.at + 1)
