@@ -8,8 +8,9 @@ for, a dry run, a rejected webhook, Slack messages sent), every panel's query is
 Prometheus with the template variables substituted as Grafana would, and must run without error;
 the key panels must show that activity. Meta-tests, on what a daemon exports on /metrics as it
 starts (every series exists from the start): every metric family is on a panel or listed in
-DELIBERATELY_ABSENT with its reason, and every metric a panel names is one the daemon exports. Grafana itself is not run here (it is not packaged in Debian): its JSON model
-and provisioning files are checked for what Grafana needs from them.
+DELIBERATELY_ABSENT with its reason, and every metric a panel names is one the daemon exports.
+Grafana itself is not run here (it is not packaged in Debian): its JSON model and provisioning
+files are checked for what Grafana needs from them.
 """
 
 from __future__ import annotations
@@ -210,11 +211,6 @@ rule_files: [rules.yaml]
     return main
 
 
-@dataclass
-class Observed:
-    prometheus: str
-
-
 async def eventually(what: str, check: Any, timeout: float = 30.0) -> Any:
     deadline = time.monotonic() + timeout
     while not (found := await check()):
@@ -252,7 +248,8 @@ async def activity(client: httpx.AsyncClient, daemon: Daemon) -> None:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def observed(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Observed]:
+async def observed(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """The URL of a Prometheus that scraped the daemon before and after its activity."""
     directory = tmp_path_factory.mktemp("dashboard")
     connect = KafkaConnect({"sink": Connector("FAILED", ["FAILED"]), "source": Connector()})
     slack = SlackAPI()
@@ -271,27 +268,25 @@ async def observed(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ob
             prometheus(directory / "prometheus", config) as prom,
             httpx.AsyncClient(timeout=10) as client,
         ):
-            await scraped(client, prom, "up", 1)  # a sample from before the activity
+            await scraped(client, prom, f'up{{job="{JOB}"}}')  # a sample from before the activity
             await activity(client, daemon)
-            passed = 'remediator_verifications_total{outcome="passed"}'
-            await scraped(client, prom, passed, 1)  # and one from after it
-            yield Observed(prom)
+            passed = f'remediator_verifications_total{{job="{JOB}", outcome="passed"}}'
+            await scraped(client, prom, passed)  # and one from after it
+            yield prom
     finally:
         await daemon.stop()
         await slack.stop()
         await connect.server.stop()
 
 
-async def scraped(client: httpx.AsyncClient, prom: str, selector: str, value: float) -> None:
-    """Until Prometheus holds a sample of `selector` (in the remediator job) equal to `value`."""
-    expr = re.sub(r"^(\w+)(\{?)", lambda m: f'{m[1]}{{job="{JOB}"' + (", " if m[2] else "}"),
-                  selector)  # fmt: skip
+async def scraped(client: httpx.AsyncClient, prom: str, selector: str) -> None:
+    """Until Prometheus holds a sample of `selector` equal to 1."""
 
     async def check() -> bool:
-        result = (await instant(client, prom, expr))["data"]["result"]
-        return any(float(r["value"][1]) == value for r in result)
+        result = (await instant(client, prom, selector))["data"]["result"]
+        return any(float(r["value"][1]) == 1 for r in result)
 
-    await eventually(f"Prometheus to scrape {expr} == {value:g}", check)
+    await eventually(f"Prometheus to scrape {selector} == 1", check)
 
 
 # -- the dashboard's JSON model and provisioning ------------------------------------------------
@@ -410,13 +405,13 @@ def test_metric_names_are_read_from_expressions(expr: str, names: set[str]) -> N
 
 @pytest.mark.e2e
 @pytest.mark.asyncio(loop_scope="module")
-async def test_every_panel_query_runs_in_prometheus(observed: Observed) -> None:
+async def test_every_panel_query_runs_in_prometheus(observed: str) -> None:
     """Range queries as a time-series panel sends them, instant ones as stat and bar panels do;
     any error (parse, type, unknown function) fails, naming the panel."""
     variables = grafana_variables()
     now = time.time()
     errors = []
-    async with httpx.AsyncClient(base_url=observed.prometheus, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=observed, timeout=10) as client:
         for q in QUERIES:
             expr = interpolate(q.expr, variables)
             if q.instant:
@@ -431,13 +426,13 @@ async def test_every_panel_query_runs_in_prometheus(observed: Observed) -> None:
     assert len(QUERIES) > 30
 
 
-async def panel_results(observed: Observed, title: str) -> list[tuple[dict[str, str], float]]:
+async def panel_results(observed: str, title: str) -> list[tuple[dict[str, str], float]]:
     """Every series each query of the panel returns now: (labels, value)."""
     variables = grafana_variables()
     found = []
     async with httpx.AsyncClient(timeout=10) as client:
         for q in (q for q in QUERIES if q.panel == title):
-            body = await instant(client, observed.prometheus, interpolate(q.expr, variables))
+            body = await instant(client, observed, interpolate(q.expr, variables))
             assert body["status"] == "success", body
             found += [(r["metric"], float(r["value"][1])) for r in body["data"]["result"]]
     return found
@@ -451,7 +446,7 @@ def value_of(results: list[tuple[dict[str, str], float]], **labels: str) -> floa
 
 @pytest.mark.e2e
 @pytest.mark.asyncio(loop_scope="module")
-async def test_the_key_panels_show_what_the_daemon_did(observed: Observed) -> None:
+async def test_the_key_panels_show_what_the_daemon_did(observed: str) -> None:
     async def show(title: str) -> list[tuple[dict[str, str], float]]:
         return await panel_results(observed, title)
 
@@ -496,10 +491,10 @@ async def assert_webhook_and_slack_panels(show: Any) -> None:
 
 @pytest.mark.e2e
 @pytest.mark.asyncio(loop_scope="module")
-async def test_the_template_variables_resolve(observed: Observed) -> None:
+async def test_the_template_variables_resolve(observed: str) -> None:
     """label_values(metric, label), as Grafana's Prometheus data source asks it: the series API."""
     variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
-    async with httpx.AsyncClient(base_url=observed.prometheus, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=observed, timeout=10) as client:
         for name in ("job", "instance"):
             m = re.fullmatch(r"label_values\((.+), (\w+)\)", variables[name]["query"])
             assert m is not None, variables[name]["query"]
