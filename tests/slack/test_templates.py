@@ -88,3 +88,19 @@ def test_overrides_from_a_directory_and_inline(tmp_path: Path) -> None:
                                             ("{{ a", False)])
 def test_check_template(source: str, ok: bool) -> None:
     assert (check_template(source) is None) is ok
+
+
+@pytest.mark.parametrize(
+    ("outcome", "headline"),
+    [
+        ("verified", ":heavy_check_mark: *VERIFIED: restart*"),
+        ("verification failed", ":x: *NOT VERIFIED: restart*"),
+    ],
+)
+def test_the_verification_headline_is_a_line_of_its_own(outcome: str, headline: str) -> None:
+    """trim_blocks eats the newline after a block tag: the detail once ran into the headline."""
+    text = Templates().render(
+        "verification",
+        {"event": {"outcome": outcome}, "action": {"name": "restart", "detail": "is RUNNING"}},
+    )
+    assert text.splitlines() == [headline, "is RUNNING"]
