@@ -140,8 +140,7 @@ def slack_config(api: SlackAPI, extra: str = "") -> str:
         f"  base_url: {api.base_url}\n"
         "  channel: '#alerts'\n"
         "  page_group: S0PAGE\n"
-        "  retry: {initial: 50ms, max: 200ms}\n"
-        + textwrap.indent(textwrap.dedent(extra), "  ")
+        "  retry: {initial: 50ms, max: 200ms}\n" + textwrap.indent(textwrap.dedent(extra), "  ")
     )
 
 
