@@ -9,12 +9,20 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import settings
 
 from remediator.clock import FakeClock
 from remediator.config import Config, load_config
 from remediator.server import Daemon
+from tests.binaries import in_ci
 from tests.slack_standin import SECRET, TOKEN, SlackAPI
 from tests.standins import Connector, KafkaConnect, Recorder
+
+# In CI, property tests draw the same examples every run: a red build is reproducible and never
+# the luck of a seed. Locally they explore, and remember what failed.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if in_ci():
+    settings.load_profile("ci")
 
 WEBHOOK_TOKEN = "test-webhook-token"
 API_TOKEN = "test-api-token"
@@ -140,8 +148,7 @@ def slack_config(api: SlackAPI, extra: str = "") -> str:
         f"  base_url: {api.base_url}\n"
         "  channel: '#alerts'\n"
         "  page_group: S0PAGE\n"
-        "  retry: {initial: 50ms, max: 200ms}\n"
-        + textwrap.indent(textwrap.dedent(extra), "  ")
+        "  retry: {initial: 50ms, max: 200ms}\n" + textwrap.indent(textwrap.dedent(extra), "  ")
     )
 
 

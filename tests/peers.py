@@ -57,7 +57,8 @@ async def _serving(workdir: Path, name: str, argv: list[str], port: int) -> Asyn
 
 @asynccontextmanager
 async def prometheus(workdir: Path, config: str = "") -> AsyncIterator[str]:
-    """Run Prometheus with `config` (YAML; default: no scrape targets); yield its base URL."""
+    """Run Prometheus with `config` (YAML; default: no scrape targets); yield its base URL.
+    Files the config names relative to itself (rule_files) go in `workdir`."""
     binary = require_binary("prometheus")
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "prometheus.yml").write_text(
@@ -82,12 +83,15 @@ receivers: [{name: blackhole}]
 
 
 @asynccontextmanager
-async def alertmanager(workdir: Path, config: str = ALERTMANAGER_CONFIG) -> AsyncIterator[str]:
-    """Run Alertmanager alone (clustering off) with `config`; yield its base URL."""
+async def alertmanager(
+    workdir: Path, config: str = ALERTMANAGER_CONFIG, port: int | None = None
+) -> AsyncIterator[str]:
+    """Run Alertmanager alone (clustering off) with `config` on `port` (default: a free one);
+    yield its base URL. Pass a port chosen beforehand when a peer's config must name it first."""
     binary = require_binary("prometheus-alertmanager", "alertmanager")
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "alertmanager.yml").write_text(textwrap.dedent(config))
-    port = free_port()
+    port = port or free_port()
     argv = [
         binary,
         f"--config.file={workdir / 'alertmanager.yml'}",

@@ -40,8 +40,9 @@ class Message:
 
 
 class SlackAPI:
-    def __init__(self, channels: dict[str, str] | None = None,
-                 usergroups: dict[str, list[str]] | None = None) -> None:
+    def __init__(
+        self, channels: dict[str, str] | None = None, usergroups: dict[str, list[str]] | None = None
+    ) -> None:
         self.channels = channels or {"#alerts": "C0ALERTS", "#cdc": "C0CDC"}
         self.usergroups = usergroups or {}
         self.messages: list[Message] = []  # posts, in the order Slack accepted them
@@ -87,18 +88,25 @@ class SlackAPI:
         if self.failures > 0:
             self.failures -= 1
             self.calls.append((method, 500))
-            return web.Response(status=500, text="<html>upstream error</html>",
-                                content_type="text/html")
+            return web.Response(
+                status=500, text="<html>upstream error</html>", content_type="text/html"
+            )
         if self.rate_limit is not None and not self._allow():
             self.calls.append((method, 429))
-            return web.json_response({"ok": False, "error": "ratelimited"}, status=429,
-                                     headers={"Retry-After": str(self.retry_after)})
+            return web.json_response(
+                {"ok": False, "error": "ratelimited"},
+                status=429,
+                headers={"Retry-After": str(self.retry_after)},
+            )
         self.calls.append((method, 200))
         if request.headers.get("Authorization") != f"Bearer {TOKEN}":
             return _error("invalid_auth" if "Authorization" in request.headers else "not_authed")
         args = await _arguments(request)
-        handler = {"chat.postMessage": self.post, "chat.update": self.update,
-                   "usergroups.users.list": self.group}.get(method)
+        handler = {
+            "chat.postMessage": self.post,
+            "chat.update": self.update,
+            "usergroups.users.list": self.group,
+        }.get(method)
         if handler is None:
             return _error("unknown_method")
         return handler(args)
@@ -114,19 +122,43 @@ class SlackAPI:
             return _error("thread_not_found")
         self._ts += 1
         ts = f"{int(time.time())}.{self._ts:06d}"
-        self.messages.append(Message(channel, ts, args.get("text", ""),
-                                     _json(args.get("blocks")), _json(args.get("attachments")),
-                                     thread))
-        return web.json_response({"ok": True, "channel": channel, "ts": ts,
-                                  "message": {"text": args.get("text", ""), "ts": ts}})
+        self.messages.append(
+            Message(
+                channel,
+                ts,
+                args.get("text", ""),
+                _json(args.get("blocks")),
+                _json(args.get("attachments")),
+                thread,
+            )
+        )
+        return web.json_response(
+            {
+                "ok": True,
+                "channel": channel,
+                "ts": ts,
+                "message": {"text": args.get("text", ""), "ts": ts},
+            }
+        )
 
     def update(self, args: dict[str, Any]) -> web.Response:
-        found = next((m for m in self.messages if m.channel == args.get("channel")
-                      and m.ts == args.get("ts")), None)
+        found = next(
+            (
+                m
+                for m in self.messages
+                if m.channel == args.get("channel") and m.ts == args.get("ts")
+            ),
+            None,
+        )
         if found is None:
             return _error("message_not_found")
-        found.updates.append({"text": args.get("text", ""), "blocks": _json(args.get("blocks")),
-                              "attachments": _json(args.get("attachments"))})
+        found.updates.append(
+            {
+                "text": args.get("text", ""),
+                "blocks": _json(args.get("blocks")),
+                "attachments": _json(args.get("attachments")),
+            }
+        )
         return web.json_response({"ok": True, "channel": found.channel, "ts": found.ts})
 
     def group(self, args: dict[str, Any]) -> web.Response:
@@ -192,34 +224,62 @@ def _error(error: str) -> web.Response:
 # -- signing, exactly as Slack signs ---------------------------------------------------------
 
 
-def signed(body: bytes, timestamp: int | str | None = None,
-           secret: str = SECRET) -> dict[str, str]:
+def signed(body: bytes, timestamp: int | str | None = None, secret: str = SECRET) -> dict[str, str]:
     """The headers Slack sends: v0 HMAC-SHA256 over `v0:{timestamp}:{raw body}`."""
     ts = str(int(time.time()) if timestamp is None else timestamp)
     digest = hmac.new(secret.encode(), f"v0:{ts}:".encode() + body, hashlib.sha256).hexdigest()
-    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}",
-            "Content-Type": "application/x-www-form-urlencoded"}
+    return {
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": f"v0={digest}",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
 
 
-def command(text: str, user: str = "U0ADMIN", response_url: str = "",
-            command_name: str = "/remediate") -> bytes:
+def command(
+    text: str, user: str = "U0ADMIN", response_url: str = "", command_name: str = "/remediate"
+) -> bytes:
     """A slash command's form body, with the fields Slack sends."""
-    return urlencode({
-        "token": "deprecated", "team_id": "T0TEAM", "team_domain": "example",
-        "channel_id": "C0ALERTS", "channel_name": "alerts", "user_id": user,
-        "user_name": user.lower(), "command": command_name, "text": text,
-        "api_app_id": "A0APP", "response_url": response_url, "trigger_id": "1.2.3",
-    }).encode()
+    return urlencode(
+        {
+            "token": "deprecated",
+            "team_id": "T0TEAM",
+            "team_domain": "example",
+            "channel_id": "C0ALERTS",
+            "channel_name": "alerts",
+            "user_id": user,
+            "user_name": user.lower(),
+            "command": command_name,
+            "text": text,
+            "api_app_id": "A0APP",
+            "response_url": response_url,
+            "trigger_id": "1.2.3",
+        }
+    ).encode()
 
 
-def click(action_id: str, value: str, user: str = "U0ADMIN", response_url: str = "",
-          message_ts: str = "1.000001") -> bytes:
+def click(
+    action_id: str,
+    value: str,
+    user: str = "U0ADMIN",
+    response_url: str = "",
+    message_ts: str = "1.000001",
+) -> bytes:
     """A block_actions interaction's form body."""
     payload = {
-        "type": "block_actions", "user": {"id": user, "username": user.lower()},
-        "team": {"id": "T0TEAM"}, "api_app_id": "A0APP", "response_url": response_url,
+        "type": "block_actions",
+        "user": {"id": user, "username": user.lower()},
+        "team": {"id": "T0TEAM"},
+        "api_app_id": "A0APP",
+        "response_url": response_url,
         "container": {"type": "message", "message_ts": message_ts, "channel_id": "C0ALERTS"},
-        "actions": [{"action_id": action_id, "block_id": f"approval:{value}", "value": value,
-                     "type": "button", "action_ts": "1.2"}],
+        "actions": [
+            {
+                "action_id": action_id,
+                "block_id": f"approval:{value}",
+                "value": value,
+                "type": "button",
+                "action_ts": "1.2",
+            }
+        ],
     }
     return urlencode({"payload": json.dumps(payload)}).encode()

@@ -94,7 +94,11 @@ class KafkaConnect:
     """Connector state, the status/pause/resume/restart endpoints, and Connect's error bodies.
 
     `restart_outcome` sets what a restart leaves behind (RUNNING by default); `conflict` makes the
-    next N calls answer 409 as Connect does during a rebalance; `hang` makes calls never answer."""
+    next N calls answer 409 as Connect does during a rebalance; `hang` makes calls never answer.
+
+    GET /metrics is what the CDC runbook's exporter shows Prometheus: `connector_state` per
+    connector, 1 while RUNNING and 0 otherwise (alerting/prometheus/rules/cdc.yml's ConnectorDown
+    reads it). It is not part of Connect's REST API; the failure knobs above do not touch it."""
 
     def __init__(self, connectors: dict[str, Connector] | None = None) -> None:
         self.connectors = connectors if connectors is not None else {}
@@ -110,6 +114,7 @@ class KafkaConnect:
         app.router.add_put("/connectors/{name}/resume", self.resume)
         app.router.add_post("/connectors/{name}/restart", self.restart)
         app.router.add_post("/connectors/{name}/tasks/{task}/restart", self.restart_task)
+        app.router.add_get("/metrics", self.metrics)
         self.server = StandIn(app)
 
     def status_body(self, name: str) -> dict[str, Any]:
@@ -141,6 +146,18 @@ class KafkaConnect:
 
     async def list(self, request: web.Request) -> web.Response:
         return web.json_response(sorted(self.connectors))
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        lines = [
+            "# HELP connector_state 1 while the connector is RUNNING, 0 otherwise.",
+            "# TYPE connector_state gauge",
+        ]
+        for name, connector in sorted(self.connectors.items()):
+            value = 1 if connector.state == "RUNNING" else 0
+            lines.append(f'connector_state{{connector="{_label_value(name)}"}} {value}')
+        return web.Response(
+            text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8"
+        )
 
     async def status(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -193,6 +210,11 @@ class KafkaConnect:
             return _connect_error(404, f"Task {name}-{task} not found")
         c.tasks[task] = self.restart_outcome
         return web.Response(status=204)
+
+
+def _label_value(value: str) -> str:
+    """Escaped as the Prometheus text format wants a label value."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _connect_error(status: int, message: str) -> web.Response:

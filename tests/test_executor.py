@@ -372,6 +372,42 @@ async def test_an_action_waiting_for_its_target_is_skipped_if_its_incident_resol
     assert len(world.flags.server.seen) == 1
 
 
+async def test_an_undo_is_not_held_to_budgets(
+    write_config: Callable[..., Path],
+    start_daemon: StartDaemon,
+    recorder: Callable[..., Awaitable[Recorder]],
+) -> None:
+    """The global budget is spent by the pauses; the resumes still run: a budget caps
+    remediation and must never leave a service paused."""
+    target = await recorder()
+    rules = """
+    actions:
+      pause: {kind: http, target: t, method: PUT, path: /pause, retries: 0}
+      resume: {kind: http, target: t, method: PUT, path: /resume, retries: 0}
+    rules:
+      - name: r
+        match: '{alertname="X"}'
+        incident_key: [alertname, n]
+        tiers: [{actions: [pause]}]
+        on_resolved: [{action: resume, if_ran: [pause]}]
+    """
+    config = write_config(
+        base_config(
+            {"t": target.server.url},
+            "rule_files: [r.yaml]\nguardrails: {budget: {max: 2, per: 1h}}\n",
+        ),
+        r=rules,
+    )
+    running = await start_daemon(config, FakeClock(T0))
+    for n in ("1", "2"):
+        await running.post_alerts(notification(alert("X", n=n)))
+        await running.settle()
+    for n in ("1", "2"):
+        await running.post_alerts(notification(alert("X", "resolved", n=n)))
+        await running.settle()
+    assert [s.path for s in target.server.seen] == ["/pause", "/pause", "/resume", "/resume"]
+
+
 async def test_one_action_at_a_time_per_target(world: World) -> None:
     world.pager.delay = 0.3
     running = world.running

@@ -33,6 +33,7 @@ from remediator.errors import RenderError
 from remediator.guardrails import Ask, Facts, Mute, Policy, Verdict
 from remediator.matchers import parse_matchers
 from remediator.metrics import Metrics
+from remediator.rules import RuleIndex
 from remediator.store.records import (
     CLAIMED,
     DRY_RUN,
@@ -130,6 +131,7 @@ class Executor:
         self.store = store
         self.config = config
         self.actions: Mapping[str, Action] = config.actions
+        self.index = RuleIndex(config.rules)
         self.notifier = notifier
         self.metrics = metrics
         self.clock = clock
@@ -302,16 +304,19 @@ class Executor:
         return judge
 
     def policy(self, claim: Claim) -> Policy:
-        rule = next((r for r in self.config.rules if r.name == claim.rule), None)
+        """What config says about this claim. An undo (on_resolved) is not held to cooldowns or
+        budgets: they cap remediation, and must never leave a service paused."""
+        rule = self.index.get(claim.rule)
         tier = None if rule is None else next((t for t in rule.tiers if t.name == claim.step), None)
         own = self.config.policy(claim.action)
         g = self.config.guardrails
+        undo = claim.step == RESOLVED_STEP
         return Policy(
             dry_run=g.dry_run or (rule is not None and rule.dry_run),
-            cooldown=None if rule is None else rule.cooldown,
+            cooldown=None if rule is None or undo else rule.cooldown,
             during_maintenance="drop" if rule and rule.during_maintenance == "drop" else "hold",
-            global_budget=g.budget,
-            action_budget=own.budget,
+            global_budget=None if undo else g.budget,
+            action_budget=None if undo else own.budget,
             breaker=self.config.breaker(claim.target),
             approval_required=own.destructive or (tier is not None and tier.approval),
         )

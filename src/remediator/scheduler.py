@@ -42,6 +42,7 @@ class Timers:
         self._lock = asyncio.Lock()
         self._arming: asyncio.Task[None] | None = None
         self._rearm = False
+        self._waking = False
 
     def start(self) -> None:
         self._scheduler = AsyncIOScheduler(timezone=UTC)
@@ -76,6 +77,8 @@ class Timers:
                 log.exception("cannot arm the timers; retrying at the next change")
 
     async def arm(self) -> None:
+        if self._waking:
+            return  # the running wake re-arms when it ends
         due = await self.next_due()
         if self._scheduler is None:
             return
@@ -96,9 +99,11 @@ class Timers:
         )
 
     async def _wake(self) -> None:
+        self._waking = True
         try:
             await self.run_due()
         finally:
+            self._waking = False
             self.poke()
 
     async def run_due(self) -> None:

@@ -25,6 +25,9 @@ from typing import Any
 import pytest
 import yaml
 
+from remediator.actions.kubernetes import RESOURCES
+from tests.standins import KubeApi
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "remediator"
 TEMPLATES = CHART / "templates"
@@ -266,6 +269,11 @@ def test_the_schema_accepts_the_shipped_values(profile: str) -> None:
         ({"serviceMonitor": {"interval": "soon"}}, "serviceMonitor.interval"),
         ({"podDisruptionBudget": {"minAvailable": "half"}}, "minAvailable"),
         ({"grafanaDashboard": {"labels": {"grafana_dashboard": 1}}}, "grafana_dashboard"),
+        ({"rbac": {"create": "yes"}}, "rbac.create: expected boolean"),
+        ({"rbac": {"namespaces": ["Ingestion_Workers"]}}, "rbac.namespaces[0]"),
+        ({"rbac": {"namespace": ["ingestion"]}}, "rbac.namespace: unknown key"),
+        ({"rbac": {"resourceNames": ["parse-worker", "parse-worker"]}}, "not unique"),
+        ({"serviceAccount": {"automountToken": "true"}}, "automountToken: expected boolean"),
     ],
 )
 def test_the_schema_rejects_mistakes(change: dict[str, Any], complaint: str) -> None:
@@ -427,7 +435,6 @@ def test_the_deployment_probes_and_mounts_what_remediator_needs() -> None:
         "readOnly: true",
         "path: secrets/{{ . }}",
         "path: rules/{{ $name }}",
-        "automountServiceAccountToken: false",
     ):
         assert needle in text, needle
 
@@ -459,3 +466,75 @@ def test_the_readme_says_what_is_untested() -> None:
     text = (CHART / "README.md").read_text(encoding="utf-8")
     for needle in ("helm lint", "helm template", "docker build"):
         assert needle in text, needle
+
+
+# -- RBAC for the kubernetes actions ------------------------------------------------------------
+
+
+def role_rules() -> list[dict[str, Any]]:
+    """The Role's rules in templates/rbac.yaml, template lines left out (the rules themselves are
+    plain YAML; only the optional resourceNames are templated)."""
+    text = templates()["rbac.yaml"]
+    block = text.split("\nrules:\n", 1)[1].split("\n---", 1)[0]
+    plain = [line for line in block.splitlines() if "{{" not in line]
+    rules: list[dict[str, Any]] = yaml.safe_load("\n".join(plain))
+    return rules
+
+
+def test_the_role_grants_exactly_what_the_kubernetes_kind_calls() -> None:
+    """The kind GETs and PATCHes a Deployment or StatefulSet and its /scale (KubeApi, the API
+    server stand-in its tests run against, serves exactly those routes)."""
+    verbs = {"GET": "get", "PATCH": "patch"}
+    called = set()
+    for route in KubeApi().server.app.router.routes():
+        if route.method not in verbs:
+            continue
+        path = route.resource.canonical if route.resource is not None else ""
+        scale = "/scale" if path.endswith("/scale") else ""
+        called |= {(verbs[route.method], f"{r}{scale}") for r in RESOURCES.values()}
+    granted = {
+        (verb, resource)
+        for rule in role_rules()
+        for verb in rule["verbs"]
+        for resource in rule["resources"]
+    }
+    assert granted == called
+    assert all(rule["apiGroups"] == ["apps"] for rule in role_rules())
+
+
+def test_rbac_binds_the_role_to_remediators_service_account_in_each_namespace() -> None:
+    text = templates()["rbac.yaml"]
+    assert "{{- if .Values.rbac.create }}" in text
+    assert "{{- range $namespace := .Values.rbac.namespaces }}" in text
+    assert text.count("namespace: {{ $namespace }}") == 2  # the Role and its RoleBinding
+    assert 'name: {{ include "remediator.serviceAccountName" $ }}' in text
+    assert "namespace: {{ $.Release.Namespace }}" in text
+    assert text.count("{{- with $.Values.rbac.resourceNames }}") == 2
+    helpers = templates()["_helpers.tpl"]
+    assert "never the namespace's default" in helpers  # refuses to bind the default account
+
+
+def test_the_token_is_mounted_with_rbac_or_when_asked_and_not_by_default() -> None:
+    mounted = "{{ or .Values.rbac.create .Values.serviceAccount.automountToken }}"
+    assert f"automountServiceAccountToken: {mounted}" in templates()["deployment.yaml"]
+    assert DEFAULTS["rbac"]["create"] is False
+    assert DEFAULTS["serviceAccount"]["automountToken"] is False
+    assert "automountServiceAccountToken: false" in templates()["serviceaccount.yaml"]
+
+
+def test_rbac_covers_the_namespaces_the_default_rules_act_in() -> None:
+    """Every in-cluster kubernetes action of the default rule files acts in rbac.namespaces."""
+    config = DEFAULTS["config"]
+    in_cluster = {
+        name
+        for name, target in config["targets"].items()
+        if (target.get("kubernetes") or {}).get("in_cluster")
+    }
+    acted_in = set()
+    for rules in DEFAULTS["rules"].values():
+        pack = yaml.safe_load(rules) if isinstance(rules, str) else rules
+        for action in (pack.get("actions") or {}).values():
+            if action["kind"] == "kubernetes" and action["cluster"] in in_cluster:
+                acted_in.add(action["workload"]["namespace"])
+    assert acted_in, "the default rules no longer act on this cluster: revisit rbac"
+    assert acted_in <= set(DEFAULTS["rbac"]["namespaces"])

@@ -50,15 +50,26 @@ async def target(recorder: Callable[..., Awaitable[Recorder]]) -> Recorder:
 
 @pytest.fixture
 def config(write_config: Callable[..., Path], slack_api: SlackAPI, target: Recorder) -> Path:
-    return write_config(base_config({"t": target.server.url}, "rule_files: [rules.yaml]\n"
-                                    + slack_config(slack_api)), rules=RULES)
+    return write_config(
+        base_config(
+            {"t": target.server.url}, "rule_files: [rules.yaml]\n" + slack_config(slack_api)
+        ),
+        rules=RULES,
+    )
 
 
-def rate(value: str, status: str = "firing", service: str = "ingestion",
-         severity: str = "P1") -> dict[str, Any]:
-    return notification(alert("IngestionHighErrorRate", status, service=service,
-                               severity=severity,
-                               annotations={"error_rate": value, "summary": "Ingestion errors"}))
+def rate(
+    value: str, status: str = "firing", service: str = "ingestion", severity: str = "P1"
+) -> dict[str, Any]:
+    return notification(
+        alert(
+            "IngestionHighErrorRate",
+            status,
+            service=service,
+            severity=severity,
+            annotations={"error_rate": value, "summary": "Ingestion errors"},
+        )
+    )
 
 
 async def delivered(running: Running, timeout: float = 10.0) -> None:
@@ -83,7 +94,9 @@ def color(message: Message) -> str:
 
 
 async def test_one_thread_per_incident_with_the_parent_updated_in_place(
-    config: Path, start_daemon: StartDaemon, slack_api: SlackAPI,
+    config: Path,
+    start_daemon: StartDaemon,
+    slack_api: SlackAPI,
 ) -> None:
     running = await start_daemon(config)
     await running.post_alerts(rate("0.12"))
@@ -92,8 +105,10 @@ async def test_one_thread_per_incident_with_the_parent_updated_in_place(
     assert parent.channel == "C0ALERTS"
     assert parent.text.startswith("🚨 INCIDENT: P1 - Ingestion errors")
     blocks = parent.attachments[0]["blocks"]
-    assert blocks[0] == {"type": "header", "text": {"type": "plain_text",
-                                                     "text": "🚨 INCIDENT: P1 - Ingestion errors"}}
+    assert blocks[0] == {
+        "type": "header",
+        "text": {"type": "plain_text", "text": "🚨 INCIDENT: P1 - Ingestion errors"},
+    }
     assert "<!subteam^S0PAGE>" in blocks[1]["text"]["text"]  # P1 mentions the paging group
     context = blocks[3]["elements"][0]["text"]
     assert "rule `ingestion`" in context
@@ -115,7 +130,9 @@ async def test_one_thread_per_incident_with_the_parent_updated_in_place(
 
 
 async def test_an_escalation_updates_and_replies(
-    config: Path, start_daemon: StartDaemon, slack_api: SlackAPI,
+    config: Path,
+    start_daemon: StartDaemon,
+    slack_api: SlackAPI,
 ) -> None:
     running = await start_daemon(config)
     await running.post_alerts(rate("0.07", severity="P3"))
@@ -126,17 +143,23 @@ async def test_an_escalation_updates_and_replies(
     await running.post_alerts(rate("0.25", severity="P3"))
     await delivered(running)
     texts = [m.text.split("\n")[0] for m in slack_api.thread(parent)]
-    assert texts == [":bar_chart: *UPDATE: Ingestion errors*",
-                     ":raised_hand: *APPROVAL NEEDED: rollback_flag* on `t`"]
+    assert texts == [
+        ":bar_chart: *UPDATE: Ingestion errors*",
+        ":raised_hand: *APPROVAL NEEDED: rollback_flag* on `t`",
+    ]
     approval = slack_api.thread(parent)[1]
     buttons = approval.blocks[1]["elements"]
-    assert [(b["action_id"], b["style"]) for b in buttons] == [("approve", "primary"),
-                                                              ("deny", "danger")]
+    assert [(b["action_id"], b["style"]) for b in buttons] == [
+        ("approve", "primary"),
+        ("deny", "danger"),
+    ]
     assert buttons[0]["confirm"]["title"]["text"] == "Run a destructive action?"
 
 
 async def test_a_rule_chooses_its_channel(
-    config: Path, start_daemon: StartDaemon, slack_api: SlackAPI,
+    config: Path,
+    start_daemon: StartDaemon,
+    slack_api: SlackAPI,
 ) -> None:
     running = await start_daemon(config)
     await running.post_alerts(notification(alert("ConnectorDown", connector="sink")))
@@ -154,25 +177,39 @@ async def test_a_rule_chooses_its_channel(
     ],
 )
 async def test_hostile_labels_come_out_inert_in_every_message(
-    config: Path, start_daemon: StartDaemon, slack_api: SlackAPI, hostile: str, shown: str,
+    config: Path,
+    start_daemon: StartDaemon,
+    slack_api: SlackAPI,
+    hostile: str,
+    shown: str,
     never: str,
 ) -> None:
     running = await start_daemon(config)
-    body = notification(alert("IngestionHighErrorRate", service=hostile, severity=hostile,
-                              annotations={"error_rate": "0.12", "summary": hostile,
-                                           "description": hostile}))
+    body = notification(
+        alert(
+            "IngestionHighErrorRate",
+            service=hostile,
+            severity=hostile,
+            annotations={"error_rate": "0.12", "summary": hostile, "description": hostile},
+        )
+    )
     await running.post_alerts(body)
     await running.post_alerts(rate("0.01", "resolved", service=hostile, severity=hostile))
     await delivered(running)
     assert len(slack_api.messages) >= 3
-    everything = json.dumps([(m.text, m.blocks, m.attachments, m.updates)
-                             for m in slack_api.messages], ensure_ascii=False)
+    everything = json.dumps(
+        [(m.text, m.blocks, m.attachments, m.updates) for m in slack_api.messages],
+        ensure_ascii=False,
+    )
     assert shown in everything
     assert never not in everything
 
 
 async def test_a_slack_outage_delays_messages_and_never_an_action(
-    config: Path, start_daemon: StartDaemon, slack_api: SlackAPI, target: Recorder,
+    config: Path,
+    start_daemon: StartDaemon,
+    slack_api: SlackAPI,
+    target: Recorder,
 ) -> None:
     running = await start_daemon(config)
     await slack_api.stop()
@@ -196,13 +233,18 @@ async def test_a_slack_outage_delays_messages_and_never_an_action(
     assert len(parents) == 3
     for parent in parents:
         thread = [m.text.split("\n")[0] for m in slack_api.thread(parent)]
-        assert thread in ([":warning: *A PAUSED*"], [":warning: *B PAUSED*"],
-                          [":warning: *C PAUSED*"])
+        assert thread in (
+            [":warning: *A PAUSED*"],
+            [":warning: *B PAUSED*"],
+            [":warning: *C PAUSED*"],
+        )
         assert len(parent.updates) >= 1  # the "acting" update arrived after the post
 
 
 async def test_429_retry_after_is_honoured_and_every_thread_stays_in_order(
-    config: Path, start_daemon: StartDaemon, slack_api: SlackAPI,
+    config: Path,
+    start_daemon: StartDaemon,
+    slack_api: SlackAPI,
 ) -> None:
     slack_api.rate_limit, slack_api.retry_after = 2, 1
     running = await start_daemon(config)
@@ -225,7 +267,10 @@ async def test_429_retry_after_is_honoured_and_every_thread_stays_in_order(
 
 
 async def test_a_resolution_during_the_pause_still_resumes_after_it(
-    config: Path, start_daemon: StartDaemon, slack_api: SlackAPI, target: Recorder,
+    config: Path,
+    start_daemon: StartDaemon,
+    slack_api: SlackAPI,
+    target: Recorder,
 ) -> None:
     """The alert resolves while the pause is in flight: the pause may take effect, so the
     resume runs, and one action at a time per target puts it after the pause."""
@@ -248,7 +293,9 @@ async def test_a_resolution_during_the_pause_still_resumes_after_it(
 
 
 async def test_server_errors_are_retried(
-    config: Path, start_daemon: StartDaemon, slack_api: SlackAPI,
+    config: Path,
+    start_daemon: StartDaemon,
+    slack_api: SlackAPI,
 ) -> None:
     slack_api.failures = 3
     running = await start_daemon(config)
@@ -260,13 +307,19 @@ async def test_server_errors_are_retried(
 
 
 async def test_a_message_slack_refuses_for_good_does_not_hold_the_others(
-    write_config: Callable[..., Path], start_daemon: StartDaemon, slack_api: SlackAPI,
+    write_config: Callable[..., Path],
+    start_daemon: StartDaemon,
+    slack_api: SlackAPI,
     target: Recorder,
 ) -> None:
-    config = write_config(base_config({"t": target.server.url}, "rule_files: [rules.yaml]\n"
-                                      + slack_config(slack_api).replace("'#alerts'",
-                                                                        "'#nowhere'")),
-                          rules=RULES)
+    config = write_config(
+        base_config(
+            {"t": target.server.url},
+            "rule_files: [rules.yaml]\n"
+            + slack_config(slack_api).replace("'#alerts'", "'#nowhere'"),
+        ),
+        rules=RULES,
+    )
     running = await start_daemon(config)
     await running.post_alerts(rate("0.12"))
     await running.post_alerts(notification(alert("ConnectorDown", connector="sink")))
@@ -277,7 +330,9 @@ async def test_a_message_slack_refuses_for_good_does_not_hold_the_others(
 
 
 async def test_a_restart_loses_no_message(
-    config: Path, start_daemon: StartDaemon, slack_api: SlackAPI,
+    config: Path,
+    start_daemon: StartDaemon,
+    slack_api: SlackAPI,
 ) -> None:
     first = await start_daemon(config)
     await slack_api.stop()
@@ -289,20 +344,25 @@ async def test_a_restart_loses_no_message(
     await delivered(second)
     [parent] = slack_api.parents()
     assert [m.text.split("\n")[0] for m in slack_api.thread(parent)] == [
-        ":warning: *INGESTION PAUSED*"]
+        ":warning: *INGESTION PAUSED*"
+    ]
 
 
 async def test_without_a_token_messages_go_to_the_log(
-    write_config: Callable[..., Path], start_daemon: StartDaemon, target: Recorder,
+    write_config: Callable[..., Path],
+    start_daemon: StartDaemon,
+    target: Recorder,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    config = write_config(base_config({"t": target.server.url}, "rule_files: [rules.yaml]\n"),
-                          rules=RULES)
+    config = write_config(
+        base_config({"t": target.server.url}, "rule_files: [rules.yaml]\n"), rules=RULES
+    )
     running = await start_daemon(config)
     with caplog.at_level("INFO", logger="remediator.slack.outbox"):
         await running.post_alerts(rate("0.12"))
         await delivered(running)
     logged = [r.getMessage() for r in caplog.records]
-    assert any("slack (no token) [default]: 🚨 INCIDENT: P1 - Ingestion errors" in m
-               for m in logged)
+    assert any(
+        "slack (no token) [default]: 🚨 INCIDENT: P1 - Ingestion errors" in m for m in logged
+    )
     assert any(":warning: *INGESTION PAUSED*" in m for m in logged)

@@ -17,14 +17,25 @@ from remediator.slack.templates import (
     slack_escape,
 )
 
-HOSTILE = ["<!channel>", "<https://evil.example|click>", "{{ 7*7 }}", "{% raw %}", "<@U0BOSS>",
-           "a & b > c"]
+HOSTILE = [
+    "<!channel>",
+    "<https://evil.example|click>",
+    "{{ 7*7 }}",
+    "{% raw %}",
+    "<@U0BOSS>",
+    "a & b > c",
+]
 
 
 @pytest.mark.parametrize(
     ("text", "escaped"),
-    [("<!channel>", "&lt;!channel&gt;"), ("<https://evil|click>", "&lt;https://evil|click&gt;"),
-     ("a & b", "a &amp; b"), ("&lt;", "&amp;lt;"), ("plain", "plain")],
+    [
+        ("<!channel>", "&lt;!channel&gt;"),
+        ("<https://evil|click>", "&lt;https://evil|click&gt;"),
+        ("a & b", "a &amp; b"),
+        ("&lt;", "&amp;lt;"),
+        ("plain", "plain"),
+    ],
 )
 def test_slack_escape(text: str, escaped: str) -> None:
     assert slack_escape(text) == escaped
@@ -32,11 +43,19 @@ def test_slack_escape(text: str, escaped: str) -> None:
 
 @pytest.mark.parametrize("value", HOSTILE)
 def test_alert_values_come_out_inert(value: str) -> None:
-    text = Templates().render("incident", {
-        "incident": {"severity": "P1", "title": value, "description": value, "state": "firing",
-                     "value": None},
-        "mention": None,
-    })
+    text = Templates().render(
+        "incident",
+        {
+            "incident": {
+                "severity": "P1",
+                "title": value,
+                "description": value,
+                "state": "firing",
+                "value": None,
+            },
+            "mention": None,
+        },
+    )
     assert slack_escape(value) in text
     assert "<!channel>" not in text
     assert "<https://evil" not in text
@@ -44,10 +63,14 @@ def test_alert_values_come_out_inert(value: str) -> None:
 
 
 def test_trusted_text_is_printed_as_it_is() -> None:
-    text = Templates().render("needs_human", {
-        "incident": {"title": "t"}, "event": {"message": "m"},
-        "mention": Trusted("<!subteam^S0PAGE>"),
-    })
+    text = Templates().render(
+        "needs_human",
+        {
+            "incident": {"title": "t"},
+            "event": {"message": "m"},
+            "mention": Trusted("<!subteam^S0PAGE>"),
+        },
+    )
     assert "<!subteam^S0PAGE>" in text
 
 
@@ -57,7 +80,7 @@ def test_trusted_text_is_printed_as_it_is() -> None:
         ("http://am:9093/#/alerts", "<http://am:9093/#/alerts|Alertmanager>"),
         ("http://x/a|b>c<d", "<http://x/a%7Cb%3Ec%3Cd|Alertmanager>"),
         ("javascript:alert(1)", "Alertmanager"),
-        ("http://x/?q=up{job=\"a\"}", "<http://x/?q=up%7Bjob=%22a%22%7D|Alertmanager>"),
+        ('http://x/?q=up{job="a"}', "<http://x/?q=up%7Bjob=%22a%22%7D|Alertmanager>"),
     ],
 )
 def test_links_cannot_be_forged(url: str, expected: str) -> None:
@@ -84,7 +107,24 @@ def test_overrides_from_a_directory_and_inline(tmp_path: Path) -> None:
     assert templates.render("incident", {"incident": {"title": "y"}}, inline) == "inline y"
 
 
-@pytest.mark.parametrize(("source", "ok"), [("{{ a }}", True), ("{% if %}", False),
-                                            ("{{ a", False)])
+@pytest.mark.parametrize(
+    ("source", "ok"), [("{{ a }}", True), ("{% if %}", False), ("{{ a", False)]
+)
 def test_check_template(source: str, ok: bool) -> None:
     assert (check_template(source) is None) is ok
+
+
+@pytest.mark.parametrize(
+    ("outcome", "headline"),
+    [
+        ("verified", ":heavy_check_mark: *VERIFIED: restart*"),
+        ("verification failed", ":x: *NOT VERIFIED: restart*"),
+    ],
+)
+def test_the_verification_headline_is_a_line_of_its_own(outcome: str, headline: str) -> None:
+    """trim_blocks eats the newline after a block tag: the detail once ran into the headline."""
+    text = Templates().render(
+        "verification",
+        {"event": {"outcome": outcome}, "action": {"name": "restart", "detail": "is RUNNING"}},
+    )
+    assert text.splitlines() == [headline, "is RUNNING"]

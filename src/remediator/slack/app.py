@@ -177,9 +177,12 @@ class SlackApp:
         return {k: v[0] for k, v in parsed.items()}
 
     async def _authorised(self, verb: str, who: Request) -> bool:
-        access = self.slack.access.get(verb) or self.slack.access.get("*")
+        access = self.slack.access.get(verb)
+        if access is None and verb in READ_VERBS:
+            return True  # reading is open unless the verb itself is listed
+        access = access or self.slack.access.get("*")
         if access is None:
-            return verb in READ_VERBS  # writing needs an explicit allowlist
+            return False  # writing needs an explicit allowlist
         if who.user_id in access.users:
             return True
         for group in access.groups:
@@ -338,7 +341,9 @@ async def _target_status(app: SlackApp, target: str) -> str:
 
 
 async def _history(app: SlackApp, who: Request, args: list[str]) -> str:
-    n = int(args[0]) if args and args[0].isdigit() else 10
+    if args and not args[0].isdigit():
+        raise UsageError(f"usage: {app.slack.command} history [n]")
+    n = int(args[0]) if args else 10
     page = await app.store.history(max(1, min(n, 50)), None)
     lines = [f"`{e['at']}` {e['rule'] or '-'} *{e['event']}* {e['message']}" for e in page.items]
     return "\n".join(lines) or "no history yet"
@@ -360,20 +365,22 @@ def _manual(verb: str) -> Handler:
 
 
 async def _approve(app: SlackApp, who: Request, args: list[str]) -> str:
-    approval = await app.control.decide(_number(args, "approve <id>"), True, who.actor)
+    approval = await app.control.decide(
+        _number(args, f"{app.slack.command} approve <id>"), True, who.actor
+    )
     return f"Approved {approval.action} on `{approval.target}` (approval {approval.id})."
 
 
 async def _deny(app: SlackApp, who: Request, args: list[str]) -> str:
     reason = " ".join(args[1:])
     approval = await app.control.decide(
-        _number(args, "deny <id> [reason]"), False, who.actor, reason
+        _number(args, f"{app.slack.command} deny <id> [reason]"), False, who.actor, reason
     )
     return f"Denied {approval.action} on `{approval.target}` (approval {approval.id})."
 
 
 async def _ack(app: SlackApp, who: Request, args: list[str]) -> str:
-    incident_id = _number(args, "ack <incident>")
+    incident_id = _number(args, f"{app.slack.command} ack <incident>")
     await app.control.ack(incident_id, who.actor)
     return f"You own incident {incident_id} now; remediator stops paging it on time."
 
@@ -399,7 +406,7 @@ async def _mute(app: SlackApp, who: Request, args: list[str]) -> str:
 
 
 async def _unmute(app: SlackApp, who: Request, args: list[str]) -> str:
-    mute_id = _number(args, "unmute <id>")
+    mute_id = _number(args, f"{app.slack.command} unmute <id>")
     await app.control.end_mute(mute_id, who.actor)
     return f"Mute {mute_id} ended."
 

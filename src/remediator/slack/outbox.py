@@ -145,7 +145,6 @@ class Outbox:
         self._slots = asyncio.Semaphore(CONCURRENCY)
         self._rendering = asyncio.Lock()
         self._delivering = asyncio.Lock()
-        self._pass = asyncio.Lock()  # one render-and-deliver pass at a time: drain() vs _run()
 
     async def publish(self, entries: list[AuditEntry]) -> None:
         self._wake.set()
@@ -179,9 +178,8 @@ class Outbox:
     async def _run(self) -> None:
         while True:
             try:
-                async with self._pass:
-                    await self.render_new()
-                    sent = await self.deliver_due()
+                await self.render_new()
+                sent = await self.deliver_due()
             except StoreError as e:
                 log.error("slack outbox: store unavailable: %s", e)
                 sent = 0

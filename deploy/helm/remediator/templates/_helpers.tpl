@@ -54,8 +54,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 Refuse combinations that would break remediator's guarantees rather than render them:
-several replicas need the PostgreSQL store (SQLite is one process's file), and a ReadWriteOnce
-volume cannot be shared by several pods.
+several replicas need the PostgreSQL store (SQLite is one process's file), a ReadWriteOnce
+volume cannot be shared by several pods, and RBAC is granted to remediator's own ServiceAccount
+in at least one namespace, never to the namespace's default account.
 */}}
 {{- define "remediator.validate" -}}
 {{- $store := .Values.config.store | default dict }}
@@ -64,5 +65,11 @@ volume cannot be shared by several pods.
 {{- end }}
 {{- if and (gt (int .Values.replicaCount) 1) .Values.persistence.enabled }}
 {{- fail "replicaCount > 1 with persistence.enabled: the state volume is for one replica on SQLite; set persistence.enabled=false with the PostgreSQL store" }}
+{{- end }}
+{{- if and .Values.rbac.create (not .Values.serviceAccount.create) (not .Values.serviceAccount.name) }}
+{{- fail "rbac.create binds the Role to remediator's own ServiceAccount: set serviceAccount.create=true or serviceAccount.name, never the namespace's default" }}
+{{- end }}
+{{- if and .Values.rbac.create (not .Values.rbac.namespaces) }}
+{{- fail "rbac.create needs rbac.namespaces: the namespaces the kubernetes actions act in" }}
 {{- end }}
 {{- end }}
