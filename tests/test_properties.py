@@ -35,7 +35,7 @@ import json
 import sqlite3
 import tempfile
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,11 +49,13 @@ from hypothesis import strategies as st
 from remediator.clock import FakeClock, iso
 from remediator.config import RESOLVED_STEP, load_config
 from remediator.errors import ControlError
-from remediator.guardrails import Verdict
+from remediator.guardrails import Policy, Verdict
 from remediator.server import Daemon
-from remediator.store.records import Claim
+from remediator.store.records import Claim, MuteRow, TargetHistory
 from tests.payloads import alert, notification
 from tests.standins import Recorder
+
+Judge = Callable[[TargetHistory, list[MuteRow]], Verdict | None]
 
 T0 = datetime(2026, 11, 28, tzinfo=UTC).timestamp()
 HOUR = 3600.0
@@ -855,15 +857,20 @@ async def test_a_claim_waiting_for_a_busy_target_does_not_act_once_its_incident_
         await world.open()
         try:
             executor = world.daemon.executor
-            verdicts: list[tuple[int, str]] = []
-            decide = executor.verdict
+            verdicts: list[tuple[int, str | None]] = []
+            judge_of = executor._judge
 
-            async def noted(claim: Claim) -> Verdict:
-                verdict = await decide(claim)
-                verdicts.append((claim.id, verdict.outcome))
-                return verdict
+            def noted(claim: Claim, policy: Policy, now: float, waited: bool) -> Judge:
+                judge = judge_of(claim, policy, now, waited)
 
-            monkeypatch.setattr(executor, "verdict", noted)
+                def judged(history: TargetHistory, mutes: list[MuteRow]) -> Verdict | None:
+                    verdict = judge(history, mutes)
+                    verdicts.append((claim.id, None if verdict is None else verdict.outcome))
+                    return verdict
+
+                return judged
+
+            monkeypatch.setattr(executor, "_judge", noted)
             world.svc.gate = asyncio.Event()  # the target holds every answer
             await world.post([world.firing(Fire("errors", "a", "12%", "new"))])
             await world.post([world.firing(Fire("errors", "b", "12%", "new"))])
