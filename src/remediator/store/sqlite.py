@@ -14,6 +14,7 @@ import asyncio
 import json
 import queue
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -949,9 +950,9 @@ def _load_open_incidents(conn: sqlite3.Connection) -> list[Incident]:
     return [
         Incident(
             id=r[0],
-            rule=r[1],
+            rule=sys.intern(r[1]),  # one string per rule and status, not one per row
             key=tuple(json.loads(r[2])),
-            status=r[4],
+            status=sys.intern(r[4]),
             tier=r[5],
             value=r[6],
             opened_at=r[9],
