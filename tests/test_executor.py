@@ -175,6 +175,9 @@ async def test_a_restart_checks_its_precondition_acts_and_verifies(world: World)
     assert "tasks[*].state is 'RUNNING'" in action["verify_detail"]
     gets = [s.path for s in world.connect.server.seen if s.method == "GET"]
     assert gets == ["/connectors/sink/status", "/connectors/sink/status"]
+    audit = await world.running.daemon.store.audit_after(0, 100)
+    [verified] = [e.message for e in audit if e.event == "verified"]
+    assert verified == "restart_connector: verified: tasks[*].state is 'RUNNING'"
 
 
 async def test_a_failed_precondition_is_recorded_and_not_retried(world: World) -> None:

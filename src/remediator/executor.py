@@ -531,7 +531,7 @@ class Executor:
             now = self.clock.now()
             deadline = claim.verify_deadline or now
             if result.holds:
-                await self._verified(claim, VERIFY_PASSED, f"verified: {result.detail}")
+                await self._verified(claim, VERIFY_PASSED, result.detail)
             elif now >= deadline:
                 detail = f"not verified within {verification.within:g}s: {result.detail}"
                 await self._verified(claim, VERIFY_FAILED, detail)
