@@ -17,7 +17,9 @@ the store:
     approval expired or was denied;
 (e) no firing step acts for an incident that had resolved, and a stale firing of a resolved
     alert acts on nothing;
-(f) two incidents of one rule and key act on a target at least the rule's cooldown apart.
+(f) two incidents of one rule and key act on a target at least the rule's cooldown apart;
+(g) once an incident resolved, no approval of a firing step of it is left pending (checked after
+    every step: nobody is asked to approve what can no longer run).
 
 The real APScheduler is stopped after each start: with a fake clock, timers run when a step
 says so (`timers.run_due()`), which is what the scheduler does when they come due.
@@ -47,11 +49,17 @@ from hypothesis import HealthCheck, event, example, given, settings, target
 from hypothesis import strategies as st
 
 from remediator.clock import FakeClock, iso
-from remediator.config import RESOLVED_STEP, load_config
+from remediator.config import load_config
 from remediator.errors import ControlError
 from remediator.guardrails import Policy, Verdict
 from remediator.server import Daemon
-from remediator.store.records import Claim, MuteRow, TargetHistory
+from remediator.store.records import (
+    OUTLIVE_RESOLUTION,
+    RESOLVED_STEP,
+    Claim,
+    MuteRow,
+    TargetHistory,
+)
 from tests.payloads import alert, notification
 from tests.standins import Recorder
 
@@ -513,6 +521,13 @@ class World:
             "SELECT id FROM incidents WHERE status = 'resolved'"
         ):
             self.resolved_at_step.setdefault(incident_id, step)
+        left = self.reader.execute(
+            "SELECT a.id FROM approvals a JOIN incidents i ON i.id = a.incident_id "
+            "JOIN claims c ON c.id = a.claim_id WHERE i.status = 'resolved' "
+            "AND a.status = 'pending' AND c.step NOT IN (?, ?)",
+            OUTLIVE_RESOLUTION,
+        ).fetchall()
+        assert not left, f"step {step}: approvals {left} pending for resolved incidents"
         self.claims_after[step] = self.reader.execute("SELECT COUNT(*) FROM claims").fetchone()[0]
 
     # -- the properties ------------------------------------------------------------------------
@@ -769,14 +784,15 @@ def test_an_approval_given_after_its_incident_resolved_does_not_act() -> None:
             [
                 Fire("errors", "a", "25%", "new"),  # the rollback asks for approval
                 Resolve("errors", "a"),
-                Decide(0, True),  # approved, too late: the alert has resolved
+                Decide(0, True),  # too late: the resolution cancelled the approval
             ]
         )
     )
     assert world.svc.hits == []
     [rollback] = world.claim_rows
     assert (rollback.action, rollback.status) == ("rollback", "skipped")
-    assert world.approved == {1: 3}
+    assert "the incident resolved before anyone approved" in rollback.detail
+    assert world.approved == {}
 
 
 # Each tamper rewrites the record of A_DAY as a broken guardrail would have written it.

@@ -18,6 +18,7 @@ from remediator.types import Store
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_PAGE = 500
+APPROVAL_STATUSES = ("pending", "approved", "denied", "expired", "cancelled", "all")
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -114,10 +115,9 @@ class Api:
 
     async def approvals(self, request: web.Request) -> web.Response:
         status = request.query.get("status", "pending")
-        if status not in ("pending", "approved", "denied", "expired", "all"):
-            return error(
-                400, f"status: expected pending, approved, denied, expired or all, got {status!r}"
-            )
+        if status not in APPROVAL_STATUSES:
+            expected = ", ".join(APPROVAL_STATUSES[:-1]) + f" or {APPROVAL_STATUSES[-1]}"
+            return error(400, f"status: expected {expected}, got {status!r}")
         items = await self.control.approvals(None if status == "all" else status)
         return web.json_response({"items": items})
 

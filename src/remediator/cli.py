@@ -15,10 +15,11 @@ import httpx
 
 from remediator import __version__
 from remediator.alerts import parse_notification
-from remediator.config import RESOLVED_STEP, Config, load_config
+from remediator.config import Config, load_config
 from remediator.errors import ConfigError, PayloadError, StoreError
 from remediator.server import Daemon
 from remediator.simulate import simulate
+from remediator.store.records import RESOLVED_STEP
 from remediator.store.sqlite import SqliteStore
 
 DEFAULT_CONFIG = "remediator.yaml"

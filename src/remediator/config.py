@@ -32,6 +32,7 @@ from remediator.rules import (
     check_ladder,
 )
 from remediator.schema import Invalid, Node, Secret, resolve_path
+from remediator.store.records import RESOLVED_STEP
 from remediator.targets import Target, parse_breaker, parse_target
 from remediator.types import Action
 
@@ -128,7 +129,6 @@ WINDOW_KEYS = frozenset(
 )
 DEFAULT_BREAKER = Breaker(failures=3, within=600.0, open_for=600.0)
 RESOLVED_KEYS = frozenset({"action", "if_ran"})
-RESOLVED_STEP = "on_resolved"
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 
 from remediator.alerts import Alert, Notification, parse_notification
 from remediator.clock import Clock
-from remediator.config import RESOLVED_STEP, Config
+from remediator.config import Config
 from remediator.errors import PayloadError, StoreError
 from remediator.executor import Executor
 from remediator.incidents import (
@@ -45,6 +45,8 @@ from remediator.incidents import (
 from remediator.metrics import Metrics
 from remediator.rules import Rule, RuleIndex
 from remediator.store.records import (
+    RESOLVED_STEP,
+    SKIPPED,
     AuditEntry,
     Changes,
     Claim,
@@ -287,9 +289,20 @@ class Engine:
         applied = await self.store.apply(batch.changes)
         self._commit_cache(batch, applied.incident_ids)
         self.executor.submit(applied.claims)
+        self._count_cancelled(applied.audit)
         if applied.audit:
             await self.notifier.publish(applied.audit)
         self.wake()
+
+    def _count_cancelled(self, audit: Sequence[AuditEntry]) -> None:
+        """Approvals the store cancelled because their incident resolved: no longer pending,
+        and their actions skipped."""
+        for entry in audit:
+            if entry.event == "approval_cancelled":
+                self.metrics.approvals_pending.dec()
+                configured = self.config.actions.get(entry.action)
+                kind = configured.kind if configured else "unknown"
+                self.metrics.actions.labels(kind, SKIPPED).inc()
 
     def _match(self, notification: Notification) -> Matched:
         matched: Matched = []

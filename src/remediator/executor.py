@@ -28,7 +28,7 @@ import httpx
 from remediator import guardrails
 from remediator.actions.base import AttemptContext, AttemptResult, RenderContext
 from remediator.clock import Clock
-from remediator.config import RESOLVED_STEP, Config
+from remediator.config import Config
 from remediator.errors import RenderError
 from remediator.guardrails import Ask, Facts, Mute, Policy, Verdict
 from remediator.matchers import parse_matchers
@@ -40,8 +40,10 @@ from remediator.store.records import (
     FAILED,
     HELD,
     INTERRUPTED,
+    OUTLIVE_RESOLUTION,
     PRECONDITION_FAILED,
     REFUSED,
+    RESOLVED_STEP,
     RUNNING,
     SKIPPED,
     SUCCEEDED,
@@ -59,7 +61,6 @@ from remediator.types import Action, Notifier, Store
 log = logging.getLogger(__name__)
 
 WAIT_POLL = 1.0  # how often a claim waiting for its target looks again (other replicas)
-MANUAL_STEP = "manual"  # a person asked for it (Slack): no alert to have resolved
 
 
 class Turns:
@@ -572,7 +573,7 @@ class Executor:
 def _may_run_resolved(claim: Claim) -> bool:
     """on_resolved actions, and what a person asked for by hand, run whatever the incident's
     state; a firing action never runs for a resolved alert."""
-    return claim.step in (RESOLVED_STEP, MANUAL_STEP)
+    return claim.step in OUTLIVE_RESOLUTION
 
 
 def render_context(claim: Claim, results: Mapping[str, str] | None = None) -> RenderContext:

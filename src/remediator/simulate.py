@@ -7,10 +7,11 @@ from typing import Any
 
 from remediator.actions.base import RenderContext
 from remediator.alerts import Notification
-from remediator.config import RESOLVED_STEP, Config
+from remediator.config import Config
 from remediator.errors import RenderError
 from remediator.incidents import Firing, open_incident
 from remediator.rules import RuleIndex
+from remediator.store.records import RESOLVED_STEP
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import API_TOKEN
 from tests.packs.world import Pack, StartDaemon, firing, resolved, start
 from tests.standins import ConfigService, KubeApi, Workload
 
@@ -168,15 +169,24 @@ async def test_a_circuit_breaker_open_pages_and_the_third_in_an_hour_asks_to_rol
         ("opened", "rollback"),
         ("resolved", "rollback"),
     ]
+    # the breaker closed before anyone approved: a firing action never runs for a resolved
+    # alert, so nobody is left an approval to click
     [rollback] = await ingestion.actions()
-    assert (rollback["action"], rollback["status"]) == (
-        "rollback_feature_flag",
-        "awaiting_approval",
+    assert (rollback["action"], rollback["status"]) == ("rollback_feature_flag", "skipped")
+    assert "the incident resolved before anyone approved" in rollback["detail"]
+    [approval] = (await ingestion.running.api("/api/v1/approvals?status=all"))["items"]
+    assert (approval["status"], approval["decided_by"]) == ("cancelled", "remediator")
+    assert (await ingestion.running.api("/api/v1/approvals"))["items"] == []
+    cancelled = await ingestion.running.api("/api/v1/approvals?status=cancelled")
+    assert [a["id"] for a in cancelled["items"]] == [approval["id"]]
+    bad = await ingestion.running.client.get(
+        "/api/v1/approvals?status=gone", headers={"Authorization": f"Bearer {API_TOKEN}"}
     )
-    # approved once the breaker had closed again: a firing action never runs for a resolved alert
-    await ingestion.approve("rollback_feature_flag")
-    [rollback] = await ingestion.actions()
-    assert rollback["status"] == "skipped"
+    expected = "pending, approved, denied, expired, cancelled or all"
+    assert (bad.status_code, bad.json()) == (
+        400,
+        {"error": f"status: expected {expected}, got 'gone'"},
+    )
     assert targets.flags.server.seen == []
 
 

@@ -747,6 +747,29 @@ async def test_a_click_on_an_expired_approval_says_so(world: World) -> None:
     )
 
 
+async def test_a_resolution_cancels_the_request_and_a_late_click_says_so(world: World) -> None:
+    await world.fire("BadFlag", flag="f")
+    resolved = alert(
+        "BadFlag", "resolved", starts_at=STARTS, ends_at=NOW, annotations=None, flag="f"
+    )
+    assert (await world.running.post_alerts(notification(resolved))).status_code == 200
+    await world.running.settle()
+    await world.running.daemon.outbox.drain()
+    headline = ":ballot_box_with_check: *CANCELLED: rollback_flag* on `flags`"
+    because = "the incident resolved before anyone approved"
+    update = world.approval_message().updates[-1]
+    assert update["text"] == headline
+    assert update["blocks"][0]["text"]["text"].startswith(f"{headline}\nBy remediator at {NOW}: ")
+    assert because in update["blocks"][0]["text"]["text"]
+    await world.click("approve")
+    assert await world.responses("click") == [":warning: approval 1 is already cancelled"]
+    assert world.seen(world.flags) == []
+    assert [a["status"] for a in await world.actions()] == ["skipped"]
+    text = (await world.running.client.get("/metrics")).text
+    assert "remediator_approvals_pending 0.0" in text
+    assert 'remediator_actions_total{kind="http",outcome="skipped"} 1.0' in text
+
+
 async def test_an_unauthorised_click_is_refused_and_audited(world: World) -> None:
     await world.fire("BadFlag", flag="f")
     await world.click("approve", user=STRANGER)

@@ -17,6 +17,7 @@ from remediator.store.records import (
     CLAIMED,
     INTERRUPTED,
     RUNNING,
+    SKIPPED,
     SUCCEEDED,
     AuditEntry,
     Changes,
@@ -179,6 +180,52 @@ async def test_a_claim_starts_once_and_finishes_only_from_the_given_states(
     )
     assert await store.claims_in((RUNNING, CLAIMED)) == []
     assert await store.ran_actions(c.incident_id) == {"restart"}
+
+
+async def test_a_resolution_cancels_the_pending_approvals_of_its_firing_steps(
+    store: SqliteStore,
+) -> None:
+    """Nobody is asked to approve what can no longer run. An undo's approval and a person's
+    request may run after the resolution, and another incident's approval is not touched."""
+    steps = {"tier0": "rollback", "manual": "scale", "on_resolved": "resume"}
+    claims = [
+        replace(claim(-1, action), step=step, idempotency_key=f"k-{step}")
+        for step, action in steps.items()
+    ]
+    other = replace(claim(-2, "rollback"), idempotency_key="k-other")
+    applied = await store.apply(
+        Changes(
+            at=1.0,
+            incidents=[new_incident(-1, "c1"), new_incident(-2, "c2")],
+            claims=[*claims, other],
+        )
+    )
+    for c in applied.claims:
+        entry = audit("approval_requested", c.incident_id)
+        assert await store.request_approval(c, {}, 2.0, 1800.0, entry) is not None
+    [first, _] = await store.load_open_incidents()
+    resolved = replace(first, status="resolved", resolved_at=10.0)
+    done = await store.apply(Changes(at=10.0, incidents=[IncidentWrite(resolved, {})]))
+
+    [cancelled] = [e for e in done.audit if e.event == "approval_cancelled"]
+    assert (cancelled.incident_id, cancelled.action, cancelled.tier) == (
+        first.id,
+        "rollback",
+        "tier0",
+    )
+    assert cancelled.id is not None
+    approvals = {(a.incident_id, a.action): a for a in await store.approvals()}
+    assert {k: a.status for k, a in approvals.items()} == {
+        (first.id, "rollback"): "cancelled",
+        (first.id, "scale"): "pending",
+        (first.id, "resume"): "pending",
+        (first.id + 1, "rollback"): "pending",
+    }
+    assert approvals[(first.id, "rollback")].decided_by == "remediator"
+    rollback = await store.claim(approvals[(first.id, "rollback")].claim_id)
+    assert rollback is not None
+    assert (rollback.status, rollback.finished_at) == (SKIPPED, 10.0)
+    assert "the incident resolved before anyone approved" in rollback.detail
 
 
 async def test_pages_are_newest_first(store: SqliteStore) -> None:

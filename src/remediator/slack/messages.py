@@ -22,6 +22,13 @@ from remediator.store.records import Approval, AuditEntry, OutboxItem
 RED, AMBER, GREEN, GREY = "#d32f2f", "#f9a825", "#2e7d32", "#9e9e9e"
 TEXT_LIMIT = 2900  # a section's text may be 3000 characters
 ACTION_OUTCOMES = ("refused", "dry_run", "held", "skipped", "precondition_failed", "interrupted")
+# what ended an approval, and the word its request's update uses (cancelled: the incident resolved)
+APPROVAL_DECIDED = {
+    "approval_approved": "approved",
+    "approval_denied": "denied",
+    "approval_expired": "expired",
+    "approval_cancelled": "cancelled",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +101,7 @@ class Composer:
             return [self._reply(facts, "verification")]
         if event == "approval_requested" and facts.approval is not None:
             return [self._approval_request(facts), self._parent(facts, "update", waiting=True)]
-        if event in ("approval_approved", "approval_denied", "approval_expired"):
+        if event in APPROVAL_DECIDED:
             return self._approval_decided(facts)
         if event == "acknowledged":
             return [
@@ -222,12 +229,7 @@ class Composer:
     def _approval_decided(self, facts: Facts) -> list[OutboxItem]:
         if facts.approval is None:
             return []
-        verb = {
-            "approval_approved": "approved",
-            "approval_denied": "denied",
-            "approval_expired": "expired",
-        }[facts.entry.event]
-        ctx = self._context(facts, approval_decision=verb)
+        ctx = self._context(facts, approval_decision=APPROVAL_DECIDED[facts.entry.event])
         text = self._render(facts, "approval_decided", ctx)
         payload = {"text": _fallback(text), "blocks": [{"type": "section", "text": _mrkdwn(text)}]}
         return [

@@ -17,6 +17,10 @@ FINISHED = (SUCCEEDED, FAILED, INTERRUPTED, SKIPPED, REFUSED, DRY_RUN, PRECONDIT
 STARTED = (RUNNING, SUCCEEDED, FAILED, INTERRUPTED)  # what counts against budgets
 # Verification of a succeeded claim.
 VERIFY_PENDING, VERIFY_PASSED, VERIFY_FAILED = "pending", "passed", "failed"
+# The steps of claims that do not fire for an alert: the undo when an incident resolves, and
+# what a person asked for. They may run after their incident resolved; every other step never does.
+RESOLVED_STEP, MANUAL_STEP = "on_resolved", "manual"
+OUTLIVE_RESOLUTION = (RESOLVED_STEP, MANUAL_STEP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +164,7 @@ class Approval:
     request: Mapping[str, Any]
     requested_at: float
     expires_at: float
-    status: str  # pending | approved | denied | expired
+    status: str  # pending | approved | denied | expired | cancelled (its incident resolved)
     decided_by: str | None = None
     decided_at: float | None = None
     reason: str = ""

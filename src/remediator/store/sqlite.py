@@ -32,8 +32,10 @@ from remediator.store.records import (
     CLAIMED,
     FAILED,
     INTERRUPTED,
+    OUTLIVE_RESOLUTION,
     REFUSED,
     RUNNING,
+    SKIPPED,
     STARTED,
     SUCCEEDED,
     VERIFY_FAILED,
@@ -1019,11 +1021,60 @@ def _apply(conn: sqlite3.Connection, changes: Changes) -> Applied:
         if row is not None:
             claims.append(_claim(row))
     audit = [_insert_audit(conn, _with_incident(e, real)) for e in changes.audit]
+    resolved = [w.incident.id for w in changes.incidents if w.incident.status == "resolved"]
+    audit += _cancel_approvals(conn, [real(i) for i in resolved], changes.at)
     conn.executemany(
         "UPDATE journal SET processed_at = ? WHERE id = ?",
         [(changes.at, jid) for jid in changes.journal_ids],
     )
     return Applied(ids, claims, audit)
+
+
+CANCELLED_BECAUSE = (
+    "the incident resolved before anyone approved; a firing action never runs for a resolved alert"
+)
+
+
+def _cancel_approvals(
+    conn: sqlite3.Connection, incident_ids: list[int], at: float
+) -> list[AuditEntry]:
+    """The incidents resolved: their pending approvals of firing actions are cancelled and those
+    claims skipped, so that nobody is asked to approve what can no longer run. An undo's or a
+    person's request keeps its approval: it may run after the resolution."""
+    if not incident_ids:
+        return []
+    marks = ", ".join("?" for _ in incident_ids)
+    steps = ", ".join("?" for _ in OUTLIVE_RESOLUTION)
+    rows = conn.execute(
+        f"SELECT a.id, a.claim_id, a.incident_id, a.rule, a.action, c.step FROM approvals a "
+        f"JOIN claims c ON c.id = a.claim_id WHERE a.incident_id IN ({marks}) "
+        f"AND a.status = 'pending' AND c.status = ? AND c.step NOT IN ({steps})",
+        (*incident_ids, AWAITING_APPROVAL, *OUTLIVE_RESOLUTION),
+    ).fetchall()
+    entries = []
+    for approval_id, claim_id, incident_id, rule, action, step in rows:
+        conn.execute(
+            "UPDATE approvals SET status = 'cancelled', decided_by = 'remediator', "
+            "decided_at = ?, reason = ? WHERE id = ?",
+            (at, CANCELLED_BECAUSE, approval_id),
+        )
+        conn.execute(
+            "UPDATE claims SET status = ?, detail = ?, finished_at = ? WHERE id = ?",
+            (SKIPPED, f"approval {approval_id} cancelled: {CANCELLED_BECAUSE}", at, claim_id),
+        )
+        entry = AuditEntry(
+            kind="action",
+            event="approval_cancelled",
+            message=f"Approval {approval_id} for {action} cancelled: {CANCELLED_BECAUSE}",
+            at=at,
+            incident_id=incident_id,
+            rule=rule,
+            tier=step,
+            action=action,
+            detail={"approval_id": approval_id, "claim_id": claim_id},
+        )
+        entries.append(_insert_audit(conn, entry))
+    return entries
 
 
 def _insert_incident(conn: sqlite3.Connection, write: IncidentWrite) -> int:
