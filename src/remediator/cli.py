@@ -1,4 +1,5 @@
-"""The `remediator` command: serve, check, simulate, history. Wiring only."""
+"""The `remediator` command: serve, check, simulate, history, and the verbs that steer a running
+daemon (killswitch, mutes, approvals, circuits). Wiring only."""
 
 from __future__ import annotations
 
