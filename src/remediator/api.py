@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from remediator.control import Control
+from remediator.control import Control, mute_view
 from remediator.engine import Engine
 from remediator.errors import ControlError
 from remediator.schema import Secret, parse_duration
@@ -104,8 +104,7 @@ class Api:
             reason=text(body, "reason"),
             by=actor(body),
         )
-        views = await self.control.mutes(include_inactive=True)
-        return web.json_response(next(v for v in views if v["id"] == mute.id), status=201)
+        return web.json_response(mute_view(mute, self.control.clock.now()), status=201)
 
     async def end_mute(self, request: web.Request) -> web.Response:
         await self.control.end_mute(path_id(request), actor(await json_body(request, {})))

@@ -229,6 +229,11 @@ class Config:
     def policy(self, action: str) -> ActionPolicy:
         return self.action_policies.get(action, NO_POLICY)
 
+    def action_kind(self, action: str) -> str:
+        """The action's kind, for metrics; "unknown" if it is no longer configured."""
+        configured = self.actions.get(action)
+        return configured.kind if configured else "unknown"
+
     def breaker(self, target: str) -> Breaker | None:
         own = self.targets[target].breaker if target in self.targets else None
         return own or self.guardrails.breaker

@@ -18,6 +18,7 @@ from remediator.matchers import MatcherError, parse_matchers
 from remediator.metrics import Metrics
 from remediator.schema import format_duration
 from remediator.store.records import (
+    MANUAL_STEP,
     Approval,
     AuditEntry,
     Changes,
@@ -29,7 +30,7 @@ from remediator.store.records import (
 from remediator.types import Notifier, Store
 
 KILLSWITCH = "killswitch"
-MANUAL = "manual"  # the rule, step and status of what a person asked for by hand
+MANUAL = MANUAL_STEP  # the rule, step and status of what a person asked for by hand
 MAX_MUTE = 30 * 86400.0
 
 
@@ -201,9 +202,6 @@ class Control:
             now,
             approval_id=approval_id,
         )
-        known = await self.store.approval(approval_id)
-        if known is not None:  # the stored line names its incident: Slack updates that thread
-            entry = _with_incident(entry, known)
         approval, problem = await self.store.decide_approval(
             approval_id, approve, by, reason, now, entry
         )
@@ -358,7 +356,7 @@ class Control:
         ]
         for a in entries:
             self.metrics.guardrail_refusals.labels("approval").inc()
-            self.metrics.actions.labels(self._kind(a.action), "refused").inc()
+            self.metrics.actions.labels(self.config.action_kind(a.action), "refused").inc()
         for mute in await self.store.mutes(now, include_inactive=True):
             if mute.ended_at is None and mute.until <= now and mute.id not in self._announced_mutes:
                 self._announced_mutes.add(mute.id)
@@ -383,10 +381,6 @@ class Control:
     def _targets(self) -> set[str]:
         return set(self.config.targets) | {a.target for a in self.config.actions.values()}
 
-    def _kind(self, action: str) -> str:
-        configured = self.config.actions.get(action)
-        return configured.kind if configured else "unknown"
-
     @staticmethod
     def _audit(event: str, message: str, by: str, now: float, **detail: Any) -> AuditEntry:
         return AuditEntry(
@@ -395,8 +389,6 @@ class Control:
 
 
 def _with_incident(entry: AuditEntry, approval: Approval) -> AuditEntry:
-    from dataclasses import replace
-
     return replace(
         entry, incident_id=approval.incident_id, rule=approval.rule, action=approval.action
     )

@@ -300,9 +300,7 @@ class Engine:
         for entry in audit:
             if entry.event == "approval_cancelled":
                 self.metrics.approvals_pending.dec()
-                configured = self.config.actions.get(entry.action)
-                kind = configured.kind if configured else "unknown"
-                self.metrics.actions.labels(kind, SKIPPED).inc()
+                self.metrics.actions.labels(self.config.action_kind(entry.action), SKIPPED).inc()
 
     def _match(self, notification: Notification) -> Matched:
         matched: Matched = []

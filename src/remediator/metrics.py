@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from remediator import __version__
 from remediator.guardrails import GUARDRAILS
+from remediator.store.records import FINISHED
 
 NOTIFICATION_OUTCOMES = (
     "accepted",
@@ -22,15 +23,7 @@ NOTIFICATION_OUTCOMES = (
     "invalid",
     "unavailable",
 )
-ACTION_OUTCOMES = (
-    "succeeded",
-    "failed",
-    "interrupted",
-    "skipped",
-    "refused",
-    "dry_run",
-    "precondition_failed",
-)
+ACTION_OUTCOMES = FINISHED  # every way a claim can end
 DECISIONS = ("opened", "escalated", "resolved", "no_value", "needs_human")
 ESCALATION_CAUSES = ("value", "time", "repeats", "verification")
 SLACK_REQUEST_OUTCOMES = ("ok", "unauthorized", "forbidden", "invalid")

@@ -220,6 +220,8 @@ class Outbox:
             self._cursor = last
 
     async def _compose(self, entry: AuditEntry) -> list[OutboxItem]:
+        if entry.detail.get("storm"):
+            return []  # a storm's lines are told by its summary: no reads for them
         incident = approval = None
         taken: list[str] = []
         if entry.incident_id is not None:

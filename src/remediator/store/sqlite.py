@@ -596,7 +596,13 @@ class SqliteStore:
                 (status, by, at, reason, approval_id),
             )
             _set_claim_after_decision(conn, current.claim_id, approved, by, reason, at)
-            _insert_audit(conn, audit)
+            # the stored line names the approval's incident: Slack updates that thread
+            _insert_audit(
+                conn,
+                replace(
+                    audit, incident_id=current.incident_id, rule=current.rule, action=current.action
+                ),
+            )
             return replace(current, status=status, decided_by=by, decided_at=at, reason=reason), ""
 
         return await self._write(op)
