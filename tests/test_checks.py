@@ -184,6 +184,19 @@ def test_promql_selectors_keep_their_braces() -> None:
     )
 
 
+def test_a_promql_check_from_config_keeps_its_selector_braces() -> None:
+    """What the README promises for a rule file's query, read the way config reads it."""
+    query = 'sum(rate(errors{connector="{connector}", job=~"a{2}"}[5m]))'
+    check = parse_precondition(
+        Node({"promql": {"query": query, "condition": "< 1"}}, "r.yaml", "actions.a.precondition"),
+        {"prometheus": Target("prometheus", "http://127.0.0.1:9090")},
+    )
+    assert isinstance(check, PromQLCheck)
+    assert check.query.render(ctx(connector="sink")) == (
+        'sum(rate(errors{connector="sink", job=~"a{2}"}[5m]))'
+    )
+
+
 @pytest.mark.parametrize(
     ("query", "condition", "on_empty", "holds", "detail"),
     [

@@ -302,5 +302,8 @@ def _promql_check(node: Node, targets: Mapping[str, Target]) -> PromQLCheck:
         raise condition_node.fail(str(e)) from None
     on_empty = node.opt("on_empty", lambda n: n.choice(("fail", "pass")), "fail")
     return PromQLCheck(
-        targets[PROMETHEUS], Template.parse(node.require("query")), condition, on_empty == "pass"
+        targets[PROMETHEUS],
+        Template.parse(node.require("query"), literal_braces=True),
+        condition,
+        on_empty == "pass",
     )
