@@ -472,6 +472,7 @@ def test_bad_action_values(write: Write, text: str, message: str) -> None:
         ),
         ("server: {listen: 'localhost'}\n", "server.listen: expected HOST:PORT, got 'localhost'"),
         ("server: {listen: ':99999'}\n", "server.listen: expected HOST:PORT, got ':99999'"),
+        ("server: {listen: ':9\u00b2'}\n", "server.listen: expected HOST:PORT, got ':9\u00b2'"),
         ("server: {max_body_bytes: 10}\n", "server.max_body_bytes: must be at least 1024, got 10"),
         ("executor: {max_concurrency: 0}\n", "executor.max_concurrency: must be at least 1, got 0"),
         ("rule_files: rules/*.yaml\n", "rule_files: expected a list, got 'rules/*.yaml'"),

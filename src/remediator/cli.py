@@ -18,6 +18,7 @@ from remediator import __version__
 from remediator.alerts import parse_notification
 from remediator.config import Config, load_config
 from remediator.errors import ConfigError, PayloadError, StoreError
+from remediator.schema import decimal
 from remediator.server import Daemon
 from remediator.simulate import simulate
 from remediator.store.records import RESOLVED_STEP
@@ -115,10 +116,10 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     host = port = None
     if args.listen:
         host, _, port_text = args.listen.rpartition(":")
-        if not port_text.isdigit():
+        port = decimal(port_text)
+        if port is None:
             print(f"--listen: expected HOST:PORT, got {args.listen!r}", file=sys.stderr)
             return 2
-        port = int(port_text)
     asyncio.run(Daemon(config).serve(host or None, port))
     return 0
 

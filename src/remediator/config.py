@@ -31,7 +31,7 @@ from remediator.rules import (
     ValueSource,
     check_ladder,
 )
-from remediator.schema import Invalid, Node, Secret, resolve_path
+from remediator.schema import Invalid, Node, Secret, decimal, resolve_path
 from remediator.store.records import RESOLVED_STEP
 from remediator.targets import Target, parse_breaker, parse_target
 from remediator.types import Action
@@ -737,10 +737,11 @@ def _value_source(node: Node) -> ValueSource:
 
 def _listen(node: Node) -> tuple[str, int]:
     text = node.string()
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    host, sep, port_text = text.rpartition(":")
+    port = decimal(port_text)
+    if not sep or port is None or not 0 < port < 65536:
         raise node.fail(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    return host.strip("[]") or "0.0.0.0", port
 
 
 def _display(path: Path) -> str:

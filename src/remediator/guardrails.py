@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.cron import CronTrigger
 
 from remediator.matchers import Matcher, matches_all
-from remediator.schema import format_duration
+from remediator.schema import decimal, format_duration
 
 GUARDRAILS = (
     "killswitch",
@@ -148,8 +148,9 @@ def _weekdays(spec: str) -> set[int]:
 
 
 def _weekday(text: str) -> int:
-    if text.isdigit() and int(text) <= 7:
-        return int(text)
+    day = decimal(text)
+    if day is not None and day <= 7:
+        return day
     if text.lower() not in _WEEKDAYS:
         raise ValueError(f"unknown day of week {text!r} (0-7 or sun-sat)")
     return _WEEKDAYS.index(text.lower())

@@ -43,6 +43,12 @@ class Secret:
     __str__ = __repr__
 
 
+def decimal(text: str) -> int | None:
+    """A non-negative integer written in ASCII digits, or None. (str.isdigit() also accepts
+    superscripts and other scripts' digits, which int() refuses or reads unexpectedly.)"""
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
 def parse_duration(text: str) -> float:
     """Seconds in a Prometheus-style duration: 90s, 5m, 1h30m, 2d, 250ms. ValueError otherwise."""
     m = _DURATION.fullmatch(text.strip())

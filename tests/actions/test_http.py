@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from remediator.actions.base import AttemptContext, AttemptResult, RenderContext, RetryPolicy
-from remediator.actions.http import HttpAction
+from remediator.actions.http import HttpAction, parse_retry_after
 from remediator.config import load_config
 from remediator.errors import ConfigError, RenderError
 from tests.conftest import base_config
@@ -586,6 +586,12 @@ async def test_retry_after_is_parsed(
         output='{"message": "slow down"}',
         retry_after=expected,
     )
+
+
+@pytest.mark.parametrize("header", ["\u00b2", "\u0663", " 7 ", "7.5"])
+def test_retry_after_is_ascii_digits_or_nothing(header: str) -> None:
+    """str.isdigit() is true of superscripts and other scripts' digits that float() refuses."""
+    assert parse_retry_after(header) == (7.0 if header == " 7 " else None)
 
 
 async def test_a_redirect_is_an_answer_not_followed(

@@ -384,6 +384,10 @@ async def test_an_unknown_verb_answers_with_help(world: World) -> None:
         ("unmute", "usage: /remediate unmute <id>"),
         ("killswitch maybe", "usage: /remediate killswitch on|off|status [reason]"),
         ("history abc", "usage: /remediate history [n]"),
+        # digits int() refuses (superscript two) or reads (Arabic-Indic three): not numbers here
+        ("history \u00b2", "usage: /remediate history [n]"),
+        ("approve \u0663", "usage: /remediate approve <id>"),
+        ("ack \u00b2", "usage: /remediate ack <incident>"),
     ],
 )
 async def test_malformed_arguments_answer_with_usage(world: World, text: str, answer: str) -> None:
@@ -431,6 +435,10 @@ async def test_status_of_a_target(world: World) -> None:
         (
             "status nope",
             ":warning: unknown target or incident 'nope' (targets: connect, flags, pager)",
+        ),
+        (
+            "status \u00b2",
+            ":warning: unknown target or incident '\u00b2' (targets: connect, flags, pager)",
         ),
     ],
 )

@@ -32,7 +32,7 @@ from remediator.actions.base import (
     render_json,
 )
 from remediator.errors import RenderError
-from remediator.schema import Node
+from remediator.schema import Node, decimal
 from remediator.targets import Target
 
 KEYS = COMMON_KEYS | {"target", "method", "path", "query", "headers", "body", "accept"}
@@ -197,9 +197,10 @@ def retry_after(response: httpx.Response) -> float | None:
 def parse_retry_after(value: str | None) -> float | None:
     if value is None:
         return None
-    if not value.strip().isdigit():
+    seconds = decimal(value.strip())
+    if seconds is None:
         return None  # an HTTP date (rare from APIs) or junk: fall back to our own backoff
-    return min(float(value), MAX_RETRY_AFTER)
+    return min(float(seconds), MAX_RETRY_AFTER)
 
 
 def build(node: Node, common: ActionCommon, env: ParseEnv) -> HttpAction:

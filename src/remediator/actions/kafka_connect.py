@@ -45,7 +45,7 @@ from remediator.actions.http import (
     send,
 )
 from remediator.errors import RenderError
-from remediator.schema import Node
+from remediator.schema import Node, decimal
 from remediator.targets import Target
 
 KEYS = COMMON_KEYS | {"cluster", "operation", "connector", "include_tasks", "only_failed", "task"}
@@ -154,9 +154,10 @@ def _what(prepared: Prepared) -> str:
 
 
 def _task_id(text: str) -> str:
-    if not text.isascii() or not text.isdigit():
+    task = decimal(text)
+    if task is None:
         raise RenderError(f"a task id is a non-negative integer, got {text!r}")
-    return str(int(text))
+    return str(task)
 
 
 def _is_connect_error(body: str) -> bool:

@@ -44,7 +44,7 @@ from remediator.actions.base import (
 from remediator.actions.http import RETRYABLE_STATUS, path_segment, retry_after, send
 from remediator.errors import RenderError
 from remediator.kubeconfig import KubeAuthError, KubeCluster
-from remediator.schema import Node
+from remediator.schema import Node, decimal
 from remediator.targets import Target
 
 KEYS = COMMON_KEYS | {"cluster", "operation", "workload", "replicas"}
@@ -250,9 +250,10 @@ def _checked(what: str, value: str, pattern: re.Pattern[str], limit: int) -> str
 
 
 def _replicas(text: str) -> int:
-    if not text.isascii() or not text.isdigit():
+    replicas = decimal(text)
+    if replicas is None:
         raise RenderError(f"replicas must be a non-negative integer, got {text!r}")
-    return int(text)
+    return replicas
 
 
 # -- config ----------------------------------------------------------------------------------

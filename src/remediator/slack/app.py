@@ -27,7 +27,7 @@ from remediator.config import READ_VERBS, Config
 from remediator.control import Control
 from remediator.errors import ControlError
 from remediator.metrics import Metrics
-from remediator.schema import parse_duration
+from remediator.schema import decimal, parse_duration
 from remediator.store.records import FINISHED, AuditEntry, Claim
 from remediator.types import Store
 
@@ -295,8 +295,9 @@ async def _help(app: SlackApp, who: Request, args: list[str]) -> str:
 
 
 async def _status(app: SlackApp, who: Request, args: list[str]) -> str:
-    if args and args[0].isdigit():
-        return await _incident_status(app, int(args[0]))
+    incident_id = decimal(args[0]) if args else None
+    if incident_id is not None:
+        return await _incident_status(app, incident_id)
     if args:
         return await _target_status(app, args[0])
     switch = await app.control.killswitch()
@@ -341,9 +342,9 @@ async def _target_status(app: SlackApp, target: str) -> str:
 
 
 async def _history(app: SlackApp, who: Request, args: list[str]) -> str:
-    if args and not args[0].isdigit():
+    n = decimal(args[0]) if args else 10
+    if n is None:
         raise UsageError(f"usage: {app.slack.command} history [n]")
-    n = int(args[0]) if args else 10
     page = await app.store.history(max(1, min(n, 50)), None)
     lines = [f"`{e['at']}` {e['rule'] or '-'} *{e['event']}* {e['message']}" for e in page.items]
     return "\n".join(lines) or "no history yet"
@@ -424,9 +425,10 @@ async def _killswitch(app: SlackApp, who: Request, args: list[str]) -> str:
 
 
 def _number(args: list[str], usage: str) -> int:
-    if not args or not args[0].isdigit():
+    number = decimal(args[0]) if args else None
+    if number is None:
         raise UsageError(f"usage: {usage}")
-    return int(args[0])
+    return number
 
 
 def _key(key: Mapping[str, Any]) -> str:

@@ -26,6 +26,7 @@ from remediator.config import Config
 from remediator.errors import StoreError
 from remediator.metrics import Metrics
 from remediator.rules import RuleIndex
+from remediator.schema import decimal
 from remediator.slack.messages import Composer, Facts
 from remediator.slack.templates import Templates
 from remediator.store.records import AuditEntry, OutboxItem, OutboxRow
@@ -98,8 +99,8 @@ def _classify(e: SlackApiError) -> Exception:
     with contextlib.suppress(Exception):
         error = str(e.response.get("error", ""))
     if status == 429:
-        after = e.response.headers.get("Retry-After", "1")
-        return Retry("rate limited (429)", float(after) if str(after).isdigit() else 1.0)
+        after = decimal(str(e.response.headers.get("Retry-After", "1")))
+        return Retry("rate limited (429)", 1.0 if after is None else float(after))
     if status >= 500 or error in RETRYABLE_ERRORS:
         return Retry(f"HTTP {status}: {error or 'server error'}")
     return Refused(error or f"HTTP {status}")
