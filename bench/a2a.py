@@ -264,7 +264,7 @@ def run(quick: bool = False) -> Section:
         )
     section.details.append("\n".join(breakdown))
     section.notes.append(
-        f"One run of {seconds:g} s for the daemon ({int(seconds * RATE):,} samples) and one of "
+        f"One run of {seconds:g} s for the daemon ({full['arrived']:,} samples) and one of "
         f"{base_seconds:g} s for the relay, each after a {WARMUP:g} s warm-up at the same rate "
         "that is not counted; the p99 of each 10 s window shows the spread across the run. "
         "Send time is taken in the load generator just before the request goes to its HTTP "

@@ -19,6 +19,7 @@ daemon too), and every journal id it acknowledged is looked up in the SQLite fil
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import sqlite3
@@ -89,7 +90,7 @@ class Run:
 
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime, clock ticks
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def wrk(port: int, pool: Path, alerts: int, seconds: float, out: Path) -> dict[str, object]:
@@ -306,7 +307,7 @@ def profile(alerts: int, seconds: float, drain_seconds: float = 0.0) -> tuple[Pa
 def run(quick: bool = False) -> Section:
     started = time.monotonic()
     runs, seconds = (1, 3.0) if quick else (3, 5.0)
-    section = Section("ingest", "1. Ingest (POST /alerts), 32 connections")
+    section = Section("ingest", f"1. Ingest (POST /alerts), {CONNECTIONS} connections")
     table = [
         "| payload | run | server | acked notif./s | alerts/s | ack p50 ms | ack p99 ms | "
         "max ms | server CPU µs/notif. | non-200 / errors | missing | decided/s during | "
@@ -339,8 +340,8 @@ def run(quick: bool = False) -> Section:
     section.notes.append(
         f"{runs} runs of {seconds:g} s per server and payload size, alternating bare, ack-only "
         "and full; "
-        "figures are medians. Latency is wrk's (closed loop: with 32 connections, "
-        "mean latency = 32 / throughput)."
+        f"figures are medians. Latency is wrk's (closed loop: with {CONNECTIONS} connections, "
+        f"mean latency = {CONNECTIONS} / throughput)."
     )
     section.seconds = time.monotonic() - started
     return section

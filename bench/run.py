@@ -46,6 +46,7 @@ def profile_section(quick: bool) -> Section:
     section = Section("profiles", "Profiles (py-spy)")
     seconds = 3.0 if quick else 5.0
     drain = 4.0 if quick else 8.0
+    a2a_seconds = 10.0 if quick else 15.0
     one, _ = ingest.profile(1, seconds)
     fifty, fifty_drain = ingest.profile(50, seconds, drain_seconds=drain)
     assert fifty_drain is not None
@@ -53,14 +54,15 @@ def profile_section(quick: bool) -> Section:
         ("ingest, 1-alert payloads, under load", one),
         ("ingest, 50-alert payloads, under load", fifty),
         ("ingest, 50-alert payloads, the engine deciding the backlog after the load", fifty_drain),
-        ("alert to action at 200/s", a2a.profile(10.0 if quick else 15.0)),
+        (f"alert to action at {a2a.RATE:g}/s", a2a.profile(a2a_seconds)),
     ]
     for title, path in found:
         section.details.append(profiles.markdown(f"{title} ({path.name})", profiles.read(path)))
     section.notes.append(
         "py-spy record --rate 250 --threads --nonblocking on the daemon under the same load as "
         f"the benchmark ({seconds:g} s of ingest per payload size, then {drain:g} s of the "
-        "engine catching up after the 50-alert load, the alert-to-action load for 15 s); "
+        "engine catching up after the 50-alert load, the alert-to-action load for "
+        f"{a2a_seconds:g} s); "
         "on-CPU samples only. The daemon's threads share one CPU, so the shares are of that "
         "CPU. Raw stacks are in bench/out/profile-*.txt (not committed)."
     )

@@ -100,7 +100,7 @@ def memory(runs: int, incidents: int = 100_000) -> Section:
     section.notes.append(
         f"Median of {runs} starts each. 200 MB is read as 200 * 10^6 bytes (190.7 MiB). Each "
         "incident: 7 labels, 3 annotations, one firing instance, one finished claim, one "
-        "attempt, three audit lines. Start to ready with these 100,000 incidents: "
+        f"attempt, three audit lines. Start to ready with these {incidents:,} incidents: "
         + ", ".join(f"{t:.2f}" for t in ready)
         + " s."
     )
