@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from pathlib import Path
@@ -22,8 +21,6 @@ from tests.conftest import base_config
 from tests.payloads import alert, notification
 from tests.peers import DaemonProcess as Process
 from tests.standins import Connector, KafkaConnect
-
-REMEDIATOR = Path(sys.executable).parent / "remediator"
 
 CDC = """
 actions:

@@ -304,7 +304,7 @@ class Control:
         views = []
         for target in sorted(self._targets()):
             breaker = self.config.breaker(target)
-            failures = await self.store.target_failures(target, 0.0)
+            failures = await self.store.target_failures(target)
             until = None if breaker is None else guardrails.circuit_open_until(failures, breaker)
             state = (
                 "disabled"

@@ -125,7 +125,6 @@ class Executor:
         metrics: Metrics,
         clock: Clock,
         *,
-        state: RuntimeState | None = None,
         http: httpx.AsyncClient | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -136,7 +135,7 @@ class Executor:
         self.notifier = notifier
         self.metrics = metrics
         self.clock = clock
-        self.state = state or RuntimeState(config.guardrails.killswitch)
+        self.state = RuntimeState(config.guardrails.killswitch)  # control keeps it current
         self.http = http or httpx.AsyncClient(follow_redirects=False, trust_env=False)
         self._session: aiohttp.ClientSession | None = None  # made in the loop, at first use
         self._rand = rand
@@ -564,7 +563,7 @@ class Executor:
         breaker = self.config.breaker(target)
         if breaker is None:
             return
-        failures = await self.store.target_failures(target, 0.0)
+        failures = await self.store.target_failures(target)
         until = guardrails.circuit_open_until(failures, breaker)
         is_open = until is not None and self.clock.now() < until
         self.metrics.circuit_open.labels(target).set(1 if is_open else 0)

@@ -39,7 +39,6 @@ from remediator.types import Notifier, Store
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-MAX_PAGE = 500
 BACKLOG_RETRY_AFTER = 5  # seconds; Alertmanager retries on its own backoff anyway
 CHUNK = 64 * 1024
 

@@ -49,9 +49,8 @@ Handler = Callable[["SlackApp", "Request", list[str]], Awaitable[str]]
 class Request:
     """Who asked what, from where: the parts of a slash command or click that matter."""
 
-    def __init__(self, user_id: str, user_name: str, response_url: str) -> None:
+    def __init__(self, user_id: str, response_url: str) -> None:
         self.user_id = user_id
-        self.user_name = user_name
         self.response_url = response_url
 
     @property
@@ -99,9 +98,7 @@ class SlackApp:
         form = await self._verified_form(request, "commands")
         if isinstance(form, web.Response):
             return form
-        who = Request(
-            form.get("user_id", ""), form.get("user_name", ""), form.get("response_url", "")
-        )
+        who = Request(form.get("user_id", ""), form.get("response_url", ""))
         words = form.get("text", "").split()
         verb, args = (words[0].lower(), words[1:]) if words else ("help", [])
         handler = VERBS.get(verb)
@@ -125,11 +122,7 @@ class SlackApp:
             payload = json.loads(form.get("payload", ""))
             action = payload["actions"][0]
             verb, approval_id = action["action_id"], int(action["value"])
-            who = Request(
-                payload["user"]["id"],
-                payload["user"].get("username", ""),
-                payload.get("response_url", ""),
-            )
+            who = Request(payload["user"]["id"], payload.get("response_url", ""))
         except (ValueError, KeyError, IndexError, TypeError):
             self.metrics.slack_requests.labels("interactions", "invalid").inc()
             return web.json_response({"error": "not a block_actions payload"}, status=400)

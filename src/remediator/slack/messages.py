@@ -8,7 +8,7 @@ its thread. Operator changes and storm summaries go to the default channel.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +19,7 @@ from remediator.schema import format_duration
 from remediator.slack.templates import Templates, Trusted, link, slack_escape
 from remediator.store.records import Approval, AuditEntry, OutboxItem
 
-RED, AMBER, GREEN, GREY = "#d32f2f", "#f9a825", "#2e7d32", "#9e9e9e"
+RED, AMBER, GREEN = "#d32f2f", "#f9a825", "#2e7d32"
 TEXT_LIMIT = 2900  # a section's text may be 3000 characters
 ACTION_OUTCOMES = ("refused", "dry_run", "held", "skipped", "precondition_failed", "interrupted")
 # what ended an approval, and the word its request's update uses (cancelled: the incident resolved)
@@ -40,7 +40,6 @@ class Facts:
     approval: Approval | None = None
     actions_taken: Sequence[str] = ()
     rule: Rule | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Composer:

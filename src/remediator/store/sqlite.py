@@ -332,7 +332,7 @@ class SqliteStore:
         judge: Callable[[TargetHistory, list[MuteRow]], Verdict | None],
     ) -> tuple[Verdict | None, bool]:
         def op(conn: sqlite3.Connection) -> tuple[Verdict | None, bool]:
-            verdict = judge(_target_history(conn, claim, since, 0.0), _active_mutes(conn, now))
+            verdict = judge(_target_history(conn, claim, since), _active_mutes(conn, now))
             if verdict is None or verdict.outcome != "allow":
                 return verdict, False
             return verdict, _start_claim(conn, claim.id, now, request)
@@ -427,14 +427,6 @@ class SqliteStore:
         )
 
     # -- guardrail facts -----------------------------------------------------------------------
-
-    async def target_history(
-        self, claim: Claim, since: float, breaker_since: float
-    ) -> TargetHistory:
-        """Facts about `claim`'s rule, action and target: starts since `since` (budgets), the
-        last start by another incident (cooldown), whether the target is busy, the target's
-        failures since its last success or reset within `breaker_since`, the claim's approval."""
-        return await self._read(lambda conn: _target_history(conn, claim, since, breaker_since))
 
     async def recent_starts(self, rule: str, key: tuple[str, ...], since: float) -> list[float]:
         sql = (
@@ -661,8 +653,8 @@ class SqliteStore:
 
         await self._write(op)
 
-    async def target_failures(self, target: str, since: float) -> list[float]:
-        return await self._read(lambda conn: _failures(conn, target, since))
+    async def target_failures(self, target: str) -> list[float]:
+        return await self._read(lambda conn: _failures(conn, target))
 
     # -- Slack ---------------------------------------------------------------------------------
 
@@ -867,9 +859,10 @@ def _active_mutes(conn: sqlite3.Connection, now: float) -> list[MuteRow]:
     return [MuteRow(*r) for r in conn.execute(sql, (now,))]
 
 
-def _target_history(
-    conn: sqlite3.Connection, claim: Claim, since: float, breaker_since: float
-) -> TargetHistory:
+def _target_history(conn: sqlite3.Connection, claim: Claim, since: float) -> TargetHistory:
+    """Facts about `claim`'s rule, action and target: starts since `since` (budgets), the last
+    start by another incident (cooldown), whether the target is busy, the target's failures since
+    its last success or reset (circuit breaker), the claim's approval, its incident's status."""
     started = ", ".join(f"'{s}'" for s in STARTED)
     # Each read below must cost what this claim's history costs, not the whole claims table (it
     # runs before every action). A unary + keeps SQLite from using a column's index where the
@@ -899,15 +892,15 @@ def _target_history(
         started_global=[t for _, t in starts],
         started_action=[t for a, t in starts if a == claim.action],
         target_busy=busy is not None,
-        failures=_failures(conn, claim.target, breaker_since),
+        failures=_failures(conn, claim.target),
         approval=None if row is None else _approval(row),
         incident_status=None if incident is None else incident[0],
     )
 
 
-def _failures(conn: sqlite3.Connection, target: str, since: float) -> list[float]:
-    """Failed actions on the target after its last success and its last reset, since `since`.
-    A failed verification counts as a failure."""
+def _failures(conn: sqlite3.Connection, target: str) -> list[float]:
+    """Failed actions on the target after its last success and its last reset. A failed
+    verification counts as a failure."""
     success = conn.execute(  # walks claims_target_status from the newest: stops at the first
         "SELECT finished_at FROM claims WHERE target = ? AND status = ? "
         "AND (verify_status IS NULL OR verify_status != ?) ORDER BY finished_at DESC LIMIT 1",
@@ -917,7 +910,7 @@ def _failures(conn: sqlite3.Connection, target: str, since: float) -> list[float
     last_reset = conn.execute(
         "SELECT MAX(at) FROM circuit_resets WHERE target = ?", (target,)
     ).fetchone()[0]
-    after = max(since, last_success or 0.0, last_reset or 0.0)
+    after = max(last_success or 0.0, last_reset or 0.0)
     rows = conn.execute(
         "SELECT finished_at FROM claims WHERE target = ? AND status IN (?, ?) AND finished_at > ? "
         "AND (status = ? OR verify_status = ?) ORDER BY finished_at",
