@@ -225,6 +225,17 @@ class Config:
     guardrails: Guardrails = field(default_factory=Guardrails)
     windows: tuple[Window, ...] = ()
     slack: SlackConfig = field(default_factory=SlackConfig)
+    _rules_by_name: dict[str, Rule] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_rules_by_name", {r.name: r for r in self.rules})
+
+    def rule(self, name: str) -> Rule | None:
+        return self._rules_by_name.get(name)
+
+    def all_targets(self) -> set[str]:
+        """Every target: the configured ones and those the actions name."""
+        return set(self.targets) | {a.target for a in self.actions.values()}
 
     def policy(self, action: str) -> ActionPolicy:
         return self.action_policies.get(action, NO_POLICY)

@@ -161,10 +161,10 @@ class Control:
     ) -> None:
         if not (rule or target or matchers):
             raise ControlError("a mute names a rule, a target or label matchers")
-        if rule is not None and not any(r.name == rule for r in self.config.rules):
+        if rule is not None and self.config.rule(rule) is None:
             raise ControlError(f"unknown rule {rule!r}")
-        if target is not None and target not in self._targets():
-            known = ", ".join(sorted(self._targets()))
+        if target is not None and target not in self.config.all_targets():
+            known = ", ".join(sorted(self.config.all_targets()))
             raise ControlError(f"unknown target {target!r} (known: {known})")
         if matchers:
             try:
@@ -302,7 +302,7 @@ class Control:
     async def circuits(self) -> list[dict[str, Any]]:
         now = self.clock.now()
         views = []
-        for target in sorted(self._targets()):
+        for target in sorted(self.config.all_targets()):
             breaker = self.config.breaker(target)
             failures = await self.store.target_failures(target)
             until = None if breaker is None else guardrails.circuit_open_until(failures, breaker)
@@ -326,7 +326,7 @@ class Control:
         return views
 
     async def reset_circuit(self, target: str, by: str) -> None:
-        if target not in self._targets():
+        if target not in self.config.all_targets():
             raise NotFound(f"unknown target {target!r}")
         now = self.clock.now()
         entry = self._audit(
@@ -377,9 +377,6 @@ class Control:
         return min(times, default=None)
 
     # -- helpers -------------------------------------------------------------------------------
-
-    def _targets(self) -> set[str]:
-        return set(self.config.targets) | {a.target for a in self.config.actions.values()}
 
     @staticmethod
     def _audit(event: str, message: str, by: str, now: float, **detail: Any) -> AuditEntry:

@@ -33,7 +33,6 @@ from remediator.errors import RenderError
 from remediator.guardrails import Ask, Facts, Mute, Policy, Verdict
 from remediator.matchers import parse_matchers
 from remediator.metrics import Metrics
-from remediator.rules import RuleIndex
 from remediator.store.records import (
     CLAIMED,
     DRY_RUN,
@@ -131,7 +130,6 @@ class Executor:
         self.store = store
         self.config = config
         self.actions: Mapping[str, Action] = config.actions
-        self.index = RuleIndex(config.rules)
         self.notifier = notifier
         self.metrics = metrics
         self.clock = clock
@@ -306,7 +304,7 @@ class Executor:
     def policy(self, claim: Claim) -> Policy:
         """What config says about this claim. An undo (on_resolved) is not held to cooldowns or
         budgets: they cap remediation, and must never leave a service paused."""
-        rule = self.index.get(claim.rule)
+        rule = self.config.rule(claim.rule)
         tier = None if rule is None else next((t for t in rule.tiers if t.name == claim.step), None)
         own = self.config.policy(claim.action)
         g = self.config.guardrails

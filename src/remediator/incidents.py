@@ -221,6 +221,6 @@ def _climb_reason(rule: Rule, tier: int, event: Firing) -> tuple[str, str]:
     if condition is not None and event.value is not None and condition.holds(event.value):
         return f"value {event.value:g} {condition}", "value"
     if repeats is not None:
-        fired = sum(1 for t in event.starts if event.at - t <= repeats.within)
+        fired = repeats.fired(event.starts, event.at)
         return f"fired {fired} times within {format_duration(repeats.within)}", "repeats"
     return "reached", "value"

@@ -108,8 +108,12 @@ class Repeats:
     count: int
     within: float
 
+    def fired(self, starts: Sequence[float], now: float) -> int:
+        """How many of `starts` fall within the window ending `now`."""
+        return sum(1 for t in starts if now - t <= self.within)
+
     def met(self, starts: Sequence[float], now: float) -> bool:
-        return sum(1 for t in starts if now - t <= self.within) >= self.count
+        return self.fired(starts, now) >= self.count
 
 
 @dataclass(frozen=True, slots=True)

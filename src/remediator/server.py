@@ -222,7 +222,7 @@ class Daemon:
         self.metrics.declare(
             [r.name for r in self.config.rules],
             sorted({a.kind for a in self.config.actions.values()}),
-            sorted(set(self.config.targets) | {a.target for a in self.config.actions.values()}),
+            sorted(self.config.all_targets()),
         )
         self.store: Store = SqliteStore(self.config.store_path)
         self.outbox = Outbox(self.config, self.store, self.metrics, self.slack_sender)

@@ -310,7 +310,7 @@ async def _incident_status(app: SlackApp, incident_id: int) -> str:
     incident = await app.store.incident(incident_id)
     if incident is None:
         raise UsageError(f"no incident {incident_id}")
-    rule = next((r for r in app.config.rules if r.name == incident["rule"]), None)
+    rule = app.config.rule(incident["rule"])
     tier = incident["tier"]
     tier_name = rule.tiers[tier].name if rule and 0 <= tier < len(rule.tiers) else "none"
     ran = sorted(await app.store.ran_actions(incident_id))
@@ -387,7 +387,7 @@ async def _mute(app: SlackApp, who: Request, args: list[str]) -> str:
         seconds = parse_duration(duration)
     except ValueError:
         raise UsageError(f"invalid duration {duration!r} (e.g. 30m, 2h)") from None
-    is_rule = any(r.name == name for r in app.config.rules)
+    is_rule = app.config.rule(name) is not None
     mute = await app.control.add_mute(
         rule=name if is_rule else None,
         target=None if is_rule else name,

@@ -25,7 +25,6 @@ from slack_sdk.web.async_client import AsyncWebClient
 from remediator.config import Config
 from remediator.errors import StoreError
 from remediator.metrics import Metrics
-from remediator.rules import RuleIndex
 from remediator.schema import decimal
 from remediator.slack.messages import Composer, Facts
 from remediator.slack.templates import Templates
@@ -133,7 +132,6 @@ class Outbox:
         self.config = config
         self.store = store
         self.metrics = metrics
-        self.index = RuleIndex(config.rules)
         self.composer = Composer(config, Templates(config.slack.templates_dir))
         token = config.slack.token
         self.sender: Sender = sender or (
@@ -231,7 +229,7 @@ class Outbox:
         approval_id = entry.detail.get("approval_id")
         if isinstance(approval_id, int):
             approval = await self.store.approval(approval_id)
-        rule = self.index.get(entry.rule) if entry.rule else None
+        rule = self.config.rule(entry.rule) if entry.rule else None
         try:
             return self.composer.messages(Facts(entry, incident, approval, taken, rule))
         except Exception:  # a broken override template must not stop every later message

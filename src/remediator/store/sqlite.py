@@ -284,9 +284,7 @@ class SqliteStore:
     async def ran_actions(self, incident_id: int) -> set[str]:
         """Actions that may have taken effect for this incident: succeeded, interrupted (the
         target may have seen it) or still running. What `if_ran` undoes."""
-        sql = "SELECT DISTINCT action FROM claims WHERE incident_id = ? AND status IN (?, ?, ?)"
-        params = (incident_id, SUCCEEDED, INTERRUPTED, RUNNING)
-        return await self._read(lambda conn: {r[0] for r in conn.execute(sql, params)})
+        return (await self.ran_actions_of([incident_id]))[incident_id]
 
     async def ran_actions_of(self, incident_ids: list[int]) -> dict[int, set[str]]:
         """ran_actions for several incidents in one read; every id is a key."""
@@ -462,12 +460,7 @@ class SqliteStore:
 
     async def put_setting(self, name: str, value: Any, at: float, audit: AuditEntry) -> AuditEntry:
         def op(conn: sqlite3.Connection) -> AuditEntry:
-            conn.execute(
-                "INSERT INTO settings (name, value, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET value = excluded.value, "
-                "updated_at = excluded.updated_at",
-                (name, json.dumps(value), at),
-            )
+            _put_setting(conn, name, value, at)
             return _insert_audit(conn, audit)
 
         return await self._write(op)
@@ -687,12 +680,7 @@ class SqliteStore:
                     for i in items
                 ],
             )
-            conn.execute(
-                "INSERT INTO settings (name, value, updated_at) VALUES ('slack_cursor', ?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET value = excluded.value, "
-                "updated_at = excluded.updated_at",
-                (json.dumps(cursor), at),
-            )
+            _put_setting(conn, "slack_cursor", cursor, at)
 
         await self._write(op)
 
@@ -917,6 +905,14 @@ def _failures(conn: sqlite3.Connection, target: str) -> list[float]:
         (target, FAILED, SUCCEEDED, after, FAILED, VERIFY_FAILED),
     ).fetchall()
     return [r[0] for r in rows]
+
+
+def _put_setting(conn: sqlite3.Connection, name: str, value: Any, at: float) -> None:
+    conn.execute(
+        "INSERT INTO settings (name, value, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        (name, json.dumps(value), at),
+    )
 
 
 def _set_claim_after_decision(
