@@ -65,7 +65,7 @@ class HttpCheck:
             url = self.endpoint.url + self.path.render(ctx, escape=path_segment)
         except RenderError as e:
             return CheckResult(False, f"cannot build the check: {e}")
-        headers = {**self.endpoint.headers, **self.endpoint.auth_headers()}
+        headers = self.endpoint.request_headers()
         try:
             response = await http.get(url, headers=headers, timeout=10.0)
         except httpx.HTTPError as e:
@@ -107,7 +107,7 @@ class PromQLCheck:
             query = self.query.render(ctx, escape=promql_string)
         except RenderError as e:
             return CheckResult(False, f"cannot build the query: {e}")
-        headers = {**self.prometheus.headers, **self.prometheus.auth_headers()}
+        headers = self.prometheus.request_headers()
         try:
             response = await http.post(
                 f"{self.prometheus.url}/api/v1/query",
@@ -198,6 +198,14 @@ def sample_values(data: Mapping[str, Any]) -> list[float]:
 def promql_string(value: str) -> str:
     """A label value inside a PromQL double-quoted string literal."""
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def parse_condition(node: Node) -> Condition:
+    """`> 0.1`, `<= 5`...: a comparison with a number, as tiers' `when` and promql checks say."""
+    try:
+        return Condition.parse(node.string())
+    except ValueError as e:
+        raise node.fail(str(e)) from None
 
 
 def parse_precondition(node: Node, targets: Mapping[str, Target]) -> Check:
@@ -295,11 +303,7 @@ def _promql_check(node: Node, targets: Mapping[str, Target]) -> PromQLCheck:
         raise node.fail(
             "promql checks need a target named 'prometheus' (targets: {prometheus: {url: ...}})"
         )
-    condition_node = node.require("condition")
-    try:
-        condition = Condition.parse(condition_node.string())
-    except ValueError as e:
-        raise condition_node.fail(str(e)) from None
+    condition = parse_condition(node.require("condition"))
     on_empty = node.opt("on_empty", lambda n: n.choice(("fail", "pass")), "fail")
     return PromQLCheck(
         targets[PROMETHEUS],

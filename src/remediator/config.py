@@ -18,12 +18,17 @@ import yaml
 
 from remediator.actions import ActionRegistry, ParseEnv, default_registry
 from remediator.alerts import parse_time
-from remediator.checks import Check, Verification, parse_precondition, parse_verify
+from remediator.checks import (
+    Check,
+    Verification,
+    parse_condition,
+    parse_precondition,
+    parse_verify,
+)
 from remediator.errors import ConfigError
 from remediator.guardrails import Breaker, Budget, Window
 from remediator.matchers import MatcherError, parse_matchers
 from remediator.rules import (
-    Condition,
     Repeats,
     ResolvedStep,
     Rule,
@@ -534,13 +539,7 @@ class _Loader:
 
     def _tier(self, index: int, node: Node, actions: dict[str, Action]) -> Tier:
         node.mapping(TIER_KEYS)
-        when = node.get("when")
-        condition = None
-        if when is not None:
-            try:
-                condition = Condition.parse(when.string())
-            except ValueError as e:
-                raise when.fail(str(e)) from None
+        condition = node.opt("when", parse_condition, None)
         return Tier(
             index=index,
             name=node.opt("name", Node.string, f"tier{index}"),

@@ -43,6 +43,10 @@ class Target:
     breaker: Breaker | None = None  # None: the global default
     kubernetes: KubeCluster | None = None  # a cluster for the `kubernetes` kind, not an HTTP URL
 
+    def request_headers(self) -> dict[str, str]:
+        """What every request to this target carries: its configured headers, then credentials."""
+        return {**self.headers, **self.auth_headers()}
+
     def auth_headers(self) -> dict[str, str]:
         """Credential headers, built at request time so they never reach a stored request."""
         if self.bearer_token is not None:

@@ -61,6 +61,13 @@ class ParseEnv:
             raise node.fail(f"unknown target {name!r} (known: {known})")
         return self.targets[name]
 
+    def url_target(self, node: Node) -> Target:
+        """A target to send HTTP requests to: it must have a URL."""
+        target = self.target(node)
+        if not target.url:
+            raise node.fail(f"target {target.name!r} has no url")
+        return target
+
 
 ActionFactory = Callable[[Node, ActionCommon, ParseEnv], Action]
 

@@ -46,8 +46,12 @@ from remediator.actions.base import (
     RetryPolicy,
     Template,
 )
-from remediator.actions.http import RETRYABLE_STATUS, path_segment, retry_after, send
-from remediator.actions.kafka_connect import cluster_target
+from remediator.actions.http import (
+    MAX_OUTPUT,
+    failure,
+    path_segment,
+    send,
+)
 from remediator.errors import RenderError
 from remediator.matchers import Matcher, MatcherError, MatchOp
 from remediator.schema import Node, format_duration
@@ -129,7 +133,7 @@ class SilenceAction:
         return f"silence {{{shown}}} for {duration} on {self.alertmanager.name}"
 
     async def attempt(self, prepared: Prepared, ctx: AttemptContext) -> AttemptResult:
-        headers = {**self.alertmanager.headers, **self.alertmanager.auth_headers()}
+        headers = self.alertmanager.request_headers()
         if prepared["operation"] == "expire":
             response = await send(ctx.http, "DELETE", prepared["url"], headers, None, ctx.timeout)
             return (
@@ -209,19 +213,15 @@ class SilenceAction:
                 f"HTTP {response.status_code}: silence {silence} not found on "
                 f"{self.alertmanager.name!r}",
                 status_code=response.status_code,
-                output=response.text[:2048],
+                output=response.text[:MAX_OUTPUT],
             )
         return self._failure(f"expire silence {silence}", response)
 
     def _failure(self, what: str, response: httpx.Response) -> AttemptResult:
-        status = response.status_code
-        return AttemptResult(
-            False,
-            f"HTTP {status}: cannot {what} on {self.alertmanager.name!r}: {_message(response)}",
-            retryable=status in RETRYABLE_STATUS,
-            status_code=status,
-            output=response.text[:2048],
-            retry_after=retry_after(response),
+        return failure(
+            response,
+            f"HTTP {response.status_code}: cannot {what} on {self.alertmanager.name!r}: "
+            f"{_message(response)}",
         )
 
 
@@ -301,7 +301,7 @@ def _matcher(node: Node) -> MatcherTemplate:
 
 def build(node: Node, common: ActionCommon, env: ParseEnv) -> SilenceAction:
     node.mapping(KEYS)
-    alertmanager = cluster_target(node.require("alertmanager"), env)
+    alertmanager = env.url_target(node.require("alertmanager"))
     operation = node.require("operation").choice(("create", "expire"))
     if operation == "expire":
         for key in CREATE_ONLY:

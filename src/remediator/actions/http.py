@@ -190,6 +190,20 @@ def error_message(body: str) -> str:
     return body[:200]
 
 
+def failure(response: httpx.Response, detail: str) -> AttemptResult:
+    """A failed answer from an HTTP API: retryable as its status says, its body kept (bounded),
+    its Retry-After honoured."""
+    status = response.status_code
+    return AttemptResult(
+        False,
+        detail,
+        retryable=status in RETRYABLE_STATUS,
+        status_code=status,
+        output=response.text[:MAX_OUTPUT],
+        retry_after=retry_after(response),
+    )
+
+
 def retry_after(response: httpx.Response) -> float | None:
     return parse_retry_after(response.headers.get("Retry-After"))
 
@@ -205,9 +219,7 @@ def parse_retry_after(value: str | None) -> float | None:
 
 def build(node: Node, common: ActionCommon, env: ParseEnv) -> HttpAction:
     node.mapping(KEYS)
-    endpoint = env.target(node.require("target"))
-    if not endpoint.url:
-        raise node.child("target").fail(f"target {endpoint.name!r} has no url")
+    endpoint = env.url_target(node.require("target"))
     path_node = node.require("path")
     path = Template.parse(path_node)
     if not path.text.startswith("/"):

@@ -38,10 +38,9 @@ from remediator.actions.base import (
 )
 from remediator.actions.http import (
     MAX_OUTPUT,
-    RETRYABLE_STATUS,
     error_message,
+    failure,
     path_segment,
-    retry_after,
     send,
 )
 from remediator.errors import RenderError
@@ -92,7 +91,7 @@ class KafkaConnectAction:
         return f"{prepared['method']} {prepared['url']}"
 
     async def attempt(self, prepared: Prepared, ctx: AttemptContext) -> AttemptResult:
-        headers = {**self.cluster.headers, **self.cluster.auth_headers()}
+        headers = self.cluster.request_headers()
         headers["Idempotency-Key"] = ctx.idempotency_key
         response = await send(
             ctx.http, prepared["method"], prepared["url"], headers, None, ctx.timeout
@@ -127,14 +126,7 @@ class KafkaConnectAction:
             if body
             else "no body"
         )
-        return AttemptResult(
-            False,
-            f"HTTP {status} for {what}: {reason}",
-            retryable=status in RETRYABLE_STATUS,
-            status_code=status,
-            output=body,
-            retry_after=retry_after(response),
-        )
+        return failure(response, f"HTTP {status} for {what}: {reason}")
 
     def _done(self, prepared: Prepared, status: int, body: str) -> str:
         what = _what(prepared)
@@ -194,7 +186,7 @@ async def connector_status(
 ) -> ConnectorStatus | str:
     """`GET /connectors/{name}/status`: the states, or a sentence saying why there are none."""
     url = f"{cluster.url}/connectors/{path_segment(connector)}/status"
-    headers = {**cluster.headers, **cluster.auth_headers()}
+    headers = cluster.request_headers()
     try:
         response = await http.get(url, headers=headers, timeout=STATUS_TIMEOUT)
     except httpx.HTTPError as e:
@@ -217,14 +209,6 @@ def _status(data: Mapping[str, Any]) -> ConnectorStatus:
 # -- config ----------------------------------------------------------------------------------
 
 
-def cluster_target(node: Node, env: ParseEnv) -> Target:
-    """A target usable as a Connect cluster: it must have a URL."""
-    cluster = env.target(node)
-    if not cluster.url:
-        raise node.fail(f"target {cluster.name!r} has no url")
-    return cluster
-
-
 def build(node: Node, common: ActionCommon, env: ParseEnv) -> KafkaConnectAction:
     node.mapping(KEYS)
     operation = node.require("operation").choice(OPERATIONS)
@@ -238,7 +222,7 @@ def build(node: Node, common: ActionCommon, env: ParseEnv) -> KafkaConnectAction
         name=common.name,
         timeout=common.timeout,
         retry=common.retry,
-        cluster=cluster_target(node.require("cluster"), env),
+        cluster=env.url_target(node.require("cluster")),
         operation=operation,
         connector=Template.parse(node.require("connector")),
         include_tasks=node.opt("include_tasks", Node.boolean, False),

@@ -41,7 +41,12 @@ from remediator.actions.base import (
     RetryPolicy,
     Template,
 )
-from remediator.actions.http import RETRYABLE_STATUS, path_segment, retry_after, send
+from remediator.actions.http import (
+    MAX_OUTPUT,
+    failure,
+    path_segment,
+    send,
+)
 from remediator.errors import RenderError
 from remediator.kubeconfig import KubeAuthError, KubeCluster
 from remediator.schema import Node, decimal
@@ -187,7 +192,7 @@ class KubernetesAction:
         )
 
     def _failure(self, prepared: Prepared, response: httpx.Response) -> AttemptResult:
-        status, body = response.status_code, response.text[:2048]
+        status, body = response.status_code, response.text[:MAX_OUTPUT]
         reason, message = _status(body)
         what = _what(prepared)
         if reason is None:
@@ -206,14 +211,7 @@ class KubernetesAction:
             detail = f"HTTP 409: {what} changed meanwhile; retrying ({message})"
         else:
             detail = f"HTTP {status} {reason}: {message}"
-        return AttemptResult(
-            False,
-            detail,
-            retryable=status in RETRYABLE_STATUS,
-            status_code=status,
-            output=body,
-            retry_after=retry_after(response),
-        )
+        return failure(response, detail)
 
 
 async def _patch(
