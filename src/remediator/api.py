@@ -59,10 +59,7 @@ class Api:
         page = await self.store.list_incidents(limit, before, status)
         for item in page.items:
             rule = self.engine.index.get(item["rule"])
-            tier = item["tier"]
-            item["tier_name"] = (
-                rule.tiers[tier].name if rule and 0 <= tier < len(rule.tiers) else None
-            )
+            item["tier_name"] = rule.tier_name(item["tier"]) if rule else None
         return page_response(request, page.items, page.next_before)
 
     async def actions(self, request: web.Request) -> web.Response:

@@ -158,6 +158,10 @@ class Rule:
     def matches(self, labels: Mapping[str, str]) -> bool:
         return matches_all(self.matchers, labels)
 
+    def tier_name(self, tier: int) -> str | None:
+        """The name of tier number `tier`; None before the first tier (-1) or past the last."""
+        return self.tiers[tier].name if 0 <= tier < len(self.tiers) else None
+
     def key_of(self, labels: Mapping[str, str]) -> tuple[str, ...]:
         """The incident key's values; a missing label is the empty string, as in matchers."""
         return tuple(labels.get(name, "") for name in self.incident_key)

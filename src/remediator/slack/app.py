@@ -311,8 +311,7 @@ async def _incident_status(app: SlackApp, incident_id: int) -> str:
     if incident is None:
         raise UsageError(f"no incident {incident_id}")
     rule = app.config.rule(incident["rule"])
-    tier = incident["tier"]
-    tier_name = rule.tiers[tier].name if rule and 0 <= tier < len(rule.tiers) else "none"
+    tier_name = (rule.tier_name(incident["tier"]) if rule else None) or "none"
     ran = sorted(await app.store.ran_actions(incident_id))
     owner = f" · owner {incident['acked_by']}" if incident["acked_by"] else ""
     return (

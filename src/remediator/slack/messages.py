@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
+from remediator.alerts import parse_time
 from remediator.clock import iso
 from remediator.config import Config, SlackConfig
 from remediator.rules import Rule
@@ -115,7 +115,7 @@ class Composer:
         return []
 
     def _success_template(self, action: str) -> str:
-        announce = self.config.policy(action).announce if action in self.config.actions else ""
+        announce = self.config.policy(action).announce
         if announce:
             return announce
         lowered = action.lower()
@@ -306,8 +306,7 @@ class Composer:
         view = facts.incident or {}
         labels, annotations = view.get("labels", {}), view.get("annotations", {})
         rule = facts.rule
-        tier = view.get("tier", -1)
-        tier_name = rule.tiers[tier].name if rule and 0 <= tier < len(rule.tiers) else ""
+        tier_name = (rule.tier_name(view.get("tier", -1)) if rule else None) or ""
         status = view.get("status", "open")
         state = (
             "resolved"
@@ -429,6 +428,4 @@ def _value_text(value: float | None) -> str:
 
 
 def _parse_iso(text: str | None) -> float | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC).timestamp()
+    return parse_time(text) if text else None
