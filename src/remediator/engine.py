@@ -292,7 +292,8 @@ class Engine:
         self._count_cancelled(applied.audit)
         if applied.audit:
             await self.notifier.publish(applied.audit)
-        self.wake()
+        if batch.open or batch.closed:  # only an incident's change moves an escalation or a storm
+            self.wake()  # (holds, approvals and verifications wake from the executor and control)
 
     def _count_cancelled(self, audit: Sequence[AuditEntry]) -> None:
         """Approvals the store cancelled because their incident resolved: no longer pending,
