@@ -74,7 +74,7 @@ class Control:
     async def refresh_gauges(self) -> None:
         now = self.clock.now()
         self.metrics.mutes_active.set(len(await self.store.mutes(now)))
-        self.metrics.approvals_pending.set(len(await self.store.approvals("pending")))
+        self.metrics.approvals_pending.set((await self.store.pending_approvals())[0])
 
     async def record(self, entry: AuditEntry) -> None:
         """Audit something that changes nothing (a refused Slack request)."""
@@ -372,7 +372,8 @@ class Control:
 
     async def next_due(self) -> float | None:
         now = self.clock.now()
-        times = [a.expires_at for a in await self.store.approvals("pending")]
+        _, first_expiry = await self.store.pending_approvals()
+        times = [] if first_expiry is None else [first_expiry]
         times += [m.until for m in await self.store.mutes(now)]
         return min(times, default=None)
 

@@ -410,6 +410,21 @@ async def test_status_shows_the_kill_switch_open_incidents_and_waiting_approvals
     )
 
 
+async def test_status_counts_every_open_incident_and_lists_the_newest(world: World) -> None:
+    await world.ask("killswitch on")  # nothing acts: only incidents are opened
+    down = [
+        alert("ConnectorDown", starts_at=STARTS, annotations=None, connector=f"c{n:02d}")
+        for n in range(22)
+    ]
+    assert (await world.running.post_alerts(notification(*down))).status_code == 200
+    await world.running.settle()
+    lines = (await world.ask("status")).splitlines()
+    assert lines[0] == "Kill switch: *ON* · open incidents: 22 · approvals waiting: 0"
+    assert len(lines) == 1 + 20 + 1
+    assert lines[1].startswith("• incident 22 `connector-down`")
+    assert lines[-1] == "… and 2 older (all of them: GET /api/v1/incidents?status=open)"
+
+
 async def test_status_of_an_incident(world: World) -> None:
     await world.fire("ConnectorDown", connector="sink")
     await world.ask("ack 1")

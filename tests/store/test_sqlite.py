@@ -228,6 +228,22 @@ async def test_a_resolution_cancels_the_pending_approvals_of_its_firing_steps(
     assert "the incident resolved before anyone approved" in rollback.detail
 
 
+async def test_pending_approvals_are_counted_all_and_the_first_expiry_is_the_earliest(
+    store: SqliteStore,
+) -> None:
+    """The gauge and the expiry timer read every pending approval, not the page of the newest
+    500 that listing returns."""
+    assert await store.pending_approvals() == (0, None)
+    many = [replace(claim(-1), idempotency_key=f"k-{n}", action=f"a{n}") for n in range(501)]
+    applied = await store.apply(Changes(at=1.0, incidents=[new_incident()], claims=many))
+    for n, c in enumerate(applied.claims):  # the oldest expires first
+        expiry = 1000.0 + n
+        assert await store.request_approval(c, {}, 2.0, expiry, audit("asked")) is not None
+    assert len(await store.approvals("pending")) == 500  # a page
+    assert await store.pending_approvals() == (501, 1000.0)
+    assert await store.count_incidents("open") == 1
+
+
 async def test_pages_are_newest_first(store: SqliteStore) -> None:
     await store.apply(Changes(at=1.0, audit=[audit(f"m{i}") for i in range(5)]))
     page = await store.history(2, None)

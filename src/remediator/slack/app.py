@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024
 GROUP_CACHE = 60.0
 MANUAL_REPORT_TIMEOUT = 600.0
+STATUS_SHOWN = 20  # open incidents listed by `status`, newest first
 HELP = """*{command}* verbs:
 `status [incident|target]` · `history [n]` · `ack <incident>`
 `pause|resume|restart|rollback <target>` (targets: {targets})
@@ -294,15 +295,19 @@ async def _status(app: SlackApp, who: Request, args: list[str]) -> str:
     if args:
         return await _target_status(app, args[0])
     switch = await app.control.killswitch()
-    page = await app.store.list_incidents(20, None, "open")
-    pending = await app.control.approvals("pending")
+    page = await app.store.list_incidents(STATUS_SHOWN, None, "open")
+    open_count = await app.store.count_incidents("open")
+    pending, _ = await app.store.pending_approvals()
     lines = [
         f"Kill switch: *{'ON' if switch.on else 'off'}* · open incidents: "
-        f"{len(page.items)} · approvals waiting: {len(pending)}"
+        f"{open_count} · approvals waiting: {pending}"
     ]
     lines += [
         f"• incident {i['id']} `{i['rule']}` {_key(i['key'])} tier {i['tier']}" for i in page.items
     ]
+    if open_count > len(page.items):
+        more = open_count - len(page.items)
+        lines.append(f"… and {more} older (all of them: GET /api/v1/incidents?status=open)")
     return "\n".join(lines)
 
 

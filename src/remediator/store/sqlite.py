@@ -625,6 +625,17 @@ class SqliteStore:
 
         return await self._write(op)
 
+    async def pending_approvals(self) -> tuple[int, float | None]:
+        """How many approvals wait, and when the first of them expires: every one of them, not
+        a page of the newest (the gauge and the expiry timer must see them all)."""
+        sql = "SELECT COUNT(*), MIN(expires_at) FROM approvals WHERE status = 'pending'"
+        count, first = await self._read(lambda conn: conn.execute(sql).fetchone())
+        return int(count), first
+
+    async def count_incidents(self, status: str) -> int:
+        sql = "SELECT COUNT(*) FROM incidents WHERE status = ?"
+        return int(await self._read(lambda conn: conn.execute(sql, (status,)).fetchone()[0]))
+
     async def approvals(self, status: str | None = None) -> list[Approval]:
         sql = f"SELECT {_APPROVAL_COLUMNS} FROM approvals"
         params: tuple[Any, ...] = ()
