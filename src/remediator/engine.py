@@ -15,7 +15,7 @@ import itertools
 import json
 import logging
 import uuid
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -117,6 +117,8 @@ class _Batch:
     looked_up: set[InstanceKey] = field(default_factory=set)
     stored_resolved: set[InstanceKey] = field(default_factory=set)
     ran: dict[int, set[str]] = field(default_factory=dict)  # incident id -> actions that ran
+    # incident id -> startsAt of the instances this batch wrote, not yet in the store
+    starts: defaultdict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
 
 
 class Engine:
@@ -367,7 +369,7 @@ class Engine:
         incident = self._current(rule, key, batch)
         value, problem = _read_value(rule, alert)
         new_instance = incident is None or alert.instance not in incident.instances
-        starts = await self._starts(rule, key, alert, now) if new_instance else ()
+        starts = await self._starts(rule, key, incident, alert, batch, now) if new_instance else ()
         event = Firing(alert.instance, value, problem, now, starts)
         if incident is None:
             transition = open_incident(rule, key, self._placeholder(), event)
@@ -381,14 +383,24 @@ class Engine:
         self._instance(rule, alert, transition.incident, "firing", batch, now)
 
     async def _starts(
-        self, rule: Rule, key: tuple[str, ...], alert: Alert, now: float
+        self,
+        rule: Rule,
+        key: tuple[str, ...],
+        incident: Incident | None,
+        alert: Alert,
+        batch: _Batch,
+        now: float,
     ) -> tuple[float, ...]:
-        """startsAt of this key's firings within the rule's repeats window, this one included."""
+        """startsAt of this key's firings within the rule's repeats window, this one included:
+        those committed, and those this batch has seen of the same incident (one Alertmanager
+        group can carry several)."""
         window = rule.repeats_window
         if not window:
             return ()
-        known = await self.store.recent_starts(rule.name, key, now - window)
-        return tuple(sorted({*known, alert.starts_at}))
+        since = now - window
+        known = await self.store.recent_starts(rule.name, key, since)
+        pending = [] if incident is None else batch.starts.get(incident.id, [])
+        return tuple(sorted({*known, *(t for t in pending if t >= since), alert.starts_at}))
 
     async def _resolved(self, rule: Rule, alert: Alert, batch: _Batch, now: float) -> None:
         key = rule.key_of(alert.labels)
@@ -474,6 +486,7 @@ class Engine:
         batch: _Batch,
         now: float,
     ) -> None:
+        batch.starts[incident.id].append(alert.starts_at)
         batch.changes.instances.append(
             InstanceWrite(
                 rule.name,

@@ -190,6 +190,24 @@ async def test_a_circuit_breaker_open_pages_and_the_third_in_an_hour_asks_to_rol
     assert targets.flags.server.seen == []
 
 
+async def test_three_breakers_opening_in_one_notification_are_three_repeats(
+    ingestion: Pack, targets: Targets
+) -> None:
+    """One Alertmanager group carrying three circuit-breaker alerts: the rule counts each."""
+    await ingestion.fire(
+        *(
+            firing("IngestionCircuitOpen", f"2026-11-22T09:0{n}:00Z", breaker=name, severity="P0")
+            for n, name in enumerate(("db", "cache", "queue"))
+        )
+    )
+    assert await ingestion.decisions() == [("opened", "page"), ("escalated", "rollback")]
+    [rollback] = await ingestion.actions()
+    assert (rollback["action"], rollback["status"]) == (
+        "rollback_feature_flag",
+        "awaiting_approval",
+    )
+
+
 async def test_a_staging_backlog_is_told_not_acted_on(ingestion: Pack, targets: Targets) -> None:
     await ingestion.fire(firing("IngestionStagingBacklog", severity="P2"))
     assert await ingestion.decisions() == [("opened", "notify")]
