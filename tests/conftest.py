@@ -81,8 +81,11 @@ class Running:
         return r.json()
 
 
+StartDaemon = Callable[..., Awaitable[Running]]
+
+
 @pytest.fixture
-async def start_daemon() -> AsyncIterator[Callable[..., Awaitable[Running]]]:
+async def start_daemon() -> AsyncIterator[StartDaemon]:
     """Start a daemon from a config file on a free loopback port; stops it afterwards."""
     started: list[Running] = []
 

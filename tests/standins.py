@@ -117,6 +117,10 @@ class KafkaConnect:
         app.router.add_get("/metrics", self.metrics)
         self.server = StandIn(app)
 
+    def restarts(self, connector: str) -> int:
+        """How many restart requests the connector received."""
+        return sum(1 for s in self.server.seen if s.path == f"/connectors/{connector}/restart")
+
     def status_body(self, name: str) -> dict[str, Any]:
         c = self.connectors[name]
         return {

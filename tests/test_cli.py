@@ -7,7 +7,6 @@ import glob
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,9 @@ from remediator.actions.http import KEYS as HTTP_KIND_KEYS
 from remediator.config import TOP_KEYS as CONFIG_TOP_KEYS
 from remediator.config import load_config
 from tests.conftest import base_config
+from tests.peers import REMEDIATOR
 from tests.standins import KafkaConnect, Recorder
 
-REMEDIATOR = Path(sys.executable).with_name("remediator")
 ROOT = Path(__file__).resolve().parents[1]
 PAYLOADS = ROOT / "examples" / "payloads"
 SHIPPED_RULES = f"rule_files:\n  - {ROOT / 'rules'}/*.yaml\n"

@@ -70,10 +70,6 @@ def config_for(write_config: Callable[..., Path], connect: KafkaConnect, extra: 
     )
 
 
-def restarts(connect: KafkaConnect, connector: str) -> int:
-    return sum(1 for s in connect.server.seen if s.path == f"/connectors/{connector}/restart")
-
-
 async def until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
@@ -95,27 +91,27 @@ async def test_killed_during_one_action_and_before_another_each_claim_ends_right
     await first.start()
     connect.hang.set()
     assert (await first.post(down("a"))).status_code == 200
-    await until(lambda: restarts(connect, "a") == 1)  # a is at the target, unanswered
+    await until(lambda: connect.restarts("a") == 1)  # a is at the target, unanswered
     assert (await first.post(down("b"))).status_code == 200  # acknowledged: durable
     first.kill(signal.SIGKILL)
-    assert restarts(connect, "b") == 0  # b never ran before the crash
+    assert connect.restarts("b") == 0  # b never ran before the crash
 
     connect.hang.clear()
     second = daemons(config)
     await second.start()
-    await until(lambda: restarts(connect, "b") == 1)
+    await until(lambda: connect.restarts("b") == 1)
     await asyncio.sleep(0.3)  # time enough for a wrong second run to show up
     actions = await second.actions()
     assert actions["b"]["status"] == "succeeded"
     assert actions["a"]["status"] == "interrupted"
     assert "not repeated" in actions["a"]["detail"]
-    assert (restarts(connect, "a"), restarts(connect, "b")) == (1, 1)
+    assert (connect.restarts("a"), connect.restarts("b")) == (1, 1)
 
     second.kill(signal.SIGTERM)
     third = daemons(config)
     await third.start()
     await asyncio.sleep(0.3)
-    assert (restarts(connect, "a"), restarts(connect, "b")) == (1, 1)
+    assert (connect.restarts("a"), connect.restarts("b")) == (1, 1)
 
 
 async def test_killed_right_after_the_acknowledgement_the_action_runs_once(
@@ -133,10 +129,10 @@ async def test_killed_right_after_the_acknowledgement_the_action_runs_once(
         first.kill(signal.SIGKILL)
         second = daemons(config)
         await second.start()
-        await until(partial(lambda c: restarts(connect, c) >= 1, connector))
+        await until(partial(lambda c: connect.restarts(c) >= 1, connector))
         await asyncio.sleep(0.3)
         status = (await second.actions())[connector]["status"]
-        assert (restarts(connect, connector), status) in [(1, "succeeded"), (1, "interrupted")]
+        assert (connect.restarts(connector), status) in [(1, "succeeded"), (1, "interrupted")]
         second.kill(signal.SIGTERM)
 
 
@@ -150,7 +146,7 @@ async def test_sigterm_gives_running_actions_the_grace_period_then_interrupts_th
     await first.start()
     connect.hang.set()
     await first.post(down("a"))
-    await until(lambda: restarts(connect, "a") == 1)
+    await until(lambda: connect.restarts("a") == 1)
     assert first.kill(signal.SIGTERM) == 0  # a clean exit after the grace period
     assert "shutting down" in first.log()
     connect.hang.clear()
@@ -171,7 +167,7 @@ async def test_sigterm_lets_a_quick_action_finish(
     await first.start()
     connect.hang.set()
     await first.post(down("a"))
-    await until(lambda: restarts(connect, "a") == 1)
+    await until(lambda: connect.restarts("a") == 1)
     loop = asyncio.get_running_loop()
     loop.call_later(0.5, connect.release.set)  # the target answers during the grace period
     assert await asyncio.to_thread(first.kill, signal.SIGTERM) == 0

@@ -13,11 +13,9 @@ import pytest
 
 from remediator.config import load_config
 from remediator.store.sqlite import SqliteStore
-from tests.conftest import Running, base_config
+from tests.conftest import Running, StartDaemon, base_config
 from tests.payloads import alert, notification
 from tests.standins import KafkaConnect, Recorder
-
-StartDaemon = Callable[..., Awaitable[Running]]
 
 CDC = """
 actions:

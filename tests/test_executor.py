@@ -16,11 +16,10 @@ import pytest
 from remediator.clock import FakeClock, iso
 from remediator.executor import Turns
 from remediator.store.records import Claim
-from tests.conftest import API_TOKEN, Running, base_config
+from tests.conftest import API_TOKEN, Running, StartDaemon, base_config
 from tests.payloads import alert, notification
 from tests.standins import KafkaConnect, Recorder
 
-StartDaemon = Callable[..., Awaitable[Running]]
 T0 = 1_795_000_000.0  # 2026-11-19T06:26:40Z; the pager's maintenance window is T0+2h..T0+3h
 
 RULES = """

@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 
 from remediator.clock import FakeClock
-from tests.conftest import API_TOKEN, Running, base_config
+from tests.conftest import API_TOKEN, Running, StartDaemon, base_config
 from tests.payloads import alert, notification
 from tests.standins import Connector, KafkaConnect, Recorder
 
-StartDaemon = Callable[..., Awaitable[Running]]
 T0 = 1_795_000_000.0
 
 RULES = """
@@ -80,10 +79,6 @@ async def fire(running: Running, status: str, connector: str, starts_at: str) ->
     await running.settle()
 
 
-def restarts(connect: KafkaConnect, connector: str) -> int:
-    return sum(1 for s in connect.server.seen if s.path == f"/connectors/{connector}/restart")
-
-
 async def test_waits_cooldowns_and_approvals_survive_a_restart(
     config: Path,
     start_daemon: StartDaemon,
@@ -113,7 +108,7 @@ async def test_waits_cooldowns_and_approvals_survive_a_restart(
     # the cooldown still holds: b fires again 10 minutes after its restart
     kafka_connect.connectors["b"].state = "FAILED"
     await fire(second, "firing", "b", "2026-11-22T09:10:00Z")
-    assert restarts(kafka_connect, "b") == 1
+    assert kafka_connect.restarts("b") == 1
     refused = (await second.api("/api/v1/actions"))["items"][0]
     assert (refused["status"], refused["detail"][:9]) == ("refused", "cooldown:")
     # the escalate-after wait resumes where it was: 5 more minutes, not 15

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
 from remediator import engine
-from tests.conftest import API_TOKEN, WEBHOOK_TOKEN, Running, base_config
+from tests.conftest import API_TOKEN, WEBHOOK_TOKEN, Running, StartDaemon, base_config
 from tests.payloads import alert, notification
 
 RULES = """
@@ -28,8 +28,6 @@ rules:
     tiers:
       - actions: [restart_connector]
 """
-
-StartDaemon = Callable[..., Awaitable[Running]]
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ daemon that runs one action when an alert fires."""
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +12,8 @@ import httpx
 
 from remediator.actions.base import AttemptContext
 from remediator.config import Config, load_config
-from tests.conftest import Running, base_config
+from tests.conftest import StartDaemon, base_config
 from tests.payloads import alert, notification
-
-StartDaemon = Callable[..., Awaitable[Running]]
 
 
 def actions_yaml(**definitions: dict[str, Any]) -> str:

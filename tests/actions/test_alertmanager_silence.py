@@ -21,8 +21,8 @@ from remediator.actions.alertmanager_silence import SilenceAction
 from remediator.actions.base import AttemptContext, AttemptResult, RenderContext
 from remediator.config import load_config
 from remediator.errors import ConfigError, RenderError
-from tests.actions.kinds import StartDaemon, actions_yaml, attempt_ctx
-from tests.conftest import base_config
+from tests.actions.kinds import actions_yaml, attempt_ctx
+from tests.conftest import StartDaemon, base_config
 from tests.payloads import alert, notification
 from tests.peers import alertmanager
 from tests.standins import Recorder

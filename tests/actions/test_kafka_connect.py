@@ -17,15 +17,8 @@ from remediator.actions.base import AttemptResult, RenderContext
 from remediator.actions.kafka_connect import KafkaConnectAction
 from remediator.config import load_config
 from remediator.errors import ConfigError, RenderError
-from tests.actions.kinds import (
-    FAST_RETRIES,
-    StartDaemon,
-    actions_yaml,
-    attempt_ctx,
-    load,
-    run_once,
-)
-from tests.conftest import base_config
+from tests.actions.kinds import FAST_RETRIES, actions_yaml, attempt_ctx, load, run_once
+from tests.conftest import StartDaemon, base_config
 from tests.standins import KafkaConnect, StandIn
 
 SINK = "postgres-sink-connector"

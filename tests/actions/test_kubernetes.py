@@ -21,8 +21,8 @@ from remediator.actions.base import AttemptResult, RenderContext
 from remediator.actions.kubernetes import KubernetesAction
 from remediator.config import load_config
 from remediator.errors import ConfigError, RenderError
-from tests.actions.kinds import FAST_RETRIES, StartDaemon, actions_yaml, attempt_ctx
-from tests.conftest import Running, base_config
+from tests.actions.kinds import FAST_RETRIES, actions_yaml, attempt_ctx
+from tests.conftest import Running, StartDaemon, base_config
 from tests.payloads import alert, notification
 from tests.standins import KubeApi, Workload, kube_status
 from tests.tls import Pki, make_pki

@@ -19,8 +19,8 @@ from remediator.actions.base import AttemptResult, RenderContext
 from remediator.actions.sql import SqlAction
 from remediator.config import load_config
 from remediator.errors import ConfigError
-from tests.actions.kinds import FAST_RETRIES, StartDaemon, actions_yaml, attempt_ctx, run_once
-from tests.conftest import base_config
+from tests.actions.kinds import FAST_RETRIES, actions_yaml, attempt_ctx, run_once
+from tests.conftest import StartDaemon, base_config
 from tests.peers import free_port, postgres
 
 pytestmark = pytest.mark.postgres

@@ -20,7 +20,7 @@ import json
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from remediator.config import load_config
 from remediator.schema import parse_duration
 from remediator.server import Daemon
 from tests.alerting.files import ROOT, load
-from tests.conftest import Running
+from tests.conftest import StartDaemon
 from tests.payloads import alert, notification
 from tests.peers import prometheus
 from tests.slack_standin import SECRET, TOKEN, SlackAPI
@@ -48,7 +48,6 @@ PROVISIONING = GRAFANA / "provisioning"
 DASHBOARD: dict[str, Any] = json.loads(DASHBOARD_FILE.read_text(encoding="utf-8"))
 JOB = "remediator"
 WEBHOOK_TOKEN, API_TOKEN = "dashboard-webhook-token", "dashboard-api-token"
-StartDaemon = Callable[..., Awaitable[Running]]
 
 # Metric families the daemon exports that no panel shows, each with the reason. A family added to
 # metrics.py must go on a panel or in here: the meta-test below fails until it does.

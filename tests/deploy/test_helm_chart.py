@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,12 +25,12 @@ import pytest
 import yaml
 
 from remediator.actions.kubernetes import RESOURCES
+from tests.peers import REMEDIATOR
 from tests.standins import KubeApi
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "remediator"
 TEMPLATES = CHART / "templates"
-REMEDIATOR = Path(sys.executable).with_name("remediator")
 CONFIG_DIR = "/etc/remediator"
 STATE_DIR = "/var/lib/remediator"
 

@@ -30,7 +30,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import WEBHOOK_TOKEN, Running, base_config, slack_config
+from tests.conftest import WEBHOOK_TOKEN, Running, StartDaemon, base_config, slack_config
 from tests.peers import alertmanager, free_port, prometheus
 from tests.slack_standin import Message, SlackAPI
 from tests.standins import Connector, KafkaConnect, Recorder
@@ -46,7 +46,6 @@ STEP_TIMEOUT = 30.0  # generous: Prometheus needs up to ~5 s to discover its tar
 PEOPLE = ("oncall-pager", "team-slack", "issue-tracker")
 
 T = TypeVar("T")
-StartDaemon = Callable[..., Awaitable[Running]]
 
 
 class Timeline:

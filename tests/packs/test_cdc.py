@@ -11,7 +11,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from tests.packs.world import Pack, StartDaemon, firing, resolved, start
+from tests.conftest import StartDaemon
+from tests.packs.world import Pack, firing, resolved, start
 from tests.peers import alertmanager
 from tests.standins import Connector, KafkaConnect
 

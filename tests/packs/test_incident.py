@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.packs.world import Pack, StartDaemon, firing, resolved, start
+from tests.conftest import StartDaemon
+from tests.packs.world import Pack, firing, resolved, start
 
 
 @pytest.fixture

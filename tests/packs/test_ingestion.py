@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import API_TOKEN
-from tests.packs.world import Pack, StartDaemon, firing, resolved, start
+from tests.conftest import API_TOKEN, StartDaemon
+from tests.packs.world import Pack, firing, resolved, start
 from tests.standins import ConfigService, KubeApi, Workload
 
 ENABLED = "/v1/config/ingestion.enabled"

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from remediator.actions import default_registry
 from tests.packs.world import ROOT
+from tests.peers import REMEDIATOR
 
-REMEDIATOR = Path(sys.executable).with_name("remediator")
 PACKS = sorted(p.stem for p in (ROOT / "rules").glob("*.yaml"))
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 

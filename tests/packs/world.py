@@ -3,18 +3,17 @@ stand-ins on 127.0.0.1: replay Alertmanager payloads, move time, read what was d
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from remediator.alerts import parse_time
 from remediator.clock import FakeClock
-from tests.conftest import API_TOKEN, Running, base_config
+from tests.conftest import API_TOKEN, Running, StartDaemon, base_config
 from tests.payloads import alert, fingerprint, notification
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = parse_time("2026-11-22T09:00:00Z")
-StartDaemon = Callable[..., Awaitable[Running]]
 
 
 class Pack:

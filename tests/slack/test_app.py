@@ -19,12 +19,11 @@ import pytest
 
 from remediator.clock import FakeClock, iso
 from remediator.slack.app import HELP
-from tests.conftest import Running, base_config, slack_config
+from tests.conftest import Running, StartDaemon, base_config, slack_config
 from tests.payloads import alert, notification
 from tests.slack_standin import Message, SlackAPI, click, command, signed
 from tests.standins import KafkaConnect, Recorder
 
-StartDaemon = Callable[..., Awaitable[Running]]
 T0 = 1_795_000_000.0
 NOW = iso(T0)  # 2026-11-19T06:26:40.000Z
 ADMIN, ONCALL, STRANGER = "U0ADMIN", "U0ONCALL", "U0STRANGER"  # ONCALL: in group S0ONCALL

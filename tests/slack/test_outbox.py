@@ -12,12 +12,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Running, base_config, slack_config
+from tests.conftest import Running, StartDaemon, base_config, slack_config
 from tests.payloads import alert, notification
 from tests.slack_standin import Message, SlackAPI
 from tests.standins import Recorder
-
-StartDaemon = Callable[..., Awaitable[Running]]
 
 RULES = """
 actions:
