@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from remediator.actions.base import AttemptContext
 from remediator.config import Config, load_config
+from remediator.errors import ConfigError
 from tests.conftest import StartDaemon, base_config
 from tests.payloads import alert, notification
 
@@ -29,6 +31,18 @@ def load(
     **definitions: dict[str, Any],
 ) -> Config:
     return load_config(write_config(base_config(targets, extra + actions_yaml(**definitions))))
+
+
+def config_problems(
+    write_config: Callable[..., Path],
+    targets: dict[str, str],
+    extra: str = "",
+    **definitions: dict[str, Any],
+) -> list[str]:
+    """The problems a config with these actions reports; it must report some."""
+    with pytest.raises(ConfigError) as info:
+        load(write_config, targets, extra, **definitions)
+    return info.value.problems
 
 
 def attempt_ctx(client: httpx.AsyncClient, timeout: float = 5.0, n: int = 1) -> AttemptContext:

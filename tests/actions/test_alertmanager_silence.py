@@ -19,9 +19,8 @@ import pytest_asyncio
 from remediator.actions import alertmanager_silence as silence_kind
 from remediator.actions.alertmanager_silence import SilenceAction
 from remediator.actions.base import AttemptContext, AttemptResult, RenderContext
-from remediator.config import load_config
-from remediator.errors import ConfigError, RenderError
-from tests.actions.kinds import actions_yaml, attempt_ctx
+from remediator.errors import RenderError
+from tests.actions.kinds import actions_yaml, attempt_ctx, config_problems, load
 from tests.conftest import StartDaemon, base_config
 from tests.payloads import alert, notification
 from tests.peers import alertmanager
@@ -62,8 +61,7 @@ Make = Callable[..., SilenceAction]
 def make(write_config: Callable[..., Path], am_url: str) -> Make:
     def build(url: str | None = None, **definition: Any) -> SilenceAction:
         spec = {"kind": "alertmanager_silence", "alertmanager": "am"} | definition
-        config = base_config({"am": url or am_url}, actions_yaml(act=spec))
-        action = load_config(write_config(config)).actions["act"]
+        action = load(write_config, {"am": url or am_url}, act=spec).actions["act"]
         assert isinstance(action, SilenceAction)
         return action
 
@@ -366,8 +364,6 @@ def test_config_errors(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     spec = {"kind": "alertmanager_silence", "alertmanager": "am"} | definition
-    with pytest.raises(ConfigError) as info:
-        load_config(write_config(base_config({"am": "http://127.0.0.1:9"}, actions_yaml(act=spec))))
-    [found] = info.value.problems
+    [found] = config_problems(write_config, {"am": "http://127.0.0.1:9"}, act=spec)
     assert found.startswith(f"remediator.yaml: {problem}"), found
     assert re.search(r"\bact\b", found)

@@ -18,9 +18,7 @@ import pytest
 from remediator.actions import exec as exec_kind
 from remediator.actions.base import AttemptContext, AttemptResult, RenderContext, RetryPolicy
 from remediator.actions.exec import ExecAction
-from remediator.config import load_config
-from remediator.errors import ConfigError
-from tests.conftest import base_config
+from tests.actions.kinds import config_problems, load
 
 MakeExec = Callable[[dict[str, Any]], ExecAction]
 
@@ -75,15 +73,10 @@ def script(tmp_path: Path) -> Callable[[str], str]:
     return path
 
 
-def action_yaml(definition: dict[str, Any]) -> str:
-    return "actions:\n  act: " + json.dumps({"kind": "exec", **definition}) + "\n"
-
-
 @pytest.fixture
 def make_exec(write_config: Callable[..., Path]) -> MakeExec:
     def make(definition: dict[str, Any]) -> ExecAction:
-        config = load_config(write_config(base_config({}, action_yaml(definition))))
-        action = config.actions["act"]
+        action = load(write_config, {}, act={"kind": "exec", **definition}).actions["act"]
         assert isinstance(action, ExecAction)
         return action
 
@@ -97,10 +90,8 @@ def problems(
     monkeypatch.chdir(tmp_path)
 
     def read(definition: dict[str, Any]) -> list[str]:
-        path = write_config(base_config({"connect": "http://127.0.0.1:9"}, action_yaml(definition)))
-        with pytest.raises(ConfigError) as info:
-            load_config(path)
-        return info.value.problems
+        act = {"kind": "exec", **definition}
+        return config_problems(write_config, {"connect": "http://127.0.0.1:9"}, act=act)
 
     return read
 
@@ -394,14 +385,8 @@ def test_defaults_and_description(make_exec: MakeExec) -> None:
 
 
 def test_a_named_target(write_config: Callable[..., Path]) -> None:
-    config = load_config(
-        write_config(
-            base_config(
-                {"kafka-connect": "http://127.0.0.1:9"},
-                action_yaml({"argv": ["/bin/true"], "target": "kafka-connect"}),
-            )
-        )
-    )
+    act = {"kind": "exec", "argv": ["/bin/true"], "target": "kafka-connect"}
+    config = load(write_config, {"kafka-connect": "http://127.0.0.1:9"}, act=act)
     assert config.actions["act"].target == "kafka-connect"
 
 

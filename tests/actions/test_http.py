@@ -20,9 +20,8 @@ from hypothesis import strategies as st
 
 from remediator.actions.base import AttemptContext, AttemptResult, RenderContext, RetryPolicy
 from remediator.actions.http import HttpAction, parse_retry_after
-from remediator.config import load_config
-from remediator.errors import ConfigError, RenderError
-from tests.conftest import base_config
+from remediator.errors import RenderError
+from tests.actions.kinds import config_problems, load
 from tests.standins import KafkaConnect, Recorder, StandIn
 
 MakeAction = Callable[..., HttpAction]
@@ -34,19 +33,13 @@ PLACEHOLDER_HELP = (
 )
 
 
-def action_yaml(definition: dict[str, Any]) -> str:
-    """One action named `act` (JSON is YAML, so no quoting surprises)."""
-    return "actions:\n  act: " + json.dumps(definition) + "\n"
-
-
 @pytest.fixture
 def make_action(write_config: Callable[..., Path]) -> MakeAction:
     """An HttpAction read from a real config file. A target's value may carry more keys after
     its URL, e.g. {"connect": f"{url}, bearer_token_env: TOKEN"}."""
 
     def make(definition: dict[str, Any], targets: dict[str, str]) -> HttpAction:
-        config = load_config(write_config(base_config(targets, action_yaml(definition))))
-        action = config.actions["act"]
+        action = load(write_config, targets, act=definition).actions["act"]
         assert isinstance(action, HttpAction)
         return action
 
@@ -61,10 +54,7 @@ def problems(
     monkeypatch.chdir(tmp_path)
 
     def read(definition: dict[str, Any]) -> list[str]:
-        path = write_config(base_config({"connect": "http://127.0.0.1:9"}, action_yaml(definition)))
-        with pytest.raises(ConfigError) as info:
-            load_config(path)
-        return info.value.problems
+        return config_problems(write_config, {"connect": "http://127.0.0.1:9"}, act=definition)
 
     return read
 

@@ -18,8 +18,14 @@ import pytest_asyncio
 from remediator.actions.base import AttemptResult, RenderContext
 from remediator.actions.sql import SqlAction
 from remediator.config import load_config
-from remediator.errors import ConfigError
-from tests.actions.kinds import FAST_RETRIES, actions_yaml, attempt_ctx, run_once
+from tests.actions.kinds import (
+    FAST_RETRIES,
+    actions_yaml,
+    attempt_ctx,
+    config_problems,
+    load,
+    run_once,
+)
 from tests.conftest import StartDaemon, base_config
 from tests.peers import free_port, postgres
 
@@ -66,7 +72,7 @@ async def paused(conn: asyncpg.Connection) -> dict[str, bool]:
 def make(write_config: Callable[..., Path]) -> Callable[..., SqlAction]:
     def build(**definition: Any) -> SqlAction:
         spec = {"kind": "sql", "dsn_env": "PG_DSN"} | definition
-        action = load_config(write_config(base_config({}, actions_yaml(act=spec)))).actions["act"]
+        action = load(write_config, {}, act=spec).actions["act"]
         assert isinstance(action, SqlAction)
         return action
 
@@ -465,9 +471,7 @@ def test_config_errors(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PG_DSN", "postgresql://u:secret-pw@db.test/d")
     monkeypatch.setenv("BAD_DSN", "mysql://u:secret-pw@db.test/d")
-    with pytest.raises(ConfigError) as info:
-        load_config(write_config(base_config({}, actions_yaml(act={"kind": "sql"} | definition))))
-    [found] = info.value.problems
+    [found] = config_problems(write_config, {}, act={"kind": "sql"} | definition)
     assert found.startswith(f"remediator.yaml: {problem}"), found
     assert "secret-pw" not in found
 
