@@ -160,6 +160,7 @@ async def test_stale_detection_survives_a_restart(
     )
     first = await start_daemon(config)
     await first.post_alerts(notification(connector_down()))
+    await first.settle()  # the restart ran before the alert resolved
     await first.post_alerts(notification(connector_down("resolved")))
     await first.settle()
     await first.daemon.stop()

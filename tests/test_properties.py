@@ -876,8 +876,8 @@ async def test_a_claim_waiting_for_a_busy_target_does_not_act_once_its_incident_
             verdicts: list[tuple[int, str | None]] = []
             judge_of = executor._judge
 
-            def noted(claim: Claim, policy: Policy, now: float, waited: bool) -> Judge:
-                judge = judge_of(claim, policy, now, waited)
+            def noted(claim: Claim, policy: Policy, now: float) -> Judge:
+                judge = judge_of(claim, policy, now)
 
                 def judged(history: TargetHistory, mutes: list[MuteRow]) -> Verdict | None:
                     verdict = judge(history, mutes)

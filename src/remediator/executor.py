@@ -227,11 +227,10 @@ class Executor:
 
     async def _admitted(self, claim: Claim, action: Action, request: Mapping[str, Any]) -> bool:
         """Ask the guardrails until they allow (True) or settle the claim otherwise (False)."""
-        waited = False
         while True:
             seen = self._turns.seen(claim.target)
-            verdict, started = await self._start_if_allowed(claim, request, waited)
-            if verdict is None:  # its incident resolved while it waited
+            verdict, started = await self._start_if_allowed(claim, request)
+            if verdict is None:  # its incident resolved since _guarded looked
                 await self._skip_resolved(claim)
                 return False
             if verdict.outcome == "allow":
@@ -240,7 +239,6 @@ class Executor:
                 await self._settle(claim, action, request, verdict)
                 return False
             await self._turns.wait(claim.target, seen)
-            waited = True
 
     async def _resolved_meanwhile(self, claim: Claim) -> bool:
         """Skip a firing action whose incident resolved: it never runs for a resolved alert."""
@@ -260,29 +258,29 @@ class Executor:
         )
 
     async def _start_if_allowed(
-        self, claim: Claim, request: Mapping[str, Any], waited: bool
+        self, claim: Claim, request: Mapping[str, Any]
     ) -> tuple[Verdict | None, bool]:
         """The guardrails' verdict on starting the claim now and, if they allow, its start, in
         one store transaction: claims judged at the same moment cannot both take the last unit
-        of a budget or both find their target free, and a claim that waited for its target
-        cannot start after its incident resolved (None; _guarded looked before it waited)."""
+        of a budget or both find their target free, and a firing action cannot start once its
+        incident resolved (None), however long it waited for its target."""
         now = self.clock.now()
         policy = self.policy(claim)
         budgets = [b.per for b in (policy.global_budget, policy.action_budget) if b]
         since = now - max(budgets, default=0.0)
-        judge = self._judge(claim, policy, now, waited)
+        judge = self._judge(claim, policy, now)
         return await self.store.start_claim_if(claim, request, now, since, judge)
 
     def _judge(
-        self, claim: Claim, policy: Policy, now: float, waited: bool
+        self, claim: Claim, policy: Policy, now: float
     ) -> Callable[[TargetHistory, list[MuteRow]], Verdict | None]:
         """What the guardrails say about starting this claim now, given the store's facts (the
         store calls it inside the transaction that starts the claim); None if it is a firing
-        action that waited for its target and its incident resolved meanwhile."""
+        action and its incident is no longer open."""
         ask = Ask(claim.rule, claim.action, claim.target, claim.context.get("labels", {}), now)
 
         def judge(history: TargetHistory, mutes: list[MuteRow]) -> Verdict | None:
-            if waited and not _may_run_resolved(claim) and history.incident_status != "open":
+            if not _may_run_resolved(claim) and history.incident_status != "open":
                 return None
             approval = history.approval
             facts = Facts(
