@@ -157,7 +157,7 @@ class Composer:
             {"type": "context", "elements": [_mrkdwn(self._context_line(facts, incident))]},
         ]
         payload = {"text": _fallback(header), "attachments": [{"color": color, "blocks": blocks}]}
-        ref = f"incident:{facts.entry.incident_id}"
+        ref = self._thread(facts)
         return OutboxItem(
             self._thread(facts),
             self._channel(facts),
@@ -170,13 +170,13 @@ class Composer:
     def _reply(self, facts: Facts, template: str, **extra: Any) -> OutboxItem:
         ctx = self._context(facts) | extra
         text = self._render(facts, template, ctx)
-        payload = {"text": _fallback(text), "blocks": [{"type": "section", "text": _mrkdwn(text)}]}
+        payload = _section(text)
         return OutboxItem(
             self._thread(facts),
             self._channel(facts),
             "reply",
             payload,
-            parent=f"incident:{facts.entry.incident_id}",
+            parent=self._thread(facts),
             audit_id=facts.entry.id,
         )
 
@@ -221,7 +221,7 @@ class Composer:
             "reply",
             {"text": _fallback(text), "blocks": blocks},
             ref=f"approval:{approval.id}",
-            parent=f"incident:{facts.entry.incident_id}",
+            parent=self._thread(facts),
             audit_id=facts.entry.id,
         )
 
@@ -230,7 +230,7 @@ class Composer:
             return []
         ctx = self._context(facts, approval_decision=APPROVAL_DECIDED[facts.entry.event])
         text = self._render(facts, "approval_decided", ctx)
-        payload = {"text": _fallback(text), "blocks": [{"type": "section", "text": _mrkdwn(text)}]}
+        payload = _section(text)
         return [
             OutboxItem(
                 self._thread(facts),
@@ -259,7 +259,7 @@ class Composer:
                 f"channel:{channel}",
                 channel,
                 "post",
-                {"text": _fallback(text), "blocks": [{"type": "section", "text": _mrkdwn(text)}]},
+                _section(text),
                 audit_id=entry.id,
             )
         ]
@@ -401,7 +401,8 @@ class Composer:
         overrides = facts.rule.templates if facts.rule else None
         return self.templates.render(name, ctx, overrides)[:TEXT_LIMIT]
 
-    def _thread(self, facts: Facts) -> str:
+    @staticmethod
+    def _thread(facts: Facts) -> str:
         return f"incident:{facts.entry.incident_id}"
 
     def _channel(self, facts: Facts) -> str:
@@ -425,6 +426,11 @@ def _value_text(value: float | None) -> str:
     if 0 < abs(value) < 1:
         return f"{value:.4g} ({value * 100:.3g}%)"
     return f"{value:g}"
+
+
+def _section(text: str) -> dict[str, Any]:
+    """A message of one mrkdwn section, with its plain-text fallback."""
+    return {"text": _fallback(text), "blocks": [{"type": "section", "text": _mrkdwn(text)}]}
 
 
 def _parse_iso(text: str | None) -> float | None:
