@@ -81,6 +81,27 @@ async def cdc(
     return await start_daemon(config)
 
 
+Ingestion = tuple[Running, Recorder, Recorder]  # the daemon, the config service, the flags
+
+
+@pytest.fixture
+async def ingestion(
+    write_config: Callable[..., Path],
+    start_daemon: StartDaemon,
+    recorder: Callable[..., Awaitable[Recorder]],
+) -> Ingestion:
+    """A daemon with the ingestion rules, its config service and feature-flag service."""
+    config_service, flags = await recorder(), await recorder()
+    config = write_config(
+        base_config(
+            {"config": config_service.server.url, "flags": flags.server.url},
+            "rule_files: [ingestion.yaml]\n",
+        ),
+        ingestion=INGESTION,
+    )
+    return await start_daemon(config), config_service, flags
+
+
 def restarts(connect: KafkaConnect) -> list[str]:
     return [f"{s.path}?{s.query}" for s in connect.server.requests("POST")]
 
@@ -212,19 +233,9 @@ async def test_a_firing_action_never_runs_once_its_incident_resolved(
 
 
 async def test_the_ingestion_ladder_climbs_never_descends_and_resumes_on_resolve(
-    write_config: Callable[..., Path],
-    start_daemon: StartDaemon,
-    recorder: Callable[..., Awaitable[Recorder]],
+    ingestion: Ingestion,
 ) -> None:
-    config_service, flags = await recorder(), await recorder()
-    config = write_config(
-        base_config(
-            {"config": config_service.server.url, "flags": flags.server.url},
-            "rule_files: [ingestion.yaml]\n",
-        ),
-        ingestion=INGESTION,
-    )
-    running = await start_daemon(config)
+    running, config_service, flags = ingestion
 
     async def send(rate: str, status: str = "firing") -> None:
         await running.post_alerts(notification(error_rate(rate, status)))
@@ -252,19 +263,9 @@ async def test_the_ingestion_ladder_climbs_never_descends_and_resumes_on_resolve
 
 
 async def test_resume_runs_only_if_the_pause_ran(
-    write_config: Callable[..., Path],
-    start_daemon: StartDaemon,
-    recorder: Callable[..., Awaitable[Recorder]],
+    ingestion: Ingestion,
 ) -> None:
-    config_service, flags = await recorder(), await recorder()
-    config = write_config(
-        base_config(
-            {"config": config_service.server.url, "flags": flags.server.url},
-            "rule_files: [ingestion.yaml]\n",
-        ),
-        ingestion=INGESTION,
-    )
-    running = await start_daemon(config)
+    running, config_service, _ = ingestion
     await running.post_alerts(notification(error_rate("0.07")))
     await running.post_alerts(notification(error_rate("0.07", "resolved")))
     await running.settle()
@@ -274,19 +275,9 @@ async def test_resume_runs_only_if_the_pause_ran(
 
 
 async def test_a_missing_value_is_recorded_and_acts_on_nothing(
-    write_config: Callable[..., Path],
-    start_daemon: StartDaemon,
-    recorder: Callable[..., Awaitable[Recorder]],
+    ingestion: Ingestion,
 ) -> None:
-    config_service, flags = await recorder(), await recorder()
-    config = write_config(
-        base_config(
-            {"config": config_service.server.url, "flags": flags.server.url},
-            "rule_files: [ingestion.yaml]\n",
-        ),
-        ingestion=INGESTION,
-    )
-    running = await start_daemon(config)
+    running, config_service, _ = ingestion
     for rate in (None, "lots"):
         annotations = {} if rate is None else {"error_rate": rate}
         body = notification(
