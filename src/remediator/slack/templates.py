@@ -94,6 +94,9 @@ class Templates:
         if directory is not None:
             loaders.insert(0, FileSystemLoader(str(directory)))
         self.env = _environment(ChoiceLoader(loaders))
+        # read once: no stat of the template files on every message (jinja's auto_reload); a
+        # changed templates_dir takes effect at the next start, as the rest of the config does
+        self.env.auto_reload = False
 
     def render(
         self, name: str, context: Mapping[str, Any], overrides: Mapping[str, str] | None = None
