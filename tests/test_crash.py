@@ -3,7 +3,8 @@
 SIGKILL after a notification was acknowledged but before its action ran: after the restart the
 action runs exactly once. SIGKILL during an action: after the restart its claim is reported as
 interrupted, neither forgotten nor silently repeated. SIGTERM: running actions get the grace
-period; what does not finish in it is recorded as interrupted.
+period; what does not finish in it is recorded as interrupted. Each test runs on both store
+backends.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from tests.conftest import base_config
 from tests.payloads import alert, notification
 from tests.peers import DaemonProcess as Process
 from tests.standins import Connector, KafkaConnect
+
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 CDC = """
 actions:

@@ -15,7 +15,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -29,11 +29,12 @@ from remediator.engine import Engine
 from remediator.errors import PayloadError, StoreError
 from remediator.executor import Executor
 from remediator.metrics import Metrics
+from remediator.retention import Pruner, guardrail_horizon
 from remediator.scheduler import Timers
 from remediator.schema import Secret
 from remediator.slack.app import SlackApp
 from remediator.slack.outbox import Outbox, Sender
-from remediator.store.sqlite import SqliteStore
+from remediator.store.factory import build_store
 from remediator.types import Notifier, Store
 
 log = logging.getLogger(__name__)
@@ -216,15 +217,16 @@ class Daemon:
     clock: Clock = field(default_factory=SystemClock)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     slack_sender: Sender | None = None  # None: Slack's Web API, or the log without a token
+    given_store: InitVar[Store | None] = None  # None: the configured one (build_store)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, given_store: Store | None) -> None:
         self.metrics = Metrics(self.registry)
         self.metrics.declare(
             [r.name for r in self.config.rules],
             sorted({a.kind for a in self.config.actions.values()}),
             sorted(self.config.all_targets()),
         )
-        self.store: Store = SqliteStore(self.config.store_path)
+        self.store: Store = given_store or build_store(self.config.store)
         self.outbox = Outbox(self.config, self.store, self.metrics, self.slack_sender)
         self.notifier: Notifier = self.outbox
         self.executor = Executor(self.store, self.config, self.notifier, self.metrics, self.clock)
@@ -235,6 +237,13 @@ class Daemon:
             self.config, self.store, self.executor, self.notifier, self.metrics, self.clock
         )
         self.timers = Timers(self.engine, self.executor, self.control, self.store, self.clock)
+        self.pruner = Pruner(
+            self.store,
+            self.config.store.retention,
+            guardrail_horizon(self.config),
+            self.metrics,
+            self.clock,
+        )
         self.executor.wake = self.engine.wake = self.timers.poke
         self.executor.verify_failed = self.engine.verification_failed
         self.engine.storm.metrics_gauge = self.metrics.storm_active.set
@@ -258,6 +267,7 @@ class Daemon:
         await self.engine.start()
         self.timers.start()
         await self.outbox.start()
+        self.pruner.start()
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
         site = web.TCPSite(
@@ -290,6 +300,7 @@ class Daemon:
         if self.slack_app is not None:
             await self.slack_app.close()
         await self.outbox.stop()
+        await self.pruner.stop()
         await self.store.close()
 
     async def serve(self, host: str | None = None, port: int | None = None) -> None:
