@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from remediator import __version__
+from remediator import __version__, cli_offline
 from remediator.alerts import parse_notification
 from remediator.config import Config, load_config
 from remediator.errors import ConfigError, PayloadError, StoreError
@@ -109,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     circuits.add_argument("verb", choices=["list", "reset"], nargs="?", default="list")
     circuits.add_argument("target", nargs="?")
     circuits.set_defaults(command=cmd_circuits)
+    cli_offline.register(sub, common)
     return parser
 
 

@@ -276,6 +276,16 @@ def load_config(path: str | Path, registry: ActionRegistry | None = None) -> Con
     return _Loader(Path(path), registry or default_registry()).load()
 
 
+def read_yaml(path: str | Path) -> Node:
+    """Another program's YAML file (Prometheus alerting rules), read the way ours are: strict
+    (a key given twice is an error), and ConfigError naming the file when it cannot be read."""
+    loader = _Loader(Path(path), default_registry())
+    node = loader._read_yaml(Path(path))
+    if node is None:
+        raise ConfigError(loader.problems)
+    return node
+
+
 @dataclass
 class _Loader:
     path: Path
