@@ -54,6 +54,7 @@ class Pruner:
         self.metrics = metrics
         self.clock = clock
         self._task: asyncio.Task[None] | None = None
+        self.passes = 0  # passes finished, for tests and logs
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="remediator-retention")
@@ -88,6 +89,7 @@ class Pruner:
         while True:
             try:
                 pruned = await self.prune()
+                self.passes += 1
                 if pruned:
                     log.info(
                         "retention: deleted %s", ", ".join(f"{n} {t}" for t, n in pruned.items())
