@@ -32,8 +32,11 @@ ROLE = "remediator"
 
 
 class PostgresServer:
-    def __init__(self) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix="remediator-pg-"))
+    """`durable=False` (tests): fsync off, for speed; the bench runs it durable, as deployed."""
+
+    def __init__(self, durable: bool = False, parent: Path | None = None) -> None:
+        self.durable = durable
+        self.workdir = Path(tempfile.mkdtemp(prefix="remediator-pg-", dir=parent))
         self.sockets = self.workdir / "sockets"
         self.log = self.workdir / "postgres.log"
         self.port = _free_port()
@@ -58,10 +61,10 @@ class PostgresServer:
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, check=True, timeout=120,
                 **self._as,
             )  # fmt: skip
+            fast = [] if self.durable else ["-c", "fsync=off", "-c", "full_page_writes=off"]
             self.proc = subprocess.Popen(
                 [server, "-D", data, "-k", str(self.sockets), "-p", str(self.port),
-                 "-h", "127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off",
-                 "-c", "max_connections=300"],
+                 "-h", "127.0.0.1", "-c", "max_connections=300", *fast],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, **self._as,
             )  # fmt: skip
         asyncio.run(self._create_role())

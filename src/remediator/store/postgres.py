@@ -15,6 +15,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -104,6 +105,9 @@ class _Job:
     urgent: bool
 
 
+_Result = tuple[_Job, Any, BaseException | None]
+
+
 class PostgresStore(
     JournalSQL, IncidentsSQL, ClaimsSQL, ControlsSQL, OutboxSQL, ReadsSQL, RetentionSQL
 ):
@@ -132,12 +136,15 @@ class PostgresStore(
             )
             async with self._pool.acquire() as conn, conn.transaction():
                 applied = await migrate(PostgresTx(conn))
-        except (asyncpg.PostgresError, *_UNAVAILABLE) as e:
-            await self._close_pool()
-            raise store_error(e) from e
         except StoreError:
             await self._close_pool()
             raise
+        except Exception as e:  # asyncpg's, or a DSN it cannot parse: never its text
+            await self._close_pool()
+            problem = type(e).__name__ if isinstance(e, ValueError) else str(store_error(e))
+            raise StoreUnavailable(
+                _scrub(f"cannot open the PostgreSQL store: {problem}", s.dsn.reveal())
+            ) from None
         if applied:
             log.info("PostgreSQL store: applied migrations %s", applied)
         self._jobs = asyncio.Queue()
@@ -171,7 +178,7 @@ class PostgresStore(
         try:
             async with self._pool.acquire() as conn:
                 return await op(PostgresTx(conn))
-        except _UNAVAILABLE as e:
+        except (asyncpg.PostgresError, *_UNAVAILABLE) as e:
             raise store_error(e) from e
 
     async def _write_loop(self) -> None:
@@ -196,17 +203,12 @@ class PostgresStore(
         return batch
 
     async def _commit(self, batch: list[_Job]) -> None:
-        assert self._pool is not None
-        results: list[tuple[_Job, Any, BaseException | None]] = []
-        try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                tx = PostgresTx(conn)
-                for job in batch:
-                    results.append(await _run_job(conn, tx, job, alone=len(batch) == 1))
-            self.commits += 1
-        except Exception as e:  # the batch failed: every job in it did
-            failure = store_error(e) if isinstance(e, (asyncpg.PostgresError, *_UNAVAILABLE)) else e
-            results = [(job, None, failure) for job in batch]
+        """One transaction for the batch. A job that fails rolls it back; the batch then runs
+        again with a savepoint per job, so that only the failing job fails (its neighbours'
+        ops are pure but for the database, so running them again is safe)."""
+        results = await self._transaction(batch, savepoints=False)
+        if len(batch) > 1 and any(error is not None for _, _, error in results):
+            results = await self._transaction(batch, savepoints=True)
         for job, result, error in results:
             if job.future.done():
                 continue
@@ -215,15 +217,47 @@ class PostgresStore(
             else:
                 job.future.set_result(result)
 
+    async def _transaction(self, batch: list[_Job], savepoints: bool) -> list[_Result]:
+        assert self._pool is not None
+        results: list[_Result] = []
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                tx = PostgresTx(conn)
+                for job in batch:
+                    results.append(await _run_job(conn, tx, job, savepoints))
+                    if results[-1][2] is not None and not savepoints:
+                        raise _Abandon
+            self.commits += 1
+            return results
+        except _Abandon:
+            return results + [(job, None, _ABANDONED) for job in batch[len(results) :]]
+        except Exception as e:  # the batch failed: every job in it did
+            failure = store_error(e) if isinstance(e, (asyncpg.PostgresError, *_UNAVAILABLE)) else e
+            return [(job, None, failure) for job in batch]
 
-async def _run_job(
-    conn: asyncpg.Connection, tx: PostgresTx, job: _Job, alone: bool
-) -> tuple[_Job, Any, BaseException | None]:
-    """Run one job; in a savepoint unless it is alone, so its failure fails only itself."""
-    if alone:
-        return job, await job.op(tx), None
+
+async def _run_job(conn: asyncpg.Connection, tx: PostgresTx, job: _Job, savepoint: bool) -> _Result:
+    """Run one job, in a savepoint if asked, so that its failure fails only itself."""
     try:
+        if not savepoint:
+            return job, await job.op(tx), None
         async with conn.transaction():
             return job, await job.op(tx), None
     except Exception as e:  # one job's failure must not fail the batch
         return job, None, e
+
+
+class _Abandon(Exception):
+    """A job failed in a batch without savepoints: roll back, run the batch again with them."""
+
+
+_ABANDONED = StoreError("the batch was rolled back")
+
+
+def _scrub(message: str, dsn: str) -> str:
+    """The message without the DSN or its password, whatever a driver put in it."""
+    password = urlsplit(dsn).password
+    for secret in (dsn, password):
+        if secret:
+            message = message.replace(secret, "***")
+    return message
