@@ -16,6 +16,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -32,6 +33,7 @@ from remediator.metrics import Metrics
 from remediator.scheduler import Timers
 from remediator.schema import Secret
 from remediator.slack.app import SlackApp
+from remediator.slack.identity import TokenCheck
 from remediator.slack.outbox import Outbox, Sender
 from remediator.store.sqlite import SqliteStore
 from remediator.types import Notifier, Store
@@ -70,6 +72,7 @@ class Routes:
     engine: Engine
     metrics: Metrics
     clock: Clock
+    slack_token: TokenCheck | None = None  # auth.test's verdict, shown on /readyz
 
     # -- webhook -------------------------------------------------------------------------------
 
@@ -137,9 +140,15 @@ class Routes:
             await self.store.ping()
         except StoreError as e:
             problems.append(f"store unreachable: {e}")
+        # Slack is delivery only: a refused token is said here, and does not make us unready
+        extra: dict[str, Any] = {}
+        if self.slack_token is not None and self.slack_token.problem:
+            extra["warnings"] = [self.slack_token.problem]
         if problems:
-            return web.json_response({"status": "not ready", "problems": problems}, status=503)
-        return web.json_response({"status": "ready", "rules": len(self.config.rules)})
+            return web.json_response(
+                {"status": "not ready", "problems": problems, **extra}, status=503
+            )
+        return web.json_response({"status": "ready", "rules": len(self.config.rules), **extra})
 
     async def metrics_endpoint(self, request: web.Request) -> web.Response:
         body = generate_latest(self.metrics.registry)
@@ -238,7 +247,15 @@ class Daemon:
         self.executor.wake = self.engine.wake = self.timers.poke
         self.executor.verify_failed = self.engine.verification_failed
         self.engine.storm.metrics_gauge = self.metrics.storm_active.set
-        self.routes = Routes(self.config, self.store, self.engine, self.metrics, self.clock)
+        token = self.config.slack.token
+        self.slack_token = (
+            TokenCheck(token.reveal(), self.config.slack.base_url)
+            if token is not None and self.slack_sender is None
+            else None
+        )
+        self.routes = Routes(
+            self.config, self.store, self.engine, self.metrics, self.clock, self.slack_token
+        )
         self.control.acked = self.engine.acked
         self.app = create_app(self.routes, Api(self.store, self.engine, self.control))
         self.slack_app: SlackApp | None = None
@@ -258,6 +275,8 @@ class Daemon:
         await self.engine.start()
         self.timers.start()
         await self.outbox.start()
+        if self.slack_token is not None:
+            self.slack_token.start()
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
         site = web.TCPSite(
@@ -289,6 +308,8 @@ class Daemon:
         await self.executor.shutdown(self.config.server.shutdown_grace)
         if self.slack_app is not None:
             await self.slack_app.close()
+        if self.slack_token is not None:
+            await self.slack_token.stop()
         await self.outbox.stop()
         await self.store.close()
 
