@@ -110,6 +110,7 @@ READ_VERBS = ("help", "status", "history")
 RULE_KEYS = frozenset(
     {
         "name",
+        "previous_names",
         "description",
         "match",
         "incident_key",
@@ -534,6 +535,7 @@ class _Loader:
                 rules.append(rule)
         # an action no rule names, on a target that does not exist: a typo, not a pack's option
         self.problems += [str(e) for a, e in self.unavailable.items() if a not in referenced]
+        self.problems.extend(renaming_problems(rules))
         return rules
 
     def _select(self, items: list[Node], selection: RuleSelection, path: Path) -> list[Node]:
@@ -590,6 +592,7 @@ class _Loader:
             raise node.fail("tiers with 'when' need a 'value' (annotation or label to read)")
         return Rule(
             name=node.require("name").string(),
+            previous_names=tuple(node.strings("previous_names")),
             matchers=_matchers(node.require("match")),
             incident_key=tuple(
                 node.strings("incident_key") if node.has("incident_key") else ["alertname"]
@@ -706,6 +709,26 @@ def _step_actions(step: Any) -> Iterator[str]:
 def _rule_name(node: Node) -> str | None:
     name = node.value.get("name") if isinstance(node.value, dict) else None
     return name if isinstance(name, str) else None
+
+
+def renaming_problems(rules: list[Rule]) -> list[str]:
+    """A previous name must be free: no current rule has it, and only one rule claims it."""
+    names = {r.name for r in rules}
+    claimed: dict[str, str] = {}
+    problems = []
+    for rule in rules:
+        for old in rule.previous_names:
+            if old in names:
+                problems.append(
+                    f"{rule.source}.previous_names: {old!r} is the name of a current rule"
+                )
+            elif old in claimed:
+                problems.append(
+                    f"{rule.source}.previous_names: {old!r} is also a previous name of "
+                    f"rule {claimed[old]!r}"
+                )
+            claimed.setdefault(old, rule.name)
+    return problems
 
 
 def _access(node: Node | None) -> dict[str, Access]:
