@@ -95,6 +95,13 @@ class Incidents(Protocol):
         """Labels and annotations of the incident's latest alert."""
         ...
 
+    async def rename_rule(
+        self, old: str, new: str, audit: Callable[[int], AuditEntry]
+    ) -> AuditEntry | None:
+        """Move what was recorded under a rule's previous name to its new name; the audit line
+        (made from the number of incidents moved) is written only if anything moved."""
+        ...
+
     async def apply(self, changes: Changes) -> Applied:
         """Commit a batch's changes with its journal entries; pending approvals of firing
         actions of incidents it resolves are cancelled (remediator.approvals says which)."""
@@ -229,6 +236,11 @@ class Reads(Protocol):
     async def count_incidents(self, status: str) -> int: ...
     async def list_incidents(self, limit: int, before: int | None, status: str | None) -> Page: ...
     async def list_actions(self, limit: int, before: int | None) -> Page: ...
+    async def incident_record(self, incident_id: int) -> dict[str, Any] | None:
+        """An incident with its claims (each with its attempts) and its audit trail, oldest
+        first: everything /api/v1/incidents/{id} shows."""
+        ...
+
     async def history(self, limit: int, before: int | None) -> Page: ...
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from remediator.clock import iso
-from remediator.store.records import AuditEntry, Claim, IncidentRecord
+from remediator.store.records import Attempt, AuditEntry, Claim, IncidentRecord
 
 
 def incident_view(i: IncidentRecord) -> dict[str, Any]:
@@ -52,6 +52,19 @@ def claim_view(c: Claim) -> dict[str, Any]:
         "verify_status": c.verify_status,
         "verify_detail": c.verify_detail,
         "verify_deadline": iso(c.verify_deadline),
+    }
+
+
+def attempt_view(a: Attempt) -> dict[str, Any]:
+    return {
+        "attempt": a.attempt,
+        "started_at": iso(a.started_at),
+        "finished_at": iso(a.finished_at),
+        "ok": a.ok,
+        "status_code": a.status_code,
+        "exit_code": a.exit_code,
+        "detail": a.detail,
+        "output": a.output,
     }
 
 

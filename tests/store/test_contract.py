@@ -16,6 +16,7 @@ from remediator.store.records import (
     RUNNING,
     SKIPPED,
     SUCCEEDED,
+    Attempt,
     AuditEntry,
     Changes,
     IncidentWrite,
@@ -256,3 +257,42 @@ async def test_retention_deletes_only_what_is_old_decided_and_finished(store: An
     for kept in (unfinished, recent):
         assert await store.claim(kept.id) is not None
     assert await store.count_incidents("open") == 1
+
+
+async def test_a_renamed_rule_takes_its_incidents_and_claims_along(store: AnyStore) -> None:
+    applied = await store.apply(Changes(at=1.0, incidents=[new_incident()], claims=[claim(-1)]))
+    [c] = applied.claims
+
+    def line(moved: int) -> AuditEntry:
+        return AuditEntry("decision", "rule_renamed", f"{moved} moved", 2.0, rule="r2")
+
+    entry = await store.rename_rule("r", "r2", line)
+    assert entry is not None
+    assert entry.message == "1 moved"
+    assert [i.rule for i in await store.load_open_incidents()] == ["r2"]
+    moved = await store.claim(c.id)
+    assert moved is not None
+    assert moved.rule == "r2"
+    assert await store.rename_rule("r", "r2", line) is None  # nothing left to move
+
+
+async def test_an_incident_record_has_its_claims_attempts_and_audit(store: AnyStore) -> None:
+    applied = await store.apply(
+        Changes(at=1.0, incidents=[new_incident()], claims=[claim(-1)], audit=[audit("opened", -1)])
+    )
+    [c] = applied.claims
+    await store.start_claim(c.id, 2.0, {"url": "http://x"})
+    attempt = Attempt(c.id, 1, 2.0, 2.5, True, "HTTP 202", status_code=202, output="{}")
+    done = audit("done", c.incident_id)
+    await store.finish_claim(c.id, SUCCEEDED, "HTTP 202", 3.0, done, last_attempt=attempt)
+    record = await store.incident_record(c.incident_id)
+    assert record is not None
+    assert record["key"] == {"alertname": "X", "connector": "c1"}
+    [view] = record["claims"]
+    assert (view["status"], view["attempts"][0]["ok"], view["attempts"][0]["status_code"]) == (
+        SUCCEEDED,
+        True,
+        202,
+    )
+    assert [e["message"] for e in record["audit"]] == ["opened", "done"]
+    assert await store.incident_record(c.incident_id + 100) is None

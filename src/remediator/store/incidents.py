@@ -113,6 +113,20 @@ class IncidentsSQL(Runner):
     async def apply(self, changes: Changes) -> Applied:
         return await self._write(lambda tx: _apply(tx, changes))
 
+    async def rename_rule(
+        self, old: str, new: str, audit: Callable[[int], AuditEntry]
+    ) -> AuditEntry | None:
+        """Move what was recorded under a rule's previous name to its new name: incidents,
+        alert instances, claims (the cooldown reads them), approvals and mutes. An open incident
+        whose key is already open under the new name stays behind. The audit line, made from
+        the number of incidents moved, is written only if anything moved."""
+
+        async def op(tx: Tx) -> AuditEntry | None:
+            moved = await _rename_rule(tx, old, new)
+            return await insert_audit(tx, audit(moved)) if moved else None
+
+        return await self._write(op)
+
 
 async def _load_open_incidents(tx: Tx) -> list[Incident]:
     instances: dict[int, dict[tuple[str, float], float | None]] = {}
@@ -261,6 +275,30 @@ async def _update_incident(tx: Tx, write: IncidentWrite, incident_id: int) -> No
         write.external_url or None,
         incident_id,
     )
+
+
+async def _rename_rule(tx: Tx, old: str, new: str) -> int:
+    """The number of incidents moved from `old` to `new`, with their dependants."""
+    moved = await tx.execute(
+        "UPDATE incidents SET rule = ? WHERE rule = ? AND NOT (status = 'open' AND EXISTS ("
+        "SELECT 1 FROM incidents n WHERE n.rule = ? AND n.status = 'open' "
+        "AND n.incident_key = incidents.incident_key))",
+        new,
+        old,
+        new,
+    )
+    await tx.execute(
+        "UPDATE alert_instances SET rule = ? WHERE rule = ? AND NOT EXISTS ("
+        "SELECT 1 FROM alert_instances n WHERE n.rule = ? "
+        "AND n.fingerprint = alert_instances.fingerprint "
+        "AND n.starts_at = alert_instances.starts_at)",
+        new,
+        old,
+        new,
+    )
+    for table in ("claims", "approvals", "mutes"):
+        await tx.execute(f"UPDATE {table} SET rule = ? WHERE rule = ?", new, old)
+    return moved
 
 
 def _with_incident(e: AuditEntry, real: Callable[[int], int]) -> AuditEntry:

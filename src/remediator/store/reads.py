@@ -61,12 +61,34 @@ class ReadsSQL(Runner):
 
         return await self._read(op)
 
+    async def incident_record(self, incident_id: int) -> dict[str, Any] | None:
+        """An incident with its claims (each with its attempts) and its audit trail, oldest
+        first: everything /api/v1/incidents/{id} shows."""
+        return await self._read(lambda tx: _incident_record(tx, incident_id))
+
     async def count_incidents(self, status: str) -> int:
         async def op(tx: Tx) -> int:
             sql = "SELECT COUNT(*) FROM incidents WHERE status = ?"
             return int(await tx.fetchval(sql, status))
 
         return await self._read(op)
+
+
+async def _incident_record(tx: Tx, incident_id: int) -> dict[str, Any] | None:
+    sql = f"SELECT {rows.INCIDENT_COLUMNS} FROM incidents WHERE id = ?"
+    r = await tx.fetchrow(sql, incident_id)
+    if r is None:
+        return None
+    record = views.incident_view(rows.incident_record(r))
+    sql = f"SELECT {rows.CLAIM_COLUMNS} FROM claims WHERE incident_id = ? ORDER BY id"
+    record["claims"] = [views.claim_view(rows.claim(c)) for c in await tx.fetch(sql, incident_id)]
+    sql = f"SELECT {rows.ATTEMPT_COLUMNS} FROM attempts WHERE claim_id = ? ORDER BY id"
+    for claim in record["claims"]:
+        attempts = await tx.fetch(sql, claim["id"])
+        claim["attempts"] = [views.attempt_view(rows.attempt(a)) for a in attempts]
+    sql = f"SELECT {rows.AUDIT_COLUMNS} FROM audit WHERE incident_id = ? ORDER BY id"
+    record["audit"] = [views.audit_view(rows.audit(a)) for a in await tx.fetch(sql, incident_id)]
+    return record
 
 
 async def _page(

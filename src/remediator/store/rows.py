@@ -8,6 +8,7 @@ import sys
 from remediator.incidents import Incident
 from remediator.store.records import (
     Approval,
+    Attempt,
     AuditEntry,
     Claim,
     IncidentRecord,
@@ -33,6 +34,9 @@ MUTE_COLUMNS = (
     "id, rule, target, matchers, reason, created_by, created_at, until, ended_at, ended_by"
 )
 AUDIT_COLUMNS = "id, at, kind, event, incident_id, rule, tier, action, actor, message, detail"
+ATTEMPT_COLUMNS = (
+    "claim_id, attempt, started_at, finished_at, ok, status_code, exit_code, detail, output"
+)
 OUTBOX_COLUMNS = "id, thread, channel, method, ref, parent, payload, attempts, created_at"
 
 
@@ -60,6 +64,20 @@ def claim(r: Row) -> Claim:
         verify_detail=r["verify_detail"],
         verify_next_at=r["verify_next_at"],
         verify_deadline=r["verify_deadline"],
+    )
+
+
+def attempt(r: Row) -> Attempt:
+    return Attempt(
+        claim_id=r["claim_id"],
+        attempt=r["attempt"],
+        started_at=r["started_at"],
+        finished_at=r["finished_at"],
+        ok=bool(r["ok"]),
+        detail=r["detail"],
+        status_code=r["status_code"],
+        exit_code=r["exit_code"],
+        output=r["output"],
     )
 
 
