@@ -94,7 +94,8 @@ class KafkaConnect:
     """Connector state, the status/pause/resume/restart endpoints, and Connect's error bodies.
 
     `restart_outcome` sets what a restart leaves behind (RUNNING by default); `conflict` makes the
-    next N calls answer 409 as Connect does during a rebalance; `hang` makes calls never answer.
+    next N calls answer 409 as Connect does during a rebalance; `hang` makes calls never answer
+    (`hang_restarts` only restarts).
 
     GET /metrics is what the CDC runbook's exporter shows Prometheus: `connector_state` per
     connector, 1 while RUNNING and 0 otherwise (alerting/prometheus/rules/cdc.yml's ConnectorDown
@@ -106,6 +107,7 @@ class KafkaConnect:
         self.conflicts = 0
         self.failures = 0  # answer 500 this many times
         self.hang = asyncio.Event()  # set: every call hangs until released
+        self.hang_restarts = asyncio.Event()  # set: restarts hang until released, reads answer
         self.release = asyncio.Event()
         app = web.Application()
         app.router.add_get("/connectors", self.list)
@@ -185,6 +187,8 @@ class KafkaConnect:
 
     async def restart(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
+        if self.hang_restarts.is_set():
+            await self.release.wait()
         if (err := await self._gate(name)) is not None:
             return err
         c = self.connectors[name]

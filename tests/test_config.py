@@ -1016,3 +1016,32 @@ def test_a_postgres_store_is_refused_without_a_secret_dsn(
     write: Write, store: str, message: str
 ) -> None:
     assert problems(write(store)) == [f"remediator.yaml: {message}"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            "on_interrupted: verify",
+            "actions.restart_connector.on_interrupted: on_interrupted: verify needs a "
+            "precondition or a verify check to read the target's state with",
+        ),
+        (
+            "on_interrupted: repeat",
+            "actions.restart_connector.on_interrupted: invalid value 'repeat' "
+            "(expected one of: retry, verify, escalate)",
+        ),
+    ],
+)
+def test_on_interrupted_is_a_known_policy_and_verify_needs_a_check(
+    write: Write, extra: str, message: str
+) -> None:
+    text = ACTIONS.replace("kind: http\n", f"kind: http\n    {extra}\n")
+    assert load_rule_file(write, text) == [f"rules/cdc.yaml: {message}"]
+
+
+def test_on_interrupted_is_read_and_defaults_to_the_kind(write: Write) -> None:
+    text = ACTIONS.replace("kind: http\n", "kind: http\n    on_interrupted: retry\n")
+    config = load_config(write(RULE_FILES, cdc=text))
+    assert config.policy("restart_connector").on_interrupted == "retry"
+    assert config.policy("pause_connector").on_interrupted is None

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from remediator import interrupted
 from remediator.actions import ActionRegistry, ParseEnv, default_registry
 from remediator.alerts import parse_time
 from remediator.checks import (
@@ -203,6 +204,7 @@ class ActionPolicy:
     precondition: Check | None = None
     verify: Verification | None = None
     announce: str = ""  # the Slack template telling its success: paused, resumed, rolled_back
+    on_interrupted: str | None = None  # retry | verify | escalate; None: the kind's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -851,6 +853,12 @@ def _budget(node: Node) -> Budget:
 
 def _action_policy(node: Node, env: ParseEnv) -> ActionPolicy:
     precondition, verify = node.get("precondition"), node.get("verify")
+    on_interrupted = node.opt("on_interrupted", lambda n: n.choice(interrupted.POLICIES), None)
+    if on_interrupted == interrupted.VERIFY and precondition is None and verify is None:
+        raise node.require("on_interrupted").fail(
+            "on_interrupted: verify needs a precondition or a verify check to read the "
+            "target's state with"
+        )
     return ActionPolicy(
         destructive=node.opt("destructive", Node.boolean, False),
         budget=node.opt("budget", _budget, None),
@@ -863,6 +871,7 @@ def _action_policy(node: Node, env: ParseEnv) -> ActionPolicy:
             lambda n: n.choice(("paused", "resumed", "rolled_back", "action_taken")),
             "",
         ),
+        on_interrupted=on_interrupted,
     )
 
 

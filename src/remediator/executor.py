@@ -5,9 +5,11 @@ that made it. Before it starts, the guardrails (guardrails.py) decide: run, refu
 for a maintenance window, wait for the target, or ask a human. A claim that runs is moved from
 `claimed` to `running` with the exact request it will send; its precondition is checked, its
 attempts retried with backoff, its outcome recorded; then its verification is polled by the timers.
-On start, claims still `claimed` run, and claims still `running` (the daemon died during the
-action, so the target may or may not have seen it) become `interrupted`: reported, never silently
-repeated.
+Just before its first request may leave, the claim records `sent_at`. On start, claims still
+`claimed` run; claims still `running` were interrupted: one whose request could not have left
+(no `sent_at`) runs again, and one whose request may have left is handled by its action's
+`on_interrupted` policy (interrupted.py): run again, read the target's state then decide, or
+reported for a human. Never silently dropped, never silently repeated.
 """
 
 from __future__ import annotations
@@ -18,14 +20,14 @@ import logging
 import random
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
 import aiohttp
 import httpx
 
-from remediator import guardrails
+from remediator import guardrails, interrupted
 from remediator.actions.base import AttemptContext, AttemptResult, RenderContext
 from remediator.clock import Clock
 from remediator.config import Config
@@ -154,21 +156,51 @@ class Executor:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def recover(self) -> None:
-        """After a restart: interrupted claims are reported, unstarted ones run."""
-        for claim in await self.store.claims_in((RUNNING,)):
-            await self._finish(
-                claim,
-                INTERRUPTED,
-                "the daemon stopped during this action; it was not repeated",
-                from_statuses=(RUNNING,),
-            )
+        """After a restart: unstarted claims run; interrupted ones go through their action's
+        on_interrupted policy (in the background: a `verify` may read a slow target)."""
         self.submit(await self.store.claims_in((CLAIMED,)))
+        for claim in await self.store.claims_in((RUNNING,)):
+            self._spawn(self._recover_one(claim), f"recover-{claim.id}")
+
+    async def _recover_one(self, claim: Claim) -> None:
+        decision = await self._interrupted(claim)
+        if not decision.rerun:
+            await self._finish(claim, INTERRUPTED, decision.detail, from_statuses=(RUNNING,))
+            return
+        entry = self._entry(claim, "rerun", decision.detail)
+        if await self.store.rerun_claim(claim.id, decision.detail, entry):
+            log.warning("%s", entry.message)
+            await self.notifier.publish([entry])
+            self.submit([replace(claim, status=CLAIMED, request=None, sent_at=None)])
+
+    async def _interrupted(self, claim: Claim) -> interrupted.Decision:
+        """What the claim's interruption calls for (interrupted.py)."""
+        if claim.interruptions >= interrupted.MAX_RERUNS:
+            return interrupted.too_many(claim.interruptions)
+        if claim.sent_at is None:
+            return interrupted.never_sent()
+        own = self.config.policy(claim.action)
+        policy = interrupted.policy_for(claim.kind, own.on_interrupted)
+        if policy == interrupted.RETRY:
+            return interrupted.retry()
+        if policy == interrupted.VERIFY and own.verify is not None:
+            check = own.verify.check
+            result = await check.evaluate(render_context(claim), self.http)
+            return interrupted.verified(result.holds, check.describe(), result.detail)
+        if policy == interrupted.VERIFY and own.precondition is not None:
+            check = own.precondition
+            result = await check.evaluate(render_context(claim), self.http)
+            return interrupted.still_needed(result.holds, check.describe(), result.detail)
+        return interrupted.escalate(claim.target)
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def submit(self, claims: Iterable[Claim]) -> None:
         for claim in claims:
-            task = asyncio.create_task(self._run(claim), name=f"claim-{claim.id}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._run(claim), f"claim-{claim.id}")
 
     async def idle(self) -> None:
         """Wait until every submitted action has finished (for tests and tools)."""
@@ -199,12 +231,12 @@ class Executor:
             async with self._slots:
                 await self._guarded(claim)
         except asyncio.CancelledError:
-            # a claim that never started stays claimed and runs after the restart
-            await self._finish(
-                claim,
-                INTERRUPTED,
-                "the daemon shut down during this action; it was not repeated",
-                from_statuses=(RUNNING,),
+            # the claim stays as it is: claimed, it runs after the restart; running, its
+            # interruption is handled then (recover), whether or not its request had left
+            log.warning(
+                "the daemon shut down during %s of incident %d; handled at the next start",
+                claim.action,
+                claim.incident_id,
             )
             raise
         except Exception:
@@ -372,6 +404,8 @@ class Executor:
         last: Attempt | None = None
         try:
             status, detail = await self._precondition(claim, request)
+            if status is None and not await self.store.mark_sent(claim.id, self.clock.now()):
+                return  # no longer running: settled elsewhere, nothing sent
             if status is None:
                 status, detail, last = await self._attempts(action, claim, request)
         finally:

@@ -139,6 +139,16 @@ class Claims(Protocol):
         from_statuses: tuple[str, ...],
         hold_until: float | None = None,
     ) -> bool: ...
+    async def mark_sent(self, claim_id: int, at: float) -> bool:
+        """Record that the running claim's request may leave from now on (its `sent_at`);
+        False if it is no longer running."""
+        ...
+
+    async def rerun_claim(self, claim_id: int, detail: str, audit: AuditEntry) -> bool:
+        """Put an interrupted running claim back to `claimed` (request and times cleared, one
+        more interruption counted) with its audit line; False if it was no longer running."""
+        ...
+
     async def record_attempt(self, attempt: Attempt) -> None: ...
     async def finish_claim(
         self,

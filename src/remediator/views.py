@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from remediator.clock import iso
-from remediator.store.records import Attempt, AuditEntry, Claim, IncidentRecord
+from remediator.store.records import RUNNING, Attempt, AuditEntry, Claim, IncidentRecord
 
 
 def incident_view(i: IncidentRecord) -> dict[str, Any]:
@@ -40,19 +40,30 @@ def claim_view(c: Claim) -> dict[str, Any]:
         "kind": c.kind,
         "target": c.target,
         "status": c.status,
+        "phase": _phase(c),
         "detail": c.detail,
         "attempts": c.attempts,
+        "interruptions": c.interruptions,
         "request": c.request,
         "idempotency_key": c.idempotency_key,
         "context": c.context,
         "claimed_at": iso(c.claimed_at),
         "started_at": iso(c.started_at),
         "finished_at": iso(c.finished_at),
+        "sent_at": iso(c.sent_at),
         "hold_until": iso(c.hold_until),
         "verify_status": c.verify_status,
         "verify_detail": c.verify_detail,
         "verify_deadline": iso(c.verify_deadline),
     }
+
+
+def _phase(c: Claim) -> str | None:
+    """A running claim is `checking` (guardrails passed, precondition in flight: no request can
+    have left) or `sent` (its request may have reached the target)."""
+    if c.status != RUNNING:
+        return None
+    return "checking" if c.sent_at is None else "sent"
 
 
 def attempt_view(a: Attempt) -> dict[str, Any]:

@@ -148,6 +148,31 @@ async def test_a_claim_starts_once_and_finishes_only_from_the_given_states(
     assert await store.ran_actions(c.incident_id) == {"restart"}
 
 
+async def test_a_running_claim_tells_checking_from_sent_and_reruns_once(store: AnyStore) -> None:
+    applied = await store.apply(Changes(at=1.0, incidents=[new_incident()], claims=[claim(-1)]))
+    [c] = applied.claims
+    assert await store.mark_sent(c.id, 2.0) is False  # not running: nothing to mark
+    assert await store.start_claim(c.id, 2.0, {"url": "http://x"})
+    [checking] = await store.claims_in((RUNNING,))
+    assert (checking.sent_at, checking.interruptions) == (None, 0)
+    [view] = (await store.list_actions(10, None)).items
+    assert view["phase"] == "checking"
+
+    assert await store.mark_sent(c.id, 2.5) is True
+    assert await store.mark_sent(c.id, 2.6) is False  # the first mark stands
+    [sent] = await store.claims_in((RUNNING,))
+    assert sent.sent_at == 2.5
+    assert (await store.list_actions(10, None)).items[0]["phase"] == "sent"
+
+    assert await store.rerun_claim(c.id, "again", audit("rerun", c.incident_id)) is True
+    assert await store.rerun_claim(c.id, "again", audit("rerun", c.incident_id)) is False
+    [again] = await store.claims_in((CLAIMED,))
+    assert (again.sent_at, again.request, again.started_at) == (None, None, None)
+    assert (again.interruptions, again.detail) == (1, "again")
+    assert await store.start_claim(c.id, 3.0, {"url": "http://x"})
+    assert (await store.list_actions(10, None)).items[0]["phase"] == "checking"
+
+
 async def test_a_resolution_cancels_the_pending_approvals_of_its_firing_steps(
     store: AnyStore,
 ) -> None:

@@ -17,7 +17,8 @@ from remediator.schema import MissingTarget, Node
 from remediator.targets import Target
 from remediator.types import Action
 
-# read by every kind; `destructive`, `budget`, `precondition` and `verify` are read by config.py
+# read by every kind; `destructive`, `budget`, `precondition`, `verify`, `announce` and
+# `on_interrupted` are read by config.py
 COMMON_KEYS = frozenset(
     {
         "kind",
@@ -30,6 +31,7 @@ COMMON_KEYS = frozenset(
         "precondition",
         "verify",
         "announce",
+        "on_interrupted",
     }
 )
 BACKOFF_KEYS = frozenset({"initial", "max", "multiplier"})

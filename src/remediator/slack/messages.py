@@ -101,6 +101,12 @@ class Composer:
             return [self._reply(facts, "action_failed", mention=self._mention(facts, force=True))]
         if event in ACTION_OUTCOMES:
             return [self._reply(facts, "action_refused")]
+        if event == "rerun":  # interrupted by the daemon's death, run again (interrupted.py)
+            return [
+                self._reply(
+                    facts, "status_update", next_steps=f"running {facts.entry.action} again"
+                )
+            ]
         if event in ("verified", "verification_failed"):
             return [self._reply(facts, "verification")]
         if event == "approval_requested" and facts.approval is not None:

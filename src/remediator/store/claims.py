@@ -68,6 +68,29 @@ class ClaimsSQL(Runner):
 
         return await self._write(op)
 
+    async def mark_sent(self, claim_id: int, at: float) -> bool:
+        """From now on the claim's request may have left: an interruption is no longer a claim
+        that never acted. False if the claim is no longer running."""
+        sql = "UPDATE claims SET sent_at = ? WHERE id = ? AND status = ? AND sent_at IS NULL"
+        return await self._write(lambda tx: tx.execute(sql, at, claim_id, RUNNING)) == 1
+
+    async def rerun_claim(self, claim_id: int, detail: str, audit: AuditEntry) -> bool:
+        """A running claim interrupted by its holder's death goes back to `claimed`, to be
+        judged and run again, with its audit line; it counts one more interruption. False if
+        it was no longer running."""
+
+        async def op(tx: Tx) -> bool:
+            sql = (
+                "UPDATE claims SET status = ?, detail = ?, started_at = NULL, request = NULL, "
+                "sent_at = NULL, interruptions = interruptions + 1 WHERE id = ? AND status = ?"
+            )
+            if await tx.execute(sql, CLAIMED, detail, claim_id, RUNNING) != 1:
+                return False
+            await insert_audit(tx, audit)
+            return True
+
+        return await self._write(op)
+
     async def record_attempt(self, attempt: Attempt) -> None:
         await self._write(lambda tx: _insert_attempt(tx, attempt))
 

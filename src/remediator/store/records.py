@@ -76,6 +76,8 @@ class Claim:
     verify_detail: str = ""
     verify_next_at: float | None = None
     verify_deadline: float | None = None
+    sent_at: float | None = None  # when its request could first have left; None while checking
+    interruptions: int = 0  # how often it was run again after an interruption
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ INCIDENT_COLUMNS = (
 CLAIM_COLUMNS = (
     "id, incident_id, step, action, kind, target, rule, idempotency_key, context, request, "
     "status, detail, attempts, claimed_at, started_at, finished_at, hold_until, verify_status, "
-    "verify_detail, verify_next_at, verify_deadline"
+    "verify_detail, verify_next_at, verify_deadline, sent_at, interruptions"
 )
 APPROVAL_COLUMNS = (
     "id, claim_id, incident_id, rule, action, target, request, requested_at, expires_at, "
@@ -64,6 +64,8 @@ def claim(r: Row) -> Claim:
         verify_detail=r["verify_detail"],
         verify_next_at=r["verify_next_at"],
         verify_deadline=r["verify_deadline"],
+        sent_at=r["sent_at"],
+        interruptions=r["interruptions"],
     )
 
 
