@@ -264,6 +264,16 @@ class SqliteStore:
 
     # -- incidents -----------------------------------------------------------------------------
 
+    async def journal_between(self, since: float, until: float) -> list[tuple[int, float, str]]:
+        """(id, received_at, body) of the notifications received in [since, until], in the
+        order they were received: what `remediator replay` feeds through a config."""
+        sql = (
+            "SELECT id, received_at, body FROM journal WHERE received_at >= ? AND received_at <= ? "
+            "ORDER BY id"
+        )
+        rows = await self._read(lambda conn: conn.execute(sql, (since, until)).fetchall())
+        return [(row[0], row[1], row[2]) for row in rows]
+
     async def load_open_incidents(self) -> list[Incident]:
         return await self._read(_load_open_incidents)
 
