@@ -73,7 +73,7 @@ def test_the_committed_pages_are_what_the_command_writes_byte_for_byte(regenerat
         )
 
 
-# The seeds' own words (shared/seeds), tier by tier: the page must show the threshold and the
+# The runbooks' own words, tier by tier: the page must show the threshold and the
 # action the runbook prescribes in the row of that tier.
 SEEDS = [
     # 004 ingestion, 3.4 "Error rate > 5% | Alert team in Slack", "> 10%": page and PAUSE (4.1),
