@@ -22,7 +22,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import a2a, http_client, ingest, profiles, rule_scaling, slack_outbox, startup
+from bench import (
+    a2a,
+    backtest,
+    http_client,
+    ingest,
+    profiles,
+    rule_scaling,
+    slack_outbox,
+    startup,
+)
 from bench.common import (
     LOAD_CPU,
     OUT,
@@ -37,7 +46,8 @@ from bench.common import (
 RESULTS = ROOT / "bench" / "RESULTS.md"
 FINDINGS = ROOT / "bench" / "FINDINGS.md"
 ORDER = (
-    "ingest", "a2a", "rules", "memory", "restart", "slack", "http_client", "profiles"
+    "ingest", "a2a", "rules", "memory", "restart", "slack", "http_client", "backtest",
+    "profiles",
 )  # fmt: skip
 
 
@@ -199,6 +209,7 @@ def main() -> None:
         "restart": lambda: startup.restart(3 if args.quick else 5),
         "slack": lambda: slack_outbox.run(args.quick),
         "http_client": lambda: http_client.run(args.quick),
+        "backtest": lambda: backtest.run(args.quick),
         "profiles": lambda: profile_section(args.quick),
     }
     started = time.monotonic()

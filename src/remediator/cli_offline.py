@@ -13,8 +13,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from remediator import alert_rules, replay, runbook_docs
+import httpx
+
+from remediator import alert_rules, backtest, replay, runbook_docs
 from remediator.alerts import parse_time
+from remediator.backtest import BacktestError
 from remediator.config import Config
 from remediator.errors import ConfigError
 
@@ -52,6 +55,26 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     replay.add_argument("--json", action="store_true", help="print JSON")
     replay.set_defaults(command=cmd_replay)
+
+    back = sub.add_parser(
+        "backtest",
+        parents=[common],
+        help="what this config would have done on the alerts in Prometheus's history",
+    )
+    back.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus's base URL")
+    _range(back)
+    back.add_argument(
+        "--step", default="1m", help="the resolution alerts are evaluated at (default: 1m)"
+    )
+    back.add_argument(
+        "--alert-rules",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="evaluate these alerting rules (files or directories) instead of reading ALERTS",
+    )
+    back.add_argument("--json", action="store_true", help="print JSON")
+    back.set_defaults(command=cmd_backtest)
 
 
 def _range(parser: argparse.ArgumentParser) -> None:
@@ -145,3 +168,36 @@ def _print(result: replay.Result, as_json: bool) -> None:
         print(json.dumps(result.as_dict(), indent=2))
     else:
         print("\n".join(result.text()))
+
+
+def cmd_backtest(config: Config, args: argparse.Namespace) -> int:
+    try:
+        since, until = _times(args)
+        step = alert_rules.duration(args.step)
+        given = alert_rules.load_files(args.alert_rules) if args.alert_rules else None
+    except ConfigError as e:
+        return _problems(e)
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
+    _quiet(args)
+    try:
+        result = asyncio.run(_backtest(config, args.prometheus, since, until, step, given))
+    except BacktestError as e:
+        print(e, file=sys.stderr)
+        return 1
+    _print(result, args.json)
+    return 0
+
+
+async def _backtest(
+    config: Config,
+    url: str,
+    since: float,
+    until: float,
+    step: float,
+    given: list[alert_rules.AlertingRule] | None,
+) -> replay.Result:
+    async with httpx.AsyncClient(timeout=60.0, trust_env=False) as client:
+        prometheus = backtest.Prometheus(url, client)
+        return await backtest.backtest(config, prometheus, since, until, step, given)

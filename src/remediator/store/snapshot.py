@@ -10,9 +10,10 @@ from remediator.errors import StoreError
 
 
 def copy_sqlite(live: Path, copy: Path) -> None:
-    """Copy `live` into `copy` with SQLite's online backup, read-only. With a -wal file beside it
-    (a daemon is running, or stopped uncleanly) the copy includes what the WAL holds and creates
-    no file; without one the database is opened immutable, so no -wal or -shm file appears."""
+    """Copy `live` into `copy` with SQLite's online backup, read-only: the database and its WAL
+    are not written. With a -wal file beside it (a daemon is running, or stopped uncleanly) the
+    copy includes what the WAL holds; like any reader's, the read marks go in the -shm index.
+    Without one the database is opened immutable, so no -wal or -shm file appears."""
     if not live.is_file():
         raise StoreError(f"{live}: no such database")
     wal = live.with_name(live.name + "-wal").exists()
