@@ -64,6 +64,15 @@ def actions(result: Result) -> list[tuple[Any, ...]]:
     return sorted((*key, outcome) for key, outcome in outcomes(result.timeline).items())
 
 
+def decisions(result: Result) -> list[tuple[str | None, str, str]]:
+    """When each incident opened, climbed and resolved."""
+    return [
+        (iso(line.at), line.incident, line.event)
+        for line in result.timeline
+        if line.event in ("opened", "escalated", "resolved")
+    ]
+
+
 def ladder(n: int) -> list[tuple[Any, ...]]:
     return [
         ("ingestion-error-rate", LADDER, n, "on_resolved", "resume_ingestion", "ran"),
@@ -125,9 +134,7 @@ async def test_the_backtest_of_alerts_series_matches_the_replay_of_the_same_aler
     assert actions(result) == EXPECTED
     assert actions(replayed) == EXPECTED
     assert result.summary.incidents == replayed.summary.incidents == 3 + 2 + 1
-    assert [line.at for line in result.timeline if line.event == "escalated"] == [
-        line.at for line in replayed.timeline if line.event == "escalated"
-    ]
+    assert decisions(result) == decisions(replayed)  # the same times, to the minute
     assert result.notes[0].startswith("10 alerts from ALERTS")
     assert any(
         "annotations are the rule's templates rendered again" in a for a in result.assumptions
@@ -140,10 +147,13 @@ async def test_the_alerting_rules_evaluated_with_their_for_give_the_same_alerts(
     path = tmp_path / "alerts.yml"
     path.write_text(rules_file(rules()))
 
-    result = await run(config, *history, path)
+    url, week = history
+    result = await run(config, url, week, path)
 
     assert actions(result) == EXPECTED
     assert result.notes[0].startswith("10 alerts from the alert rules given")
+    replayed = await decide(config, alertmanager_sends(fired(week, rules())), week.start, week.end)
+    assert decisions(result) == decisions(replayed)
 
 
 async def test_a_lower_threshold_fires_more_as_predicted(

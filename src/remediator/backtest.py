@@ -128,9 +128,10 @@ async def from_alerts_series(
         return Found()
     selector = f'ALERTS{{alertstate="firing", alertname=~"{"|".join(names)}"}}'
     # a sample within the last step, not the last five minutes: backfilled or not, an alert
-    # ends when its samples do
+    # ends when its samples do (a millisecond short of the step: Prometheus 2's ranges include
+    # both ends, and the sample a whole step back would count twice)
     alerts = await prometheus.query_range(
-        f"last_over_time({selector}[{_seconds(step)}])", since, until, step
+        f"last_over_time({selector}[{_window(step)}])", since, until, step
     )
     values = await _values(prometheus, rules, since, until, step)
     found = Found()
@@ -317,8 +318,8 @@ def _fingerprint(labels: Mapping[str, str]) -> str:
     return f"{h:016x}"
 
 
-def _seconds(step: float) -> str:
-    return f"{int(step)}s" if step == int(step) else f"{int(step * 1000)}ms"
+def _window(step: float) -> str:
+    return f"{max(1, round(step * 1000) - 1)}ms"
 
 
 async def backtest(
