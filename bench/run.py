@@ -27,6 +27,7 @@ from bench import (
     backtest,
     http_client,
     ingest,
+    postgres_store,
     profiles,
     rule_scaling,
     slack_outbox,
@@ -46,8 +47,8 @@ from bench.common import (
 RESULTS = ROOT / "bench" / "RESULTS.md"
 FINDINGS = ROOT / "bench" / "FINDINGS.md"
 ORDER = (
-    "ingest", "a2a", "rules", "memory", "restart", "slack", "http_client", "backtest",
-    "profiles",
+    "ingest", "a2a", "postgres", "rules", "memory", "restart", "slack", "http_client",
+    "backtest", "profiles",
 )  # fmt: skip
 
 
@@ -204,6 +205,7 @@ def main() -> None:
     runners: dict[str, Callable[[], Section]] = {
         "ingest": lambda: ingest.run(args.quick),
         "a2a": lambda: a2a.run(args.quick),
+        "postgres": lambda: postgres_store.run(args.quick),
         "rules": lambda: rule_scaling.run(args.quick),
         "memory": lambda: startup.memory(1 if args.quick else 3),
         "restart": lambda: startup.restart(3 if args.quick else 5),

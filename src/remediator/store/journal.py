@@ -1,0 +1,35 @@
+"""The journal: every notification, written before the webhook is acknowledged."""
+
+from __future__ import annotations
+
+from remediator.store.sql import Runner, Tx
+
+
+class JournalSQL(Runner):
+    async def append_journal(self, body: str, at: float) -> int:
+        async def op(tx: Tx) -> int:
+            sql = "INSERT INTO journal (received_at, body) VALUES (?, ?) RETURNING id"
+            return int(await tx.fetchval(sql, at, body))
+
+        return await self._write(op, urgent=True)
+
+    async def unprocessed_journal(self) -> list[tuple[int, str]]:
+        async def op(tx: Tx) -> list[tuple[int, str]]:
+            sql = "SELECT id, body FROM journal WHERE processed_at IS NULL ORDER BY id"
+            return [(r["id"], r["body"]) for r in await tx.fetch(sql)]
+
+        return await self._read(op)
+
+    async def journal_between(self, since: float, until: float) -> list[tuple[int, float, str]]:
+        """(id, received_at, body) of the notifications received in [since, until], in the
+        order they were received: what `remediator replay` decides again."""
+
+        async def op(tx: Tx) -> list[tuple[int, float, str]]:
+            sql = (
+                "SELECT id, received_at, body FROM journal "
+                "WHERE received_at >= ? AND received_at <= ? ORDER BY id"
+            )
+            rows = await tx.fetch(sql, since, until)
+            return [(r["id"], float(r["received_at"]), r["body"]) for r in rows]
+
+        return await self._read(op)
