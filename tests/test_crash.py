@@ -3,9 +3,9 @@
 SIGKILL after a notification was acknowledged but before its action ran: after the restart the
 action runs exactly once. SIGKILL during an action: after the restart its claim is handled by its
 action's on_interrupted policy (http escalates: reported interrupted, neither forgotten nor
-silently repeated; tests/test_interrupted.py covers each policy). SIGTERM: running actions get the
-grace period; what does not finish in it is handled at the next start the same way. Each test runs on both store
-backends.
+silently repeated; tests/test_interrupted.py covers each policy). SIGTERM: running actions get
+the grace period; what does not finish in it is handled at the next start the same way. Each test
+runs on both store backends.
 """
 
 from __future__ import annotations
