@@ -126,8 +126,18 @@ VALUE_KEYS = frozenset({"annotation", "label"})
 TIER_KEYS = frozenset({"name", "when", "actions", "escalate_after", "repeats", "approval"})
 REPEATS_KEYS = frozenset({"count", "within"})
 GUARDRAIL_KEYS = frozenset(
-    {"killswitch", "dry_run", "budget", "circuit_breaker", "approval_timeout", "storm"}
+    {
+        "killswitch",
+        "dry_run",
+        "budget",
+        "circuit_breaker",
+        "approval_timeout",
+        "storm",
+        "on_killswitch",
+        "on_mute",
+    }
 )
+HOLD_OR_DROP = ("hold", "drop")
 BUDGET_KEYS = frozenset({"max", "per"})
 STORM_KEYS = frozenset({"incidents", "within", "summary_every"})
 WINDOW_KEYS = frozenset(
@@ -176,6 +186,10 @@ class Guardrails:
     breaker: Breaker | None = DEFAULT_BREAKER
     approval_timeout: float = 1800.0
     storm: Storm = field(default_factory=Storm)
+    # what the kill switch and mutes do to an action they stop: drop it (refused for good), or
+    # hold it until they lift and judge it again then
+    on_killswitch: str = "drop"
+    on_mute: str = "drop"
 
 
 @dataclass(frozen=True, slots=True)
@@ -695,6 +709,8 @@ def _guardrails(node: Node | None) -> Guardrails:
     breaker = node.get("circuit_breaker")
     return Guardrails(
         killswitch=node.opt("killswitch", Node.boolean, False),
+        on_killswitch=node.opt("on_killswitch", lambda n: n.choice(HOLD_OR_DROP), "drop"),
+        on_mute=node.opt("on_mute", lambda n: n.choice(HOLD_OR_DROP), "drop"),
         dry_run=node.opt("dry_run", Node.boolean, False),
         budget=node.opt("budget", _budget, None),
         breaker=DEFAULT_BREAKER

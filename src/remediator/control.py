@@ -114,6 +114,10 @@ class Control:
         self.executor.state.killswitch = on
         self.metrics.killswitch.set(1 if on else 0)
         await self.notifier.publish([entry])
+        if not on:
+            await self.executor.release(
+                f"the kill switch was turned off by {by}", lambda c: c.hold_until is None
+            )
         return await self.killswitch()
 
     # -- mutes ---------------------------------------------------------------------------------
@@ -183,6 +187,9 @@ class Control:
             raise NotFound(f"no active mute {mute_id}")
         await self.refresh_gauges()
         await self.notifier.publish([entry])
+        await self.executor.release(
+            f"mute {mute_id} was ended by {by}", lambda c: f"by mute {mute_id} (" in c.detail
+        )
 
     async def mutes(self, include_inactive: bool = False) -> list[dict[str, Any]]:
         now = self.clock.now()
