@@ -192,8 +192,9 @@ class DaemonProcess:
     """`remediator serve` in its own process on a free loopback port. The webhook and API tokens
     are the tests' (TEST_WEBHOOK_TOKEN, TEST_API_TOKEN in its environment)."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, *args: str) -> None:
         self.config = config
+        self.args = args  # more options for `serve`
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -210,6 +211,7 @@ class DaemonProcess:
                     str(self.config),
                     "--listen",
                     f"127.0.0.1:{self.port}",
+                    *self.args,
                 ],
                 env=self.env,
                 stdin=subprocess.DEVNULL,

@@ -259,7 +259,10 @@ async def test_probes(daemon: Running) -> None:
     r = await daemon.client.get("/healthz")
     assert (r.status_code, r.json()) == (200, {"status": "ok"})
     r = await daemon.client.get("/readyz")
-    assert (r.status_code, r.json()) == (200, {"status": "ready", "rules": 1})
+    assert (r.status_code, r.json()) == (
+        200,
+        {"status": "ready", "rules": 1, "dry_run": False, "killswitch": False},
+    )
 
 
 async def test_readyz_fails_without_rules(
@@ -268,7 +271,12 @@ async def test_readyz_fails_without_rules(
     running = await start_daemon(write_config(base_config({})))
     r = await running.client.get("/readyz")
     assert r.status_code == 503
-    assert r.json() == {"status": "not ready", "problems": ["no rules loaded"]}
+    assert r.json() == {
+        "status": "not ready",
+        "problems": ["no rules loaded"],
+        "dry_run": False,
+        "killswitch": False,
+    }
 
 
 async def test_metrics_exports_the_declared_series_at_zero(daemon: Running) -> None:

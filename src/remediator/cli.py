@@ -7,17 +7,16 @@ import argparse
 import asyncio
 import getpass
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from remediator import __version__, cli_offline
+from remediator import __version__, cli_offline, logs
 from remediator.alerts import parse_notification
 from remediator.config import Config, load_config
-from remediator.errors import ConfigError, PayloadError, StoreError
+from remediator.errors import ConfigError, ListenError, PayloadError, StoreError
 from remediator.schema import decimal
 from remediator.server import Daemon
 from remediator.simulate import simulate
@@ -29,11 +28,7 @@ DEFAULT_CONFIG = "remediator.yaml"
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # the executor logs each outcome itself
+    logs.setup(args.log_level, args.log_format)
     try:
         config = load_config(args.config)
     except ConfigError as e:
@@ -46,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as e:
         print(f"store error: {e}", file=sys.stderr)
         return 1
+    except ListenError as e:
+        print(e, file=sys.stderr)
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,7 +54,18 @@ def _parser() -> argparse.ArgumentParser:
         "--config", default=DEFAULT_CONFIG, help=f"main config file (default: {DEFAULT_CONFIG})"
     )
     common.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="the least severe level logged (default: info; APScheduler's timer lines and "
+        "httpx's requests only at debug)",
+    )
+    common.add_argument(
+        "--log-format",
+        default="text",
+        choices=logs.FORMATS,
+        help="text for people, or json: one object a line with UTC timestamps and the "
+        "incident, rule and claim ids as fields (default: text)",
     )
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 

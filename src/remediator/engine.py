@@ -223,6 +223,13 @@ class Engine:
             self._remember_resolved((incident.rule, fingerprint, starts_at))
         changes.audit.append(_closed_entry(closed, reason, by, now))
         applied = await self.store.apply(changes)
+        log.info(
+            "incident %d closed by %s: %s",
+            closed.id,
+            by,
+            reason,
+            extra={"incident_id": closed.id, "rule": closed.rule},
+        )
         self._closed((incident.rule, incident.key))
         self.metrics.incidents_open.labels(incident.rule).set(self._open_per_rule[incident.rule])
         self.metrics.decisions.labels(incident.rule, "closed").inc()

@@ -28,6 +28,11 @@ class StoreError(RemediatorError):
     """The store could not be reached or refused a write."""
 
 
+class ListenError(RemediatorError):
+    """The daemon cannot listen where it was told to (the port is in use, the address is not
+    this host's)."""
+
+
 class ControlError(RemediatorError):
     """An operator's request cannot be carried out; `status` is the HTTP status that says why."""
 

@@ -348,6 +348,7 @@ class Executor:
             claim.id, HELD, verdict.reason, entry, (CLAIMED,), hold_until=verdict.until
         )
         if held:
+            log.info("%s", entry.message, extra=claim_fields(claim))
             await self.notifier.publish([entry])
             self.wake()
         if held and verdict.guardrail == "killswitch" and not self.state.killswitch:
@@ -483,7 +484,7 @@ class Executor:
             return  # already finished
         self.metrics.actions.labels(claim.kind, status).inc()
         level = logging.INFO if status in (SUCCEEDED, DRY_RUN) else logging.WARNING
-        log.log(level, "%s", written.message)
+        log.log(level, "%s", written.message, extra=claim_fields(claim))
         await self.notifier.publish([written])
         if status == FAILED:
             await self.refresh_circuit(claim.target)
@@ -522,6 +523,7 @@ class Executor:
     async def _release(self, claim: Claim, reason: str) -> None:
         entry = self._entry(claim, "released", f"{reason}; judged again through every guardrail")
         if await self.store.set_claim(claim.id, CLAIMED, f"released: {reason}", entry, (HELD,)):
+            log.info("%s", entry.message, extra=claim_fields(claim))
             await self.notifier.publish([entry])
             self.submit([replace(claim, status=CLAIMED, hold_until=None)])
 
@@ -582,6 +584,17 @@ class Executor:
         until = guardrails.circuit_open_until(failures, breaker)
         is_open = until is not None and self.clock.now() < until
         self.metrics.circuit_open.labels(target).set(1 if is_open else 0)
+
+
+def claim_fields(claim: Claim) -> dict[str, object]:
+    """The ids a log record about a claim carries as fields (see logs.py)."""
+    return {
+        "incident_id": claim.incident_id,
+        "rule": claim.rule,
+        "claim_id": claim.id,
+        "action": claim.action,
+        "target": claim.target,
+    }
 
 
 def _may_run_resolved(claim: Claim) -> bool:

@@ -153,6 +153,12 @@ class Metrics:
             "Acknowledged notifications not yet processed.",
             registry=registry,
         )
+        self.dry_run = Gauge(
+            "remediator_dry_run",
+            "1 while guardrails.dry_run is on: every rule records what it would do, and does "
+            "nothing (a rule's own dry_run is not counted here).",
+            registry=registry,
+        )
         self.config_reload_ok = Gauge(
             "remediator_config_last_reload_successful",
             "1 if the last configuration reload succeeded (or none was asked for), 0 if refused.",

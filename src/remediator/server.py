@@ -12,6 +12,7 @@ import binascii
 import hmac
 import json
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -19,15 +20,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    ProcessCollector,
+    generate_latest,
+)
 
+from remediator import __version__
 from remediator.alerts import parse_notification
 from remediator.api import Api, api_auth, error
 from remediator.clock import Clock, SystemClock
 from remediator.config import Config, WebhookAuth, load_config
 from remediator.control import Control
 from remediator.engine import Engine
-from remediator.errors import PayloadError, StoreError
+from remediator.errors import ListenError, PayloadError, StoreError
 from remediator.executor import Executor
 from remediator.metrics import Metrics
 from remediator.reload import Outcome, Reloader
@@ -140,9 +147,15 @@ class Routes:
             await self.store.ping()
         except StoreError as e:
             problems.append(f"store unreachable: {e}")
+        state = {
+            "dry_run": self.config.guardrails.dry_run,
+            "killswitch": self.engine.executor.state.killswitch,
+        }
         if problems:
-            return web.json_response({"status": "not ready", "problems": problems}, status=503)
-        return web.json_response({"status": "ready", "rules": len(self.config.rules)})
+            return web.json_response(
+                {"status": "not ready", "problems": problems, **state}, status=503
+            )
+        return web.json_response({"status": "ready", "rules": len(self.config.rules), **state})
 
     async def metrics_endpoint(self, request: web.Request) -> web.Response:
         body = generate_latest(self.metrics.registry)
@@ -209,6 +222,13 @@ async def read_limited(request: web.Request, limit: int) -> bytes | None:
     return bytes(body)
 
 
+def slack_mode(config: Config) -> str:
+    s = config.slack
+    posts = f"Web API at {s.base_url}" if s.token is not None else "to the log (no bot token)"
+    commands = "commands on /slack/*" if s.signing_secret is not None else "no commands"
+    return f"{posts}, {commands}"
+
+
 def create_app(routes: Routes, api: Api) -> web.Application:
     app = web.Application(middlewares=[json_errors])
     app.router.add_post("/alerts", routes.alerts)
@@ -232,6 +252,8 @@ class Daemon:
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(self.registry)
+        ProcessCollector(registry=self.registry)  # process_*: CPU, memory, file descriptors
+        self.metrics.dry_run.set(1 if self.config.guardrails.dry_run else 0)
         self.metrics.declare(
             [r.name for r in self.config.rules],
             sorted({a.kind for a in self.config.actions.values()}),
@@ -277,6 +299,7 @@ class Daemon:
     async def _swap(self, config: Config) -> None:
         async with self.engine.between_batches():
             self.config = config
+            self.metrics.dry_run.set(1 if config.guardrails.dry_run else 0)
             self.metrics.declare(
                 [r.name for r in config.rules],
                 sorted({a.kind for a in config.actions.values()}),
@@ -321,6 +344,19 @@ class Daemon:
                 self.port,
             )
 
+    async def banner(self, host: str) -> str:
+        """One line saying what this daemon is: version, address, store, rules, Slack, dry-run
+        and kill switch."""
+        c = self.config
+        files = ", ".join(str(p) for p in c.rule_files) or "the main file"
+        switch = await self.control.killswitch()
+        return (
+            f"remediator {__version__} listening on {host}:{self.port}; "
+            f"store: sqlite {c.store_path}; {len(c.rules)} rules from {files}; "
+            f"Slack: {slack_mode(c)}; dry-run: {'ON' if c.guardrails.dry_run else 'off'}; "
+            f"kill switch: {'ON' if switch.on else 'off'} (from the {switch.source})"
+        )
+
     async def stop(self) -> None:
         """Stop accepting, finish queued decisions, give running actions the grace period,
         record the rest as interrupted, close the store. Stopping twice does nothing."""
@@ -339,19 +375,23 @@ class Daemon:
         await self.store.close()
 
     async def serve(self, host: str | None = None, port: int | None = None) -> None:
-        """Run until SIGTERM or SIGINT."""
+        """Run until SIGTERM or SIGINT; SIGHUP reloads the config. ListenError if the address
+        cannot be had (everything opened by then is closed again)."""
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
-        await self.start(host, port)
-        log.info(
-            "remediator listening on %s:%d with %d rules",
-            host or self.config.server.host,
-            self.port,
-            len(self.config.rules),
+        address = (
+            f"{host or self.config.server.host}:{self.config.server.port if port is None else port}"
         )
+        try:
+            await self.start(host, port)
+        except OSError as e:
+            await self.stop()
+            why = os.strerror(e.errno).lower() if e.errno else str(e)
+            raise ListenError(f"cannot listen on {address}: {why}") from None
+        log.info("%s", await self.banner(host or self.config.server.host))
         await stopping.wait()
         log.info(
             "shutting down: no new webhooks; running actions get %gs",
