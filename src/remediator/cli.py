@@ -30,12 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.setup(args.log_level, args.log_format)
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, strict=args.strict)
     except ConfigError as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)
         print(f"{len(e.problems)} problem(s) in the configuration", file=sys.stderr)
         return 1
+    for warning in config.warnings:
+        logging.getLogger("remediator.config").warning("%s", warning)
     try:
         return int(args.command(config, args))
     except StoreError as e:
@@ -66,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
         choices=logs.FORMATS,
         help="text for people, or json: one object a line with UTC timestamps and the "
         "incident, rule and claim ids as fields (default: text)",
+    )
+    common.add_argument(
+        "--strict",
+        action="store_true",
+        help="a rule skipped because its target is not configured is an error, not a warning",
     )
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
