@@ -7,7 +7,9 @@ import argparse
 import asyncio
 import getpass
 import json
+import logging
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +139,8 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
         if port is None:
             print(f"--listen: expected HOST:PORT, got {args.listen!r}", file=sys.stderr)
             return 2
-    asyncio.run(Daemon(config).serve(host or None, port))
+    load = partial(load_config, strict=args.strict)  # a reload reads it as the start did
+    asyncio.run(Daemon(config, load=load).serve(host or None, port))
     return 0
 
 

@@ -155,6 +155,8 @@ class Reloader:
                 new = self._load(self.config.path)
             except ConfigError as e:
                 return await self._refused(e.problems, by)
+            for warning in new.warnings:
+                log.warning("reload: %s", warning)
             change = diff(self.config, new)
             for setting in change.restart:
                 log.warning("reload: %s changed; it takes effect at the next restart", setting)
