@@ -158,15 +158,19 @@ def test_check_prints_every_problem_with_file_path_and_value(
     ]
 
 
-@pytest.mark.parametrize("args", [("--config", "missing.yaml"), ()])
-def test_check_without_a_config_file(remediator: Run, args: tuple[str, ...]) -> None:
-    result = remediator("check", *args)
-
-    shown = args[1] if args else "remediator.yaml"
+def test_check_without_a_config_file(remediator: Run) -> None:
+    result = remediator("check", "--config", "missing.yaml")
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == (
-        f"{shown}: cannot read: No such file or directory\n1 problem(s) in the configuration\n"
+        "missing.yaml: cannot read: No such file or directory\n1 problem(s) in the configuration\n"
     )
+    searched = remediator("check")
+    assert (searched.returncode, searched.stdout) == (1, "")
+    assert searched.stderr.splitlines() == [
+        "no config file: give --config, set REMEDIATOR_CONFIG, or create one of remediator.yaml, "
+        "~/.config/remediator/remediator.yaml, /etc/remediator/remediator.yaml",
+        "1 problem(s) in the configuration",
+    ]
 
 
 def test_check_names_a_secret_that_is_not_set(remediator: Run, tour_config: Path) -> None:

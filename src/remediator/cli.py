@@ -8,38 +8,46 @@ import asyncio
 import getpass
 import json
 import logging
+import os
 import sys
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from remediator import __version__, cli_offline, logs
+from remediator import __version__, cli_offline, cli_remote, logs
 from remediator.alerts import parse_notification
+from remediator.cli_remote import Remote, RemoteError, add_remote_options, remote
 from remediator.config import Config, load_config
 from remediator.errors import ConfigError, ListenError, PayloadError, StoreError
-from remediator.schema import decimal
+from remediator.schema import decimal, secrets_optional
 from remediator.server import Daemon
 from remediator.simulate import simulate
 from remediator.store.records import RESOLVED_STEP
 from remediator.store.sqlite import SqliteStore
 
-DEFAULT_CONFIG = "remediator.yaml"
+CONFIG_ENV = "REMEDIATOR_CONFIG"
+CONFIG_SEARCH = (
+    Path("remediator.yaml"),
+    Path("~/.config/remediator/remediator.yaml"),
+    Path("/etc/remediator/remediator.yaml"),
+)
+SEARCHED = ", ".join(str(p) for p in CONFIG_SEARCH)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.setup(args.log_level, args.log_format)
-    try:
-        config = load_config(args.config, strict=args.strict)
-    except ConfigError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        print(f"{len(e.problems)} problem(s) in the configuration", file=sys.stderr)
-        return 1
-    for warning in config.warnings:
-        logging.getLogger("remediator.config").warning("%s", warning)
+    config: Config | None = None
+    if not (getattr(args.command, "remote", False) and args.url):  # --url needs no config
+        try:
+            config = _load(args)
+        except ConfigError as e:
+            for problem in e.problems:
+                print(problem, file=sys.stderr)
+            print(f"{len(e.problems)} problem(s) in the configuration", file=sys.stderr)
+            return 1
+        for warning in config.warnings:
+            logging.getLogger("remediator.config").warning("%s", warning)
     try:
         return int(args.command(config, args))
     except StoreError as e:
@@ -50,12 +58,36 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def config_path(given: str | None) -> Path:
+    """--config, else $REMEDIATOR_CONFIG, else the first of CONFIG_SEARCH that exists."""
+    if given:
+        return Path(given)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    for candidate in CONFIG_SEARCH:
+        if candidate.expanduser().is_file():
+            return candidate.expanduser()
+    raise ConfigError(
+        [f"no config file: give --config, set {CONFIG_ENV}, or create one of {SEARCHED}"]
+    )
+
+
+def _load(args: argparse.Namespace) -> Config:
+    """The config; a verb that only reads does not need the secrets it does not read."""
+    path = config_path(args.config)
+    if getattr(args.command, "remote", False) or args.command in (cmd_history, cmd_simulate):
+        with secrets_optional():
+            return load_config(path, strict=args.strict)
+    return load_config(path, strict=args.strict)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remediator", description=__doc__)
     parser.add_argument("--version", action="version", version=f"remediator {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--config", default=DEFAULT_CONFIG, help=f"main config file (default: {DEFAULT_CONFIG})"
+        "--config",
+        help=f"the main config file (default: ${CONFIG_ENV}, else the first of {SEARCHED})",
     )
     common.add_argument(
         "--log-level",
@@ -92,14 +124,19 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--json", action="store_true", help="print JSON")
     sim.set_defaults(command=cmd_simulate)
 
-    history = sub.add_parser("history", parents=[common], help="the audit trail, newest first")
-    history.add_argument("--limit", type=int, default=20)
+    remote = argparse.ArgumentParser(add_help=False, parents=[common])
+    add_remote_options(remote, getpass.getuser())
+
+    history = sub.add_parser(
+        "history",
+        parents=[remote],
+        help="the audit trail, newest first",
+        description="The audit trail, newest first: decisions, actions, controls. With --url "
+        "from the running daemon's API; otherwise from the store file the config names.",
+    )
+    history.add_argument("--limit", type=int, default=20, help="how many lines (default: 20)")
     history.add_argument("--json", action="store_true", help="print JSON lines")
     history.set_defaults(command=cmd_history)
-
-    remote = argparse.ArgumentParser(add_help=False, parents=[common])
-    remote.add_argument("--url", help="the daemon's base URL (default: from server.listen)")
-    remote.add_argument("--by", default=getpass.getuser(), help="who is asking, for the audit")
 
     ks = sub.add_parser("killswitch", parents=[remote], help="show or flip the kill switch")
     ks.add_argument("state", choices=["on", "off", "status"], nargs="?", default="status")
@@ -127,6 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     circuits.add_argument("verb", choices=["list", "reset"], nargs="?", default="list")
     circuits.add_argument("target", nargs="?")
     circuits.set_defaults(command=cmd_circuits)
+    cli_remote.register(sub, remote)
     cli_offline.register(sub, common)
     return parser
 
@@ -147,7 +185,7 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
     files = ", ".join(str(p) for p in config.rule_files) or "none"
     print(
-        f"{args.config}: OK: {len(config.rules)} rules, {len(config.actions)} actions, "
+        f"{config.path}: OK: {len(config.rules)} rules, {len(config.actions)} actions, "
         f"{len(config.targets)} targets (rule files: {files})"
     )
     return 0
@@ -187,7 +225,15 @@ def _step(tier: str | None) -> str:
     return f"tier {tier or 'none'}"
 
 
-def cmd_history(config: Config, args: argparse.Namespace) -> int:
+def cmd_history(config: Config | None, args: argparse.Namespace) -> int:
+    if args.url or config is None:
+        try:
+            entries = cli_remote.history(Remote.of(config, args), max(1, args.limit), args.json)
+        except RemoteError as e:
+            print(e, file=sys.stderr)
+            return 1
+        _print_history(entries, args.json)
+        return 0
     if not config.store_path.exists():
         print(f"no history yet: {config.store_path} does not exist")
         return 0
@@ -200,8 +246,16 @@ def cmd_history(config: Config, args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    for entry in asyncio.run(read()):
-        if args.json:
+    _print_history(asyncio.run(read()), args.json)
+    return 0
+
+
+cmd_history.remote = True  # type: ignore[attr-defined]  # with --url it needs no config
+
+
+def _print_history(entries: list[dict[str, Any]], as_json: bool) -> None:
+    for entry in entries:
+        if as_json:
             print(json.dumps(entry))
             continue
         incident = f"incident {entry['incident_id']}" if entry["incident_id"] else "-"
@@ -209,56 +263,9 @@ def cmd_history(config: Config, args: argparse.Namespace) -> int:
             f"{entry['at']}  {incident:<12} {entry['rule']:<28} {entry['event']:<11} "
             f"{entry['message']}"
         )
-    return 0
 
 
-class Remote:
-    """The daemon's /api/v1, with the API token from the config."""
-
-    def __init__(self, config: Config, args: argparse.Namespace) -> None:
-        host = config.server.host if config.server.host not in ("0.0.0.0", "::") else "127.0.0.1"
-        self.base = args.url or f"http://{host}:{config.server.port}"
-        token = config.api_token.reveal() if config.api_token else ""
-        self.headers = {"Authorization": f"Bearer {token}"}
-        self.by = args.by
-
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        try:
-            r = httpx.request(
-                method,
-                f"{self.base}/api/v1{path}",
-                headers=self.headers,
-                json=None if body is None else {**body, "by": self.by},
-                timeout=10.0,
-            )
-        except httpx.HTTPError as e:
-            raise RemoteError(f"cannot reach the daemon at {self.base}: {e}") from None
-        if r.status_code >= 400:
-            try:
-                message = r.json()["error"]
-            except (ValueError, KeyError, TypeError):
-                message = r.text[:200]
-            raise RemoteError(f"{method} {path}: HTTP {r.status_code}: {message}")
-        return r.json()
-
-
-class RemoteError(Exception):
-    pass
-
-
-def _remote(command: Any) -> Any:
-    def run(config: Config, args: argparse.Namespace) -> int:
-        try:
-            command(Remote(config, args), args)
-        except RemoteError as e:
-            print(e, file=sys.stderr)
-            return 1
-        return 0
-
-    return run
-
-
-@_remote
+@remote
 def cmd_killswitch(remote: Remote, args: argparse.Namespace) -> None:
     if args.state == "status":
         state = remote.call("GET", "/killswitch")
@@ -272,7 +279,7 @@ def cmd_killswitch(remote: Remote, args: argparse.Namespace) -> None:
     print(f"kill switch is {'ON' if state['on'] else 'off'}{by}")
 
 
-@_remote
+@remote
 def cmd_mutes(remote: Remote, args: argparse.Namespace) -> None:
     if args.verb == "add":
         mute = remote.call(
@@ -303,7 +310,7 @@ def cmd_mutes(remote: Remote, args: argparse.Namespace) -> None:
         )
 
 
-@_remote
+@remote
 def cmd_approvals(remote: Remote, args: argparse.Namespace) -> None:
     if args.verb in ("approve", "deny"):
         if args.id is None:
@@ -320,7 +327,7 @@ def cmd_approvals(remote: Remote, args: argparse.Namespace) -> None:
         )
 
 
-@_remote
+@remote
 def cmd_circuits(remote: Remote, args: argparse.Namespace) -> None:
     if args.verb == "reset":
         if not args.target:
