@@ -75,15 +75,7 @@ class Api:
 
     async def close_incident(self, request: web.Request) -> web.Response:
         body = await json_body(request)
-        reason = text(body, "reason").strip()
-        if not reason:
-            return error(400, "reason: say why the incident is closed by hand")
-        incident_id = path_id(request)
-        closed = await self.engine.close(incident_id, reason, actor(body))
-        if closed is None:
-            if await self.store.incident(incident_id) is None:
-                return error(404, f"no incident {incident_id}")
-            return error(409, f"incident {incident_id} is not open")
+        closed = await self.control.close(path_id(request), text(body, "reason"), actor(body))
         return web.json_response({"id": closed.id, "status": closed.status})
 
     async def actions(self, request: web.Request) -> web.Response:

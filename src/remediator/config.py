@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from remediator import commands
 from remediator.actions import ActionRegistry, ParseEnv, default_registry
 from remediator.alerts import parse_time
 from remediator.checks import (
@@ -104,6 +105,7 @@ VERBS = (
     "mute",
     "unmute",
     "killswitch",
+    "close",
 )
 ACTION_VERBS = ("pause", "resume", "restart", "rollback")
 READ_VERBS = ("help", "status", "history")
@@ -766,8 +768,20 @@ def _verbs(node: Node | None, actions: dict[str, Action]) -> dict[str, dict[str,
     for verb, item in node.items():
         if verb not in ACTION_VERBS:
             raise item.fail(f"unknown verb {verb!r} (known: {', '.join(ACTION_VERBS)})")
-        verbs[verb] = {name: _action_ref(ref, actions) for name, ref in item.items()}
+        verbs[verb] = {name: _verb_action(ref, actions) for name, ref in item.items()}
     return verbs
+
+
+def _verb_action(node: Node, actions: dict[str, Action]) -> str:
+    """An action a command can run: what it reads beyond labels, no command can give."""
+    name = _action_ref(node, actions)
+    _, problem = commands.needs(actions[name])
+    if problem is not None:
+        raise node.fail(
+            f"action {name!r} cannot run from a command: {problem} (a command gives only "
+            "label=value parameters)"
+        )
+    return name
 
 
 def _directory(node: Node, base_dir: Path) -> Path:

@@ -298,6 +298,7 @@ class Daemon:
             slack_token=self.slack_token,
         )
         self.control.acked = self.engine.acked
+        self.control.closer = self.engine.close
         self.app = create_app(self.routes, Api(self.store, self.engine, self.control))
         self.slack_app: SlackApp | None = None
         if self.config.slack.signing_secret is not None:

@@ -57,7 +57,17 @@ rules:
     tiers:
       - {{actions: [poke], approval: required}}
 """
-WRITE_VERBS = ("pause", "resume", "restart", "rollback", "ack", "mute", "unmute", "killswitch")
+WRITE_VERBS = (
+    "pause",
+    "resume",
+    "restart",
+    "rollback",
+    "ack",
+    "mute",
+    "unmute",
+    "killswitch",
+    "close",
+)
 ACCESS = "\n".join(
     [f"{verb}: {{users: [{ADMIN}]}}" for verb in WRITE_VERBS]
     + [f"{verb}: {{users: [{ADMIN}], groups: [S0ONCALL]}}" for verb in ("approve", "deny")]
@@ -371,8 +381,13 @@ async def test_an_unknown_verb_answers_with_help(world: World) -> None:
 @pytest.mark.parametrize(
     ("text", "answer"),
     [
-        ("pause", "usage: /remediate pause <target>"),
-        ("restart ingestion now", "usage: /remediate restart <target>"),
+        ("pause", "usage: /remediate pause <target> [label=value ...]"),
+        (
+            "restart ingestion now",
+            "expected label=value, got 'now'; usage: /remediate restart <target> [label=value ...]",
+        ),
+        ("close", "usage: /remediate close <incident> <reason>"),
+        ("close 1", "usage: /remediate close <incident> <reason>"),
         ("approve", "usage: /remediate approve <id>"),
         ("approve one", "usage: /remediate approve <id>"),
         ("deny", "usage: /remediate deny <id> [reason]"),
@@ -508,6 +523,7 @@ async def test_a_manual_action_runs_through_the_executor_and_reports_its_outcome
         "status": "succeeded",
     }
     assert claim["context"]["labels"] == {
+        "alertname": "manual",
         "verb": verb,
         "target": "ingestion",
         "requested_by": f"slack:{ADMIN}",

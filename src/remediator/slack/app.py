@@ -22,6 +22,7 @@ from aiohttp import web
 from slack_sdk.signature import Clock as SlackClock
 from slack_sdk.signature import SignatureVerifier
 
+from remediator import commands
 from remediator.clock import Clock, iso
 from remediator.config import READ_VERBS, Config
 from remediator.control import Control
@@ -39,8 +40,8 @@ GROUP_CACHE = 60.0
 MANUAL_REPORT_TIMEOUT = 600.0
 STATUS_SHOWN = 20  # open incidents listed by `status`, newest first
 HELP = """*{command}* verbs:
-`status [incident|target]` · `history [n]` · `ack <incident>`
-`pause|resume|restart|rollback <target>` (targets: {targets})
+`status [incident|target]` · `history [n]` · `ack <incident>` · `close <incident> <reason>`
+`pause|resume|restart|rollback <target> [label=value ...]` (targets: {targets})
 `approve <id>` · `deny <id> [reason]`
 `mute <rule|target> <duration> <reason>` · `unmute <id>`
 `killswitch on|off|status [reason]`"""
@@ -356,9 +357,14 @@ async def _history(app: SlackApp, who: Request, args: list[str]) -> str:
 
 def _manual(verb: str) -> Handler:
     async def run(app: SlackApp, who: Request, args: list[str]) -> str:
-        if len(args) != 1:
-            raise UsageError(f"usage: {app.slack.command} {verb} <target>")
-        claim = await app.control.manual_action(verb, args[0], who.actor)
+        usage = f"usage: {app.slack.command} {verb} <target> [label=value ...]"
+        if not args:
+            raise UsageError(usage)
+        try:
+            params = commands.parameters(args[1:])
+        except ValueError as e:
+            raise UsageError(f"{e}; {usage}") from None
+        claim = await app.control.manual_action(verb, args[0], who.actor, params)
         what = f"{verb} {args[0]} ({claim.action}), asked by <@{who.user_id}>"
         app._later(app._report_when_done(who, claim, what))
         return (
@@ -367,6 +373,14 @@ def _manual(verb: str) -> Handler:
         )
 
     return run
+
+
+async def _close(app: SlackApp, who: Request, args: list[str]) -> str:
+    incident_id = _number(args, f"{app.slack.command} close <incident> <reason>")
+    if len(args) < 2:
+        raise UsageError(f"usage: {app.slack.command} close <incident> <reason>")
+    await app.control.close(incident_id, " ".join(args[1:]), who.actor)
+    return f"Incident {incident_id} closed; nothing was run for it."
 
 
 async def _approve(app: SlackApp, who: Request, args: list[str]) -> str:
@@ -449,5 +463,6 @@ VERBS: dict[str, Handler] = {
     "mute": _mute,
     "unmute": _unmute,
     "killswitch": _killswitch,
+    "close": _close,
     **{verb: _manual(verb) for verb in ("pause", "resume", "restart", "rollback")},
 }
