@@ -187,12 +187,21 @@ def test_check_names_a_secret_that_is_not_set(remediator: Run, tour_config: Path
 
 # --- simulate -------------------------------------------------------------------------------
 
+NOT_EVALUATED = (
+    "not evaluated: the kill switch at runtime (the config's default was used), mutes, circuit "
+    "breakers, cooldowns, budgets, one action at a time per target\n"
+)
+PRECONDITION = (
+    "      only if: connector {connector} on kafka-connect: state in ['FAILED', 'UNASSIGNED']\n"
+)
+
 TOUR = {
     "connector-down.json": (
         "ConnectorDown (firing) -> rule cdc-connector-down "
         "[alertname=ConnectorDown, connector=postgres-sink-connector]: tier restart\n"
         "    restart_connector (kafka_connect on kafka-connect): POST http://127.0.0.1:8083/"
         "connectors/postgres-sink-connector/restart?includeTasks=true&onlyFailed=true\n"
+        + PRECONDITION
     ),
     "connector-down-resolved.json": (
         "ConnectorDown (resolved) -> rule cdc-connector-down "
@@ -212,6 +221,7 @@ TOUR = {
         "PUT http://127.0.0.1:8081/v1/config/ingestion.enabled\n"
         "    rollback_feature_flag (http on feature-flags): "
         "PATCH http://127.0.0.1:8082/v1/flags/ingestion_v2_enabled\n"
+        "      approval required: a person approves it before it runs\n"
     ),
     "ingestion-error-rate-resolved.json": (
         "IngestionHighErrorRate (resolved) -> rule ingestion-error-rate "
@@ -227,7 +237,7 @@ def test_simulate_the_tour(remediator: Run, tour_config: Path, tmp_path: Path, n
     result = remediator("simulate", "--config", "remediator.yaml", payload(name))
 
     assert (result.returncode, result.stderr) == (0, "")
-    assert result.stdout == TOUR[name]
+    assert result.stdout == TOUR[name] + NOT_EVALUATED
     assert not (tmp_path / "state").exists()  # the store was not even created
 
 
@@ -266,6 +276,7 @@ def test_simulate_json(remediator: Run, tour_config: Path) -> None:
                     "kind": "http",
                     "target": "feature-flags",
                     "request": "PATCH http://127.0.0.1:8082/v1/flags/ingestion_v2_enabled",
+                    "approval": "required",
                 },
             ],
         }
@@ -288,7 +299,7 @@ def test_simulate_an_alert_no_rule_matches(
     result = remediator("simulate", "--config", "remediator.yaml", edited_payload(tmp_path, rename))
 
     assert (result.returncode, result.stderr) == (0, "")
-    assert result.stdout == "DiskFull (firing): no rule matches\n"
+    assert result.stdout == "DiskFull (firing): no rule matches\n" + NOT_EVALUATED
 
 
 def test_simulate_shows_a_request_that_cannot_be_built(
@@ -306,7 +317,7 @@ def test_simulate_shows_a_request_that_cannot_be_built(
         "ConnectorDown (firing) -> rule cdc-connector-down "
         "[alertname=ConnectorDown, connector=]: tier restart\n"
         "    restart_connector (kafka_connect on kafka-connect): "
-        "cannot build the request: label 'connector' is missing\n"
+        "cannot build the request: label 'connector' is missing\n" + PRECONDITION + NOT_EVALUATED
     )
 
 

@@ -4,6 +4,7 @@ laptop); read-only verbs without the secrets they do not read; REMEDIATOR_CONFIG
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -150,3 +151,45 @@ def test_read_only_verbs_need_only_what_they_read(
     by_variable = laptop("history", env={**env, "REMEDIATOR_CONFIG": str(config)})
     assert (by_variable.returncode, by_variable.stderr) == (0, "")
     assert "no history yet" in by_variable.stdout
+
+
+async def test_simulate_reads_stdin_and_asks_the_daemon_for_its_guardrails(
+    daemon: DaemonProcess,
+) -> None:
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
+    r = await daemon.client.put(
+        "/api/v1/killswitch", json={"on": True, "by": "ana"}, headers=headers
+    )
+    assert r.status_code == 200
+    body = json.dumps(notification(alert("WorkerStuck"), alert("BadFlag", flag="v2")))
+
+    def simulate(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(REMEDIATOR), "simulate", "--config", str(daemon.config), *args],
+            input=body,
+            capture_output=True,
+            text=True,
+            env={**daemon.env, "PATH": os.environ["PATH"]},
+            timeout=60,
+            check=False,
+        )
+
+    asked = simulate("--url", daemon.url, "--token", API_TOKEN)
+    assert (asked.returncode, asked.stderr) == (0, "")
+    lines = asked.stdout.splitlines()
+    [worker] = [x for x in lines if x.startswith("    restart_worker (http on svc): POST ")]
+    assert worker.endswith("/restart")
+    assert (
+        "      refuse by killswitch: the kill switch is on: dropped (guardrails.on_killswitch: "
+        "drop), it will not run when the switch is turned off"
+    ) in lines
+    assert "      approval required: a person approves it before it runs" in lines
+    assert lines[-1] == "not evaluated: cooldowns, budgets, one action at a time per target"
+
+    alone = simulate()  # no --url: the config's default kill switch (off), and says so
+    assert (alone.returncode, alone.stderr) == (0, "")
+    assert "refuse by killswitch" not in alone.stdout
+    assert alone.stdout.splitlines()[-1].startswith(
+        "not evaluated: the kill switch at runtime (the config's default was used), mutes, "
+        "circuit breakers"
+    )

@@ -21,7 +21,7 @@ from remediator.config import Config, load_config
 from remediator.errors import ConfigError, ListenError, PayloadError, StoreError
 from remediator.schema import decimal, secrets_optional
 from remediator.server import Daemon
-from remediator.simulate import simulate
+from remediator.simulate import Known, not_evaluated, simulate
 from remediator.store.records import RESOLVED_STEP
 from remediator.store.sqlite import SqliteStore
 
@@ -120,8 +120,14 @@ def _parser() -> argparse.ArgumentParser:
     sim = sub.add_parser(
         "simulate", parents=[common], help="show what a webhook payload would do, changing nothing"
     )
-    sim.add_argument("payload", type=Path, help="an Alertmanager webhook body (JSON)")
+    sim.add_argument(
+        "payload",
+        nargs="?",
+        default="-",
+        help="an Alertmanager webhook body (JSON); - or nothing: read it from stdin",
+    )
     sim.add_argument("--json", action="store_true", help="print JSON")
+    add_remote_options(sim, getpass.getuser())
     sim.set_defaults(command=cmd_simulate)
 
     remote = argparse.ArgumentParser(add_help=False, parents=[common])
@@ -192,15 +198,22 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(config: Config, args: argparse.Namespace) -> int:
+    source = "stdin" if args.payload == "-" else args.payload
     try:
-        notification = parse_notification(json.loads(args.payload.read_text(encoding="utf-8")))
+        text = sys.stdin.read() if args.payload == "-" else Path(args.payload).read_text("utf-8")
+        notification = parse_notification(json.loads(text))
     except OSError as e:
-        print(f"{args.payload}: cannot read: {e.strerror}", file=sys.stderr)
+        print(f"{source}: cannot read: {e.strerror}", file=sys.stderr)
         return 1
     except (ValueError, PayloadError) as e:
-        print(f"{args.payload}: {e}", file=sys.stderr)
+        print(f"{source}: {e}", file=sys.stderr)
         return 1
-    outcomes = simulate(config, notification)
+    try:
+        known = cli_remote.known(Remote.of(config, args)) if args.url else Known()
+    except RemoteError as e:
+        print(e, file=sys.stderr)
+        return 1
+    outcomes = simulate(config, notification, known)
     if args.json:
         print(json.dumps([o.as_dict() for o in outcomes], indent=2))
         return 0
@@ -214,9 +227,20 @@ def cmd_simulate(config: Config, args: argparse.Namespace) -> int:
         print(f"{o.alert} ({o.status}) -> rule {o.rule} [{key}]{value}{note}: {_step(o.tier)}")
         for a in o.actions:
             print(f"    {a['action']} ({a['kind']} on {a['target']}): {a['request']}")
+            _flags(a)
         if not o.actions:
             print("    no actions")
+    print(f"not evaluated: {', '.join(not_evaluated(known))}")
     return 0
+
+
+def _flags(action: dict[str, str]) -> None:
+    if "approval" in action:
+        print("      approval required: a person approves it before it runs")
+    if "precondition" in action:
+        print(f"      only if: {action['precondition']}")
+    if "guardrail" in action:
+        print(f"      {action['guardrail']}")
 
 
 def _step(tier: str | None) -> str:

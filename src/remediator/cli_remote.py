@@ -11,13 +11,18 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 
+from remediator import guardrails
+from remediator.alerts import parse_time
 from remediator.config import Config
 from remediator.errors import RemediatorError
+from remediator.matchers import parse_matchers
+from remediator.simulate import Known
 
 TOKEN_ENV = "REMEDIATOR_API_TOKEN"  # noqa: S105  # the variable's name, not a secret
 Command = Callable[["Remote", argparse.Namespace], None]
@@ -188,6 +193,30 @@ def cmd_status(remote: Remote, args: argparse.Namespace) -> None:
     print(f"  kill switch: {'ON' if switch['on'] else 'off'} (from the {switch['source']})")
     print(f"  open incidents: {len(open_incidents)}; approvals pending: {len(approvals)}")
     print(f"  active mutes: {len(mutes)}; open circuits: {', '.join(circuits) or 'none'}")
+
+
+def known(remote: Remote) -> Known:
+    """What `simulate --url` asks the running daemon: its kill switch, mutes, open circuits."""
+    now = time.time()
+    mutes = [
+        guardrails.Mute(
+            id=m["id"],
+            reason=m["reason"],
+            until=parse_time(m["until"]),
+            created_by=m["created_by"],
+            rule=m["rule"],
+            target=m["target"],
+            matchers=parse_matchers(m["matchers"]) if m["matchers"] else (),
+        )
+        for m in remote.call("GET", "/mutes")["items"]
+    ]
+    circuits = remote.call("GET", "/circuits")["items"]
+    return Known(
+        killswitch=bool(remote.call("GET", "/killswitch")["on"]),
+        mutes=mutes,
+        open_circuits=frozenset(c["target"] for c in circuits if c["state"] == "open"),
+        now=now,
+    )
 
 
 def history(remote: Remote, limit: int, as_json: bool) -> list[dict[str, Any]]:
