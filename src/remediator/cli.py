@@ -22,8 +22,8 @@ from remediator.errors import ConfigError, ListenError, PayloadError, StoreError
 from remediator.schema import decimal, secrets_optional
 from remediator.server import Daemon
 from remediator.simulate import Known, not_evaluated, simulate
+from remediator.store.factory import build_store
 from remediator.store.records import RESOLVED_STEP
-from remediator.store.sqlite import SqliteStore
 
 CONFIG_ENV = "REMEDIATOR_CONFIG"
 CONFIG_SEARCH = (
@@ -184,7 +184,8 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
             print(f"--listen: expected HOST:PORT, got {args.listen!r}", file=sys.stderr)
             return 2
     load = partial(load_config, strict=args.strict)  # a reload reads it as the start did
-    asyncio.run(Daemon(config, load=load).serve(host or None, port))
+    daemon = Daemon(config, given_store=build_store(config.store), load=load)
+    asyncio.run(daemon.serve(host or None, port))
     return 0
 
 
@@ -258,12 +259,12 @@ def cmd_history(config: Config | None, args: argparse.Namespace) -> int:
             return 1
         _print_history(entries, args.json)
         return 0
-    if not config.store_path.exists():
+    if config.store.postgres is None and not config.store_path.exists():
         print(f"no history yet: {config.store_path} does not exist")
         return 0
 
     async def read() -> list[dict[str, object]]:
-        store = SqliteStore(config.store_path)
+        store = build_store(config.store, exclusive=False)  # beside a running daemon
         await store.open()
         try:
             return (await store.history(max(1, args.limit), None)).items

@@ -16,7 +16,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +39,14 @@ from remediator.errors import ListenError, PayloadError, StoreError
 from remediator.executor import Executor
 from remediator.metrics import Metrics
 from remediator.reload import Outcome, Reloader
+from remediator.retention import Pruner, guardrail_horizon
 from remediator.scheduler import Timers
 from remediator.schema import Secret
 from remediator.slack.app import SlackApp
 from remediator.slack.identity import TokenCheck
 from remediator.slack.outbox import Outbox, Sender
-from remediator.store.sqlite import SqliteStore
+from remediator.slack.socket_mode import SocketMode
+from remediator.store.factory import build_store
 from remediator.types import Notifier, Store
 
 log = logging.getLogger(__name__)
@@ -254,9 +256,10 @@ class Daemon:
     clock: Clock = field(default_factory=SystemClock)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     slack_sender: Sender | None = None  # None: Slack's Web API, or the log without a token
+    given_store: InitVar[Store | None] = None  # None: the configured one (build_store)
     load: Callable[[Path], Config] = load_config  # how a reload reads the config again
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, given_store: Store | None) -> None:
         self.metrics = Metrics(self.registry)
         ProcessCollector(registry=self.registry)  # process_*: CPU, memory, file descriptors
         self.metrics.dry_run.set(1 if self.config.guardrails.dry_run else 0)
@@ -265,7 +268,7 @@ class Daemon:
             sorted({a.kind for a in self.config.actions.values()}),
             sorted(self.config.all_targets()),
         )
-        self.store: Store = SqliteStore(self.config.store_path)
+        self.store: Store = given_store or build_store(self.config.store)
         self.outbox = Outbox(self.config, self.store, self.metrics, self.slack_sender)
         self.notifier: Notifier = self.outbox
         self.executor = Executor(self.store, self.config, self.notifier, self.metrics, self.clock)
@@ -276,6 +279,13 @@ class Daemon:
             self.config, self.store, self.executor, self.notifier, self.metrics, self.clock
         )
         self.timers = Timers(self.engine, self.executor, self.control, self.store, self.clock)
+        self.pruner = Pruner(
+            self.store,
+            self.config.store.retention,
+            guardrail_horizon(self.config),
+            self.metrics,
+            self.clock,
+        )
         self.executor.wake = self.engine.wake = self.timers.poke
         self.executor.verify_failed = self.engine.verification_failed
         self.engine.storm.metrics_gauge = self.metrics.storm_active.set
@@ -301,11 +311,15 @@ class Daemon:
         self.control.closer = self.engine.close
         self.app = create_app(self.routes, Api(self.store, self.engine, self.control))
         self.slack_app: SlackApp | None = None
-        if self.config.slack.signing_secret is not None:
+        slack = self.config.slack
+        self.socket_mode: SocketMode | None = None
+        if slack.signing_secret is not None or slack.socket_mode:
             self.slack_app = SlackApp(
                 self.config, self.store, self.control, self.metrics, self.clock
             )
-            self.slack_app.register(self.app)
+            self.slack_app.register(self.app)  # HTTP endpoints, with a signing secret
+        if slack.socket_mode and slack.app_token is not None and self.slack_app is not None:
+            self.socket_mode = SocketMode(slack.app_token.reveal(), slack.base_url, self.slack_app)
         self._runner: web.AppRunner | None = None
         self._stopped = False
         self._signalled: set[asyncio.Task[Outcome]] = set()
@@ -346,8 +360,11 @@ class Daemon:
         await self.engine.start()
         self.timers.start()
         await self.outbox.start()
+        self.pruner.start()
         if self.slack_token is not None:
             self.slack_token.start()
+        if self.socket_mode is not None:
+            self.socket_mode.start()
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
         site = web.TCPSite(
@@ -390,11 +407,14 @@ class Daemon:
         await self.timers.stop()
         await self.engine.stop()
         await self.executor.shutdown(self.config.server.shutdown_grace)
+        if self.socket_mode is not None:
+            await self.socket_mode.stop()
         if self.slack_app is not None:
             await self.slack_app.close()
         if self.slack_token is not None:
             await self.slack_token.stop()
         await self.outbox.stop()
+        await self.pruner.stop()
         await self.store.close()
 
     async def serve(self, host: str | None = None, port: int | None = None) -> None:
