@@ -86,8 +86,9 @@ async def test_every_verb_runs_over_url_without_a_config(
 
     await daemon.post(notification(alert("WorkerStuck")))
     await daemon.post(notification(alert("BadFlag", flag="v2")))
+    await daemon.post(notification(alert("BadFlag", flag="v3")))
     async with asyncio.timeout(20):
-        while not (await daemon.api("/approvals"))["items"]:
+        while len((await daemon.api("/approvals"))["items"]) < 2:
             await asyncio.sleep(0.05)
 
     assert "ready" in ok("status")
@@ -110,9 +111,10 @@ async def test_every_verb_runs_over_url_without_a_config(
     assert f"mute {mute_id} ended" in ok("mutes", "end", mute_id)
 
     approvals = ok("approvals", "list")
-    approval_id = approvals.split()[0]
+    first, second = (line.split()[0] for line in approvals.splitlines())
     assert "rollback_flag" in approvals
-    assert "denied by api:ana" in ok("approvals", "deny", approval_id, "--reason", "not now")
+    assert "denied by api:ana" in ok("approvals", "deny", first, "--reason", "not now")
+    assert "approved by api:ana" in ok("approvals", "approve", second)
     assert "svc" in ok("circuits", "list")
     assert "circuit of svc closed" in ok("circuits", "reset", "svc")
 

@@ -155,8 +155,6 @@ class Reloader:
                 new = self._load(self.config.path)
             except ConfigError as e:
                 return await self._refused(e.problems, by)
-            for warning in new.warnings:
-                log.warning("reload: %s", warning)
             change = diff(self.config, new)
             for warning in new.warnings:  # rules skipped for a target that is not configured
                 log.warning("reload: %s", warning)
