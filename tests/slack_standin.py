@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import time
 from dataclasses import dataclass, field
@@ -235,6 +236,13 @@ def signed(body: bytes, timestamp: int | str | None = None, secret: str = SECRET
     }
 
 
+_TRIGGERS = itertools.count(1)
+
+
+def _trigger_id() -> str:
+    return f"{next(_TRIGGERS)}.2.3"
+
+
 def command(
     text: str, user: str = "U0ADMIN", response_url: str = "", command_name: str = "/remediate"
 ) -> bytes:
@@ -252,7 +260,7 @@ def command(
             "text": text,
             "api_app_id": "A0APP",
             "response_url": response_url,
-            "trigger_id": "1.2.3",
+            "trigger_id": _trigger_id(),  # unique per request, as Slack's
         }
     ).encode()
 
@@ -267,6 +275,7 @@ def click(
     """A block_actions interaction's form body."""
     payload = {
         "type": "block_actions",
+        "trigger_id": _trigger_id(),
         "user": {"id": user, "username": user.lower()},
         "team": {"id": "T0TEAM"},
         "api_app_id": "A0APP",
