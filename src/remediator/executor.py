@@ -443,6 +443,7 @@ class Executor:
             result.status_code,
             result.exit_code,
             result.output,
+            result.ok or result.sick_target,
         )
         return result, attempt
 

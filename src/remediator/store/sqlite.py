@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import queue
 import sqlite3
 import sys
@@ -57,6 +58,15 @@ from remediator.store.records import (
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
 InstanceKey = tuple[str, str, float]
+
+
+def private(path: Path) -> None:
+    """The state directory (created 0700) and the database file (0600: it holds alerts, the
+    audit and Slack references); SQLite gives its -wal and -shm files the database's mode."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -188,7 +198,7 @@ class SqliteStore:
 
     async def open(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private(self.path)
             await asyncio.to_thread(self._migrate)
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"cannot open {self.path}: {e}") from e
@@ -257,6 +267,21 @@ class SqliteStore:
             return int(cur.lastrowid or 0)
 
         return await self._write(op, urgent=True)
+
+    async def quarantine_journal(self, journal_id: int, reason: str, audit: AuditEntry) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE journal SET processed_at = ?, quarantined_at = ?, quarantine_reason = ? "
+                "WHERE id = ?",
+                (audit.at, audit.at, reason, journal_id),
+            )
+            _insert_audit(conn, audit)
+
+        await self._write(op)
+
+    async def quarantined_journal(self) -> list[tuple[int, str]]:
+        sql = "SELECT id, quarantine_reason FROM journal WHERE quarantined_at IS NOT NULL"
+        return await self._read(lambda conn: [(r[0], r[1]) for r in conn.execute(sql)])
 
     async def unprocessed_journal(self) -> list[tuple[int, str]]:
         sql = "SELECT id, body FROM journal WHERE processed_at IS NULL ORDER BY id"
@@ -837,7 +862,8 @@ def _start_claim(
 def _insert_attempt(conn: sqlite3.Connection, attempt: Attempt) -> None:
     conn.execute(
         "INSERT INTO attempts (claim_id, attempt, started_at, finished_at, ok, "
-        "status_code, exit_code, detail, output) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "status_code, exit_code, detail, output, target_fault) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             attempt.claim_id,
             attempt.attempt,
@@ -848,6 +874,7 @@ def _insert_attempt(conn: sqlite3.Connection, attempt: Attempt) -> None:
             attempt.exit_code,
             attempt.detail,
             attempt.output,
+            int(attempt.target_fault),
         ),
     )
     conn.execute("UPDATE claims SET attempts = ? WHERE id = ?", (attempt.attempt, attempt.claim_id))
@@ -899,7 +926,8 @@ def _target_history(conn: sqlite3.Connection, claim: Claim, since: float) -> Tar
 
 def _failures(conn: sqlite3.Connection, target: str) -> list[float]:
     """Failed actions on the target after its last success and its last reset. A failed
-    verification counts as a failure."""
+    verification counts as a failure; an action whose request's own data was refused (an
+    attempt without target_fault) does not."""
     success = conn.execute(  # walks claims_target_status from the newest: stops at the first
         "SELECT finished_at FROM claims WHERE target = ? AND status = ? "
         "AND (verify_status IS NULL OR verify_status != ?) ORDER BY finished_at DESC LIMIT 1",
@@ -912,7 +940,9 @@ def _failures(conn: sqlite3.Connection, target: str) -> list[float]:
     after = max(last_success or 0.0, last_reset or 0.0)
     rows = conn.execute(
         "SELECT finished_at FROM claims WHERE target = ? AND status IN (?, ?) AND finished_at > ? "
-        "AND (status = ? OR verify_status = ?) ORDER BY finished_at",
+        "AND (status = ? OR verify_status = ?) "
+        "AND id NOT IN (SELECT claim_id FROM attempts WHERE target_fault = 0) "
+        "ORDER BY finished_at",
         (target, FAILED, SUCCEEDED, after, FAILED, VERIFY_FAILED),
     ).fetchall()
     return [r[0] for r in rows]
