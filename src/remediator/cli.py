@@ -18,6 +18,7 @@ from remediator import __version__
 from remediator.alerts import parse_notification
 from remediator.config import Config, load_config
 from remediator.errors import ConfigError, PayloadError, StoreError
+from remediator.safetext import OneLine, visible
 from remediator.schema import decimal
 from remediator.server import Daemon
 from remediator.simulate import simulate
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(OneLine())  # a newline in a label cannot forge a log line
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the executor logs each outcome itself
     try:
         config = load_config(args.config)
@@ -185,10 +188,8 @@ def cmd_history(config: Config, args: argparse.Namespace) -> int:
             print(json.dumps(entry))
             continue
         incident = f"incident {entry['incident_id']}" if entry["incident_id"] else "-"
-        print(
-            f"{entry['at']}  {incident:<12} {entry['rule']:<28} {entry['event']:<11} "
-            f"{entry['message']}"
-        )
+        rule, message = visible(str(entry["rule"])), visible(str(entry["message"]))
+        print(f"{entry['at']}  {incident:<12} {rule:<28} {entry['event']:<11} {message}")
     return 0
 
 
