@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STATE := .state
 CONFIG ?= examples/remediator.yaml
 
-.PHONY: run test check lint typecheck bench system-deps clean
+.PHONY: run test check lint typecheck bench system-deps clean docs
 
 $(BIN)/remediator: pyproject.toml
 	@scripts/ensure-python.sh $(PYTHON)
@@ -51,3 +51,8 @@ typecheck: $(BIN)/remediator
 
 clean:
 	rm -rf $(VENV) $(STATE) .pytest_cache .mypy_cache .ruff_cache
+
+## docs: regenerate the shipped packs' on-call runbooks under docs/runbooks/ (a test checks them)
+docs: $(BIN)/remediator $(STATE)/webhook-token $(STATE)/api-token
+	$(BIN)/remediator docs --config $(CONFIG) --alert-rules alerting/prometheus/rules \
+		--dashboard alerting/grafana/remediator.json --out docs/runbooks

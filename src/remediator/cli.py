@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from remediator import __version__
+from remediator import __version__, cli_offline
 from remediator.alerts import parse_notification
 from remediator.config import Config, load_config
 from remediator.errors import ConfigError, PayloadError, StoreError
@@ -38,12 +38,14 @@ def main(argv: list[str] | None = None) -> int:
         handler.addFilter(OneLine())  # a newline in a label cannot forge a log line
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the executor logs each outcome itself
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, strict=args.strict)
     except ConfigError as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)
         print(f"{len(e.problems)} problem(s) in the configuration", file=sys.stderr)
         return 1
+    for warning in config.warnings:
+        logging.getLogger("remediator.config").warning("%s", warning)
     try:
         return int(args.command(config, args))
     except StoreError as e:
@@ -60,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    common.add_argument(
+        "--strict",
+        action="store_true",
+        help="a rule skipped because its target is not configured is an error, not a warning",
     )
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
@@ -112,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     circuits.add_argument("verb", choices=["list", "reset"], nargs="?", default="list")
     circuits.add_argument("target", nargs="?")
     circuits.set_defaults(command=cmd_circuits)
+    cli_offline.register(sub, common)
     return parser
 
 

@@ -126,6 +126,7 @@ def document() -> dict[str, Any]:
                 "Mute": _ANY_OBJECT,
                 "Approval": _ANY_OBJECT,
                 "Circuit": _ANY_OBJECT,
+                "AuditEntry": _ANY_OBJECT,
                 "KillSwitch": _KILLSWITCH,
             },
         },
@@ -142,6 +143,30 @@ def _paths() -> dict[str, Any]:
                     _query("status", {"type": "string", "enum": ["open", "resolved"]}),
                     *_PAGING,
                 ],
+            )
+        },
+        "/api/v1/incidents/{id}": {
+            "get": _operation(
+                "One incident with its claims, attempts and audit",
+                _ref("Incident"),
+                parameters=[_path("id", _ID)],
+            )
+        },
+        "/api/v1/incidents/{id}/close": {
+            "post": _operation(
+                "Close an open incident by hand",
+                {
+                    "type": "object",
+                    "required": ["id", "status"],
+                    "properties": {"id": _ID, "status": _TEXT},
+                },
+                parameters=[_path("id", _ID)],
+                body={"type": "object", "required": ["reason"], "properties": _BY},
+            )
+        },
+        "/api/v1/history": {
+            "get": _operation(
+                "The audit trail, newest first", _page("AuditEntry"), parameters=_PAGING
             )
         },
         "/api/v1/actions": {

@@ -154,6 +154,7 @@ class Rule:
     during_maintenance: str = "hold"  # or "drop"
     channel: str = ""  # Slack channel for this rule's incidents ("": the default)
     templates: Mapping[str, str] = field(default_factory=dict)  # template name -> source
+    previous_names: tuple[str, ...] = ()  # names it had: its incidents and claims follow it
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         return matches_all(self.matchers, labels)

@@ -15,6 +15,8 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -23,16 +25,18 @@ from remediator import openapi, wire
 from remediator.alerts import parse_notification
 from remediator.api import Api, api_auth
 from remediator.clock import Clock, SystemClock
-from remediator.config import Config, WebhookAuth
+from remediator.config import Config, WebhookAuth, load_config
 from remediator.control import Control
 from remediator.edge import EdgeRunner, RequestError, edge_checks, error, read_body, reply
 from remediator.engine import Engine
 from remediator.errors import PayloadError, StoreError
 from remediator.executor import Executor
 from remediator.metrics import Metrics
+from remediator.reload import Outcome, Reloader
 from remediator.scheduler import Timers
 from remediator.schema import Secret
 from remediator.slack.app import SlackApp
+from remediator.slack.identity import TokenCheck
 from remediator.slack.outbox import Outbox, Sender
 from remediator.store.sqlite import SqliteStore
 from remediator.types import Notifier, Store
@@ -50,6 +54,8 @@ class Routes:
     engine: Engine
     metrics: Metrics
     clock: Clock
+    reloader: Callable[[str], Awaitable[Outcome]] | None = None
+    slack_token: TokenCheck | None = None  # auth.test's verdict, shown on /readyz
 
     # -- webhook -------------------------------------------------------------------------------
 
@@ -115,13 +121,27 @@ class Routes:
             await self.store.ping()
         except StoreError as e:
             problems.append(f"store unreachable: {e}")
+        # Slack is delivery only: a refused token is said here, and does not make us unready
+        extra: dict[str, Any] = {}
+        if self.slack_token is not None and self.slack_token.problem:
+            extra["warnings"] = [self.slack_token.problem]
         if problems:
-            return web.json_response({"status": "not ready", "problems": problems}, status=503)
-        return web.json_response({"status": "ready", "rules": len(self.config.rules)})
+            return web.json_response(
+                {"status": "not ready", "problems": problems, **extra}, status=503
+            )
+        return web.json_response({"status": "ready", "rules": len(self.config.rules), **extra})
 
     async def metrics_endpoint(self, request: web.Request) -> web.Response:
         body = generate_latest(self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def reload(self, request: web.Request) -> web.Response:
+        """POST /-/reload: 200 with what changed, or 422 with every problem of the new config
+        (the running one stays)."""
+        if self.reloader is None:
+            return error(404, "reload is not available")
+        outcome = await self.reloader("the API")
+        return web.json_response(outcome.as_dict(), status=200 if outcome.ok else 422)
 
 
 _OUTCOMES = {
@@ -171,6 +191,7 @@ def create_app(routes: Routes, api: Api) -> web.Application:
     app.router.add_get("/healthz", routes.healthz)
     app.router.add_get("/readyz", routes.readyz)
     app.router.add_get("/metrics", routes.metrics_endpoint)
+    app.router.add_post("/-/reload", api_auth(routes.config.api_token)(routes.reload))
     api.register(app, routes.config.api_token)
     app.router.add_get("/api/v1/openapi.json", api_auth(routes.config.api_token)(openapi.serve))
     return app
@@ -184,6 +205,7 @@ class Daemon:
     clock: Clock = field(default_factory=SystemClock)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     slack_sender: Sender | None = None  # None: Slack's Web API, or the log without a token
+    load: Callable[[Path], Config] = load_config  # how a reload reads the config again
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(self.registry)
@@ -206,7 +228,24 @@ class Daemon:
         self.executor.wake = self.engine.wake = self.timers.poke
         self.executor.verify_failed = self.engine.verification_failed
         self.engine.storm.metrics_gauge = self.metrics.storm_active.set
-        self.routes = Routes(self.config, self.store, self.engine, self.metrics, self.clock)
+        self.reloader = Reloader(
+            self.config, self.load, self._swap, self.store, self.notifier, self.metrics, self.clock
+        )
+        token = self.config.slack.token
+        self.slack_token = (
+            TokenCheck(token.reveal(), self.config.slack.base_url)
+            if token is not None and self.slack_sender is None
+            else None
+        )
+        self.routes = Routes(
+            self.config,
+            self.store,
+            self.engine,
+            self.metrics,
+            self.clock,
+            self.reload,
+            slack_token=self.slack_token,
+        )
         self.control.acked = self.engine.acked
         self.app = create_app(self.routes, Api(self.store, self.engine, self.control))
         self.slack_app: SlackApp | None = None
@@ -217,7 +256,35 @@ class Daemon:
             self.slack_app.register(self.app)
         self._runner: web.AppRunner | None = None
         self._stopped = False
+        self._signalled: set[asyncio.Task[Outcome]] = set()
         self.port = 0
+
+    async def reload(self, by: str) -> Outcome:
+        """Read the config again; swap it in if all of it is valid (see reload.py)."""
+        return await self.reloader.reload(by)
+
+    async def _swap(self, config: Config) -> None:
+        async with self.engine.between_batches():
+            self.config = config
+            self.metrics.declare(
+                [r.name for r in config.rules],
+                sorted({a.kind for a in config.actions.values()}),
+                sorted(config.all_targets()),
+            )
+            self.executor.reconfigure(config)
+            self.control.config = config
+            self.outbox.reconfigure(config)
+            if self.slack_app is not None:
+                self.slack_app.reconfigure(config)
+            self.routes.config = config
+            await self.engine.reconfigure(config)
+        await self.control.load()
+        self.timers.poke()
+
+    def _reload_on_signal(self) -> None:
+        task = asyncio.create_task(self.reload("SIGHUP"), name="remediator-reload")
+        self._signalled.add(task)
+        task.add_done_callback(self._signalled.discard)
 
     async def start(self, host: str | None = None, port: int | None = None) -> None:
         await self.store.open()
@@ -226,6 +293,8 @@ class Daemon:
         await self.engine.start()
         self.timers.start()
         await self.outbox.start()
+        if self.slack_token is not None:
+            self.slack_token.start()
         self._runner = EdgeRunner(
             self.app, self.config.server, access_log=None, shutdown_timeout=5.0
         )
@@ -259,6 +328,8 @@ class Daemon:
         await self.executor.shutdown(self.config.server.shutdown_grace)
         if self.slack_app is not None:
             await self.slack_app.close()
+        if self.slack_token is not None:
+            await self.slack_token.stop()
         await self.outbox.stop()
         await self.store.close()
 
@@ -268,6 +339,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
         await self.start(host, port)
         log.info(
             "remediator listening on %s:%d with %d rules",

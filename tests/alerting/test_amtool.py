@@ -98,7 +98,7 @@ def remediator_route(cfg: Any) -> dict[str, Any]:
 def test_the_remediator_receiver_is_what_remediator_expects() -> None:
     (receiver,) = [r for r in config()["receivers"] if r["name"] == "remediator"]
     (webhook,) = receiver["webhook_configs"]
-    assert webhook["url"] == "http://remediator:9095/alerts"
+    assert webhook["url"] == "http://remediator.remediator.svc:9095/alerts"
     assert webhook["send_resolved"] is True
     assert webhook["max_alerts"] == 0
     authorization = webhook["http_config"]["authorization"]

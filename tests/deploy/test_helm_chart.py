@@ -1,14 +1,10 @@
-"""The Helm chart under deploy/helm/remediator and the Dockerfile, tested without Helm or Docker.
+"""The Helm chart under deploy/helm/remediator and the Dockerfile: what Helm's own checks do not
+cover (test_helm_render.py renders, lints and validates the chart with Helm's SDK).
 
-Neither can run here, so these tests check what can be checked from Python (the chart's README
-lists what cannot): the values files parse and validate against values.schema.json the way
-`helm install -f` merges them; every `.Values` reference in the templates has a default and every
-default is used; the default configuration passes the real `remediator check` laid out as the
-pod sees it; the files the chart copies from the repository have not drifted.
-
-jsonschema is not a dependency of the project, so the schema is checked by `validate` below, a
-small draft-07 validator that refuses any keyword it does not implement (a schema using one
-fails the test rather than being half-checked).
+The values files against values.schema.json with Helm's own validator; every `.Values` reference
+in the templates has a default and every default is used; the default configuration passes the
+real `remediator check` laid out as the pod sees it; the files the chart copies from the
+repository have not drifted; the Role grants what the `kubernetes` kind calls.
 """
 
 from __future__ import annotations
@@ -21,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import helm_python as helm
 import pytest
 import yaml
 
@@ -34,121 +31,6 @@ TEMPLATES = CHART / "templates"
 CONFIG_DIR = "/etc/remediator"
 STATE_DIR = "/var/lib/remediator"
 
-# -- a small JSON Schema (draft-07) validator ------------------------------------------------------
-
-KEYWORDS = {
-    "$schema", "$comment", "title", "description", "definitions", "$ref", "type", "enum",
-    "properties", "additionalProperties", "required", "propertyNames", "minLength", "pattern",
-    "minimum", "maximum", "items", "minItems", "uniqueItems",
-}  # fmt: skip
-TYPES: dict[str, Any] = {
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
-    "boolean": lambda v: isinstance(v, bool),
-    "null": lambda v: v is None,
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-}
-
-
-class UnsupportedKeyword(Exception):
-    pass
-
-
-def validate(value: Any, schema: dict[str, Any], root: dict[str, Any], at: str = "") -> list[str]:
-    """The ways `value` violates `schema` (empty if none), each naming where."""
-    unknown = schema.keys() - KEYWORDS
-    if unknown:
-        raise UnsupportedKeyword(
-            f"{at or '/'}: this validator does not implement {sorted(unknown)}"
-        )
-    if "$ref" in schema:  # draft-07: keywords beside $ref are ignored
-        return validate(value, resolve(schema["$ref"], root), root, at)
-    types = schema.get("type")
-    if types is not None:
-        allowed = [types] if isinstance(types, str) else types
-        if not any(TYPES[t](value) for t in allowed):
-            return [f"{at or '/'}: expected {' or '.join(allowed)}, got {value!r}"]
-    if "enum" in schema and not any(same(value, e) for e in schema["enum"]):
-        return [f"{at or '/'}: {value!r} is not one of {schema['enum']}"]
-    if isinstance(value, str):
-        return check_string(value, schema, at)
-    if TYPES["number"](value):
-        return check_number(value, schema, at)
-    if isinstance(value, list):
-        return check_array(value, schema, root, at)
-    if isinstance(value, dict):
-        return check_object(value, schema, root, at)
-    return []
-
-
-def resolve(ref: str, root: dict[str, Any]) -> dict[str, Any]:
-    assert ref.startswith("#/"), ref
-    node: Any = root
-    for part in ref[2:].split("/"):
-        node = node[part]
-    return dict(node)
-
-
-def same(a: Any, b: Any) -> bool:
-    return type(a) is type(b) and a == b
-
-
-def check_string(value: str, schema: dict[str, Any], at: str) -> list[str]:
-    errors = []
-    if len(value) < schema.get("minLength", 0):
-        errors.append(f"{at}: shorter than {schema['minLength']}")
-    if "pattern" in schema and re.search(schema["pattern"], value) is None:
-        errors.append(f"{at}: {value!r} does not match {schema['pattern']}")
-    return errors
-
-
-def check_number(value: float, schema: dict[str, Any], at: str) -> list[str]:
-    errors = []
-    if "minimum" in schema and value < schema["minimum"]:
-        errors.append(f"{at}: {value} < {schema['minimum']}")
-    if "maximum" in schema and value > schema["maximum"]:
-        errors.append(f"{at}: {value} > {schema['maximum']}")
-    return errors
-
-
-def check_array(
-    value: list[Any], schema: dict[str, Any], root: dict[str, Any], at: str
-) -> list[str]:
-    errors = []
-    if len(value) < schema.get("minItems", 0):
-        errors.append(f"{at}: fewer than {schema['minItems']} items")
-    if schema.get("uniqueItems") and len({json.dumps(v, sort_keys=True) for v in value}) < len(
-        value
-    ):
-        errors.append(f"{at}: items are not unique")
-    for i, item in enumerate(value):
-        errors += validate(item, schema.get("items", {}), root, f"{at}[{i}]")
-    return errors
-
-
-def check_object(
-    value: dict[str, Any], schema: dict[str, Any], root: dict[str, Any], at: str
-) -> list[str]:
-    errors = [
-        f"{at}: {key!r} is required" for key in schema.get("required", []) if key not in value
-    ]
-    properties = schema.get("properties", {})
-    extra = schema.get("additionalProperties", True)
-    for key, item in value.items():
-        where = f"{at}.{key}" if at else key
-        if "propertyNames" in schema:
-            errors += validate(key, schema["propertyNames"], root, f"{where} (name)")
-        if key in properties:
-            errors += validate(item, properties[key], root, where)
-        elif extra is False:
-            errors.append(f"{where}: unknown key")
-        elif isinstance(extra, dict):
-            errors += validate(item, extra, root, where)
-    return errors
-
-
 # -- the chart's files ----------------------------------------------------------------------------
 
 
@@ -157,26 +39,12 @@ def load_yaml(path: Path) -> Any:
         return yaml.safe_load(f)
 
 
-def coalesce(base: Any, override: Any) -> Any:
-    """Values as `helm install -f override.yaml` merges them: maps merge key by key, null deletes
-    a key, anything else replaces."""
-    if not (isinstance(base, dict) and isinstance(override, dict)):
-        return override
-    merged = dict(base)
-    for key, value in override.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = coalesce(base.get(key), value)
-    return merged
-
-
-SCHEMA: dict[str, Any] = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
+CHART_HANDLE = helm.Chart.load(CHART)
 DEFAULTS: dict[str, Any] = load_yaml(CHART / "values.yaml")
 PROFILES = {
     "values.yaml": DEFAULTS,
-    "values-sqlite.yaml": coalesce(DEFAULTS, load_yaml(CHART / "values-sqlite.yaml")),
-    "values-postgres.yaml": coalesce(DEFAULTS, load_yaml(CHART / "values-postgres.yaml")),
+    "values-sqlite.yaml": CHART_HANDLE.merge_values(load_yaml(CHART / "values-sqlite.yaml")),
+    "values-postgres.yaml": CHART_HANDLE.merge_values(load_yaml(CHART / "values-postgres.yaml")),
 }
 
 
@@ -229,60 +97,43 @@ def test_chart_yaml_deploys_this_version() -> None:
     assert chart["appVersion"] == version
 
 
-def test_the_schema_is_draft_07_and_uses_only_implemented_keywords() -> None:
-    assert SCHEMA["$schema"] == "http://json-schema.org/draft-07/schema#"
-
-    def walk(node: Any, at: str) -> Iterator[str]:
-        if isinstance(node, dict):
-            yield from (f"{at}.{k}" for k in node.keys() - KEYWORDS)
-            for key in ("properties", "definitions"):
-                for name, child in node.get(key, {}).items():
-                    yield from walk(child, f"{at}.{key}.{name}")
-            for key in ("items", "additionalProperties", "propertyNames"):
-                yield from walk(node.get(key), f"{at}.{key}")
-
-    assert list(walk(SCHEMA, "")) == []
-
-
 @pytest.mark.parametrize("profile", PROFILES)
 def test_the_schema_accepts_the_shipped_values(profile: str) -> None:
-    assert validate(PROFILES[profile], SCHEMA, SCHEMA) == []
+    CHART_HANDLE.validate_schema(PROFILES[profile])
 
 
 @pytest.mark.parametrize(
     ("change", "complaint"),
     [
-        ({"replicaCount": "two"}, "replicaCount: expected integer"),
-        ({"replicas": 2}, "replicas: unknown key"),
-        ({"image": {"pullPolicy": "Sometimes"}}, "image.pullPolicy"),
-        ({"logLevel": "verbose"}, "logLevel"),
-        ({"containerPort": 70000}, "containerPort: 70000 > 65535"),
-        ({"persistence": {"size": "lots"}}, "persistence.size"),
-        ({"persistence": {"enable": True}}, "persistence.enable: unknown key"),
+        ({"replicaCount": "two"}, "'/replicaCount': got string, want integer"),
+        ({"replicas": 2}, "additional properties 'replicas' not allowed"),
+        ({"image": {"pullPolicy": "Sometimes"}}, "'/image/pullPolicy': value must be one of"),
+        ({"logLevel": "verbose"}, "'/logLevel'"),
+        ({"containerPort": 70000}, "'/containerPort': maximum"),
+        ({"persistence": {"size": "lots"}}, "'/persistence/size'"),
+        ({"persistence": {"enable": True}}, "'enable' not allowed"),
         ({"securityContext": {"allowPrivilegeEscalation": True}}, "allowPrivilegeEscalation"),
         ({"podSecurityContext": {"runAsNonRoot": False}}, "runAsNonRoot"),
-        ({"rules": {"cdc.txt": "rules: []"}}, "cdc.txt (name)"),
-        ({"rules": {"extra.yaml": 3}}, "rules.extra.yaml: expected"),
-        ({"secrets": {"keys": ["../etc/passwd"]}}, "secrets.keys[0]"),
-        ({"secrets": {"keys": ["a", "a"]}}, "not unique"),
-        ({"serviceMonitor": {"interval": "soon"}}, "serviceMonitor.interval"),
+        ({"rules": {"cdc.txt": "rules: []"}}, "invalid propertyName 'cdc.txt'"),
+        ({"rules": {"extra.yaml": 3}}, "'/rules/extra.yaml': got number"),
+        ({"secrets": {"keys": ["../etc/passwd"]}}, "'/secrets/keys/0'"),
+        ({"secrets": {"keys": ["a", "a"]}}, "items at 0 and 1 are equal"),
+        ({"serviceMonitor": {"interval": "soon"}}, "'/serviceMonitor/interval'"),
         ({"podDisruptionBudget": {"minAvailable": "half"}}, "minAvailable"),
         ({"grafanaDashboard": {"labels": {"grafana_dashboard": 1}}}, "grafana_dashboard"),
-        ({"rbac": {"create": "yes"}}, "rbac.create: expected boolean"),
-        ({"rbac": {"namespaces": ["Ingestion_Workers"]}}, "rbac.namespaces[0]"),
-        ({"rbac": {"namespace": ["ingestion"]}}, "rbac.namespace: unknown key"),
-        ({"rbac": {"resourceNames": ["parse-worker", "parse-worker"]}}, "not unique"),
-        ({"serviceAccount": {"automountToken": "true"}}, "automountToken: expected boolean"),
+        ({"rbac": {"create": "yes"}}, "'/rbac/create': got string, want boolean"),
+        ({"rbac": {"namespaces": ["Ingestion_Workers"]}}, "'/rbac/namespaces/0'"),
+        ({"rbac": {"namespace": ["ingestion"]}}, "'namespace' not allowed"),
+        ({"rbac": {"resourceNames": ["parse-worker", "parse-worker"]}}, "are equal"),
+        ({"serviceAccount": {"automountToken": "true"}}, "'/serviceAccount/automountToken'"),
+        ({"ingress": {"host": "Remediator.Example"}}, "'/ingress/host'"),
+        ({"networkPolicy": {"from": []}}, "'/networkPolicy/from'"),
     ],
 )
 def test_the_schema_rejects_mistakes(change: dict[str, Any], complaint: str) -> None:
-    errors = validate(coalesce(DEFAULTS, change), SCHEMA, SCHEMA)
-    assert any(complaint in e for e in errors), errors
-
-
-def test_the_validator_refuses_keywords_it_does_not_implement() -> None:
-    with pytest.raises(UnsupportedKeyword, match="oneOf"):
-        validate(1, {"oneOf": [{"type": "integer"}]}, {})
+    with pytest.raises(helm.HelmValuesError) as refused:
+        CHART_HANDLE.validate_schema(CHART_HANDLE.merge_values(change))
+    assert complaint in str(refused.value)
 
 
 def test_every_values_reference_in_the_templates_has_a_default() -> None:
@@ -298,23 +149,6 @@ def test_every_default_value_is_used_by_a_template() -> None:
         if not any(leaf[:n] in used for n in range(1, len(leaf) + 1))
     ]
     assert unused == []
-
-
-def test_every_included_template_is_defined() -> None:
-    texts = templates()
-    defined = {m for t in texts.values() for m in re.findall(r'define\s+"([^"]+)"', t)}
-    included = {
-        m for t in texts.values() for m in re.findall(r'(?:include|template)\s+"([^"]+)"', t)
-    }
-    assert included - defined == set()
-
-
-@pytest.mark.parametrize("name", sorted(templates()))
-def test_template_actions_are_balanced(name: str) -> None:
-    code = re.sub(r"\{\{-?\s*/\*.*?\*/\s*-?\}\}", "", templates()[name], flags=re.DOTALL)
-    assert "/*" not in code, "an unclosed template comment"
-    assert "*/" not in code, "an unopened template comment"
-    assert code.count("{{") == code.count("}}")
 
 
 def render_config(values: dict[str, Any], directory: Path) -> Path:

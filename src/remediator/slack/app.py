@@ -29,6 +29,7 @@ from remediator.edge import RequestError, error, read_body
 from remediator.errors import ControlError, PayloadError
 from remediator.metrics import Metrics
 from remediator.schema import decimal, parse_duration
+from remediator.slack.fixes import explain
 from remediator.slack.templates import slack_escape
 from remediator.store.records import FINISHED, AuditEntry, Claim
 from remediator.types import Store
@@ -87,6 +88,11 @@ class SlackApp:
         self.replays = Replays(clock)
         self._groups: dict[str, tuple[float, frozenset[str]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded config: verbs, access and rules (the signing secret takes a restart)."""
+        self.config = config
+        self.slack = config.slack
 
     def register(self, app: web.Application) -> None:
         app.router.add_post("/slack/commands", self.commands)
@@ -209,7 +215,8 @@ class SlackApp:
             if data.get("ok"):
                 members = frozenset(data.get("users", []))
             else:
-                log.warning("slack: usergroups.users.list %s: %s", group, data.get("error"))
+                problem = explain(str(data.get("error")), str(data.get("needed", "")))
+                log.warning("slack: usergroups.users.list %s: %s", group, problem)
         except (httpx.HTTPError, ValueError) as e:
             log.warning("slack: cannot list user group %s: %s", group, e)
             return cached[1] if cached else members

@@ -26,6 +26,7 @@ from remediator.config import Config
 from remediator.errors import StoreError
 from remediator.metrics import Metrics
 from remediator.schema import decimal
+from remediator.slack.fixes import explain
 from remediator.slack.messages import Composer, Facts
 from remediator.slack.templates import Templates
 from remediator.store.records import AuditEntry, OutboxItem, OutboxRow
@@ -94,15 +95,16 @@ class SlackSender:
 
 def _classify(e: SlackApiError) -> Exception:
     status = getattr(e.response, "status_code", 200)
-    error = ""
+    error = needed = ""
     with contextlib.suppress(Exception):
         error = str(e.response.get("error", ""))
+        needed = str(e.response.get("needed", ""))
     if status == 429:
         after = decimal(str(e.response.headers.get("Retry-After", "1")))
         return Retry("rate limited (429)", 1.0 if after is None else float(after))
     if status >= 500 or error in RETRYABLE_ERRORS:
         return Retry(f"HTTP {status}: {error or 'server error'}")
-    return Refused(error or f"HTTP {status}")
+    return Refused(explain(error, needed) if error else f"HTTP {status}")
 
 
 class LogSender:
@@ -144,6 +146,12 @@ class Outbox:
         self._slots = asyncio.Semaphore(CONCURRENCY)
         self._rendering = asyncio.Lock()
         self._delivering = asyncio.Lock()
+
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded config: its channels, templates and rules (the sender is kept: its token
+        and base URL take a restart)."""
+        self.config = config
+        self.composer = Composer(config, Templates(config.slack.templates_dir))
 
     async def publish(self, entries: list[AuditEntry]) -> None:
         self._wake.set()
