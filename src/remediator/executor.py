@@ -89,7 +89,10 @@ class Turns:
                 async with asyncio.timeout(self.poll):  # not wait_for: 3.11's can swallow a cancel
                     await turn
         finally:
-            if not turn.done():
+            # a waiter whose poll ran out leaves (its future is then cancelled, so done() is
+            # true): left in the queue, a later pass_on would set the result of a cancelled
+            # future (InvalidStateError) and lose that claim's turn and outcome
+            with contextlib.suppress(ValueError):
                 self._waiters[target].remove(turn)
 
     def pass_on(self, claim: Claim) -> None:
@@ -99,8 +102,11 @@ class Turns:
         self._passed.add(claim.id)
         self._ended[claim.target] += 1
         waiters = self._waiters[claim.target]
-        if waiters:
-            waiters.popleft().set_result(None)
+        while waiters:
+            turn = waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
 
     def ended(self, claim: Claim) -> None:
         """The claim's run is over: pass its turn on if it has not yet."""
