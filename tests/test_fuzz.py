@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import API_TOKEN, WEBHOOK_TOKEN
 from tests.payloads import alert, notification
-from tests.peers import REMEDIATOR, free_port
+from tests.peers import free_port, start_serve
 from tests.slack_standin import SECRET, TOKEN, click, command, signed
 
 FUZZ_EXAMPLES = int(os.environ.get("REMEDIATOR_FUZZ_EXAMPLES", "300"))
@@ -93,33 +93,16 @@ def _config(workdir: Path) -> Path:
     return main
 
 
+ENV = {
+    "TEST_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
+    "TEST_API_TOKEN": API_TOKEN,
+    "TEST_SLACK_TOKEN": TOKEN,
+    "TEST_SLACK_SECRET": SECRET,
+}
+
+
 def _start(workdir: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "TEST_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
-        "TEST_API_TOKEN": API_TOKEN,
-        "TEST_SLACK_TOKEN": TOKEN,
-        "TEST_SLACK_SECRET": SECRET,
-    }
-    argv = [str(REMEDIATOR), "serve", "--config", str(_config(workdir))]
-    with (workdir / "daemon.log").open("ab") as log:
-        proc = subprocess.Popen(
-            [*argv, "--listen", f"127.0.0.1:{port}"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-        )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, (workdir / "daemon.log").read_text()
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("the daemon did not become ready")
+    return start_serve(_config(workdir), port, ENV)
 
 
 @pytest.fixture(scope="module")
