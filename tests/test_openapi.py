@@ -7,6 +7,7 @@ import re
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
@@ -82,7 +83,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     derandomize=True,
     suppress_health_check=list(HealthCheck),
 )
-def test_the_api_answers_as_documented(case: schemathesis.Case, live: str) -> None:
+def test_the_api_answers_as_documented(case: schemathesis.Case[Any], live: str) -> None:
     """Every operation, with generated valid and invalid input: never a 5xx, a documented status,
     JSON as documented."""
     case.call_and_validate(
