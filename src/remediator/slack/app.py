@@ -81,9 +81,9 @@ class SlackApp:
         self.metrics = metrics
         self.clock = clock
         self.http = http or httpx.AsyncClient(trust_env=False, timeout=10.0)
-        assert self.slack.signing_secret is not None
-        self.verifier = SignatureVerifier(
-            self.slack.signing_secret.reveal(), clock=_SlackClock(clock)
+        secret = self.slack.signing_secret  # None: Socket Mode only, no HTTP endpoints
+        self.verifier = (
+            None if secret is None else SignatureVerifier(secret.reveal(), clock=_SlackClock(clock))
         )
         self.replays = Replays(clock)
         self._groups: dict[str, tuple[float, frozenset[str]]] = {}
@@ -95,6 +95,8 @@ class SlackApp:
         self.slack = config.slack
 
     def register(self, app: web.Application) -> None:
+        if self.verifier is None:
+            return
         app.router.add_post("/slack/commands", self.commands)
         app.router.add_post("/slack/interactions", self.interactions)
 
@@ -110,6 +112,23 @@ class SlackApp:
         form = await self._verified_form(request, "commands")
         if isinstance(form, web.Response):
             return form
+        return await self.command(form)
+
+    async def interactions(self, request: web.Request) -> web.Response:
+        form = await self._verified_form(request, "interactions")
+        if isinstance(form, web.Response):
+            return form
+        try:
+            payload = wire.decode(form.get("payload", ""))
+        except PayloadError as e:
+            self.metrics.slack_requests.labels("interactions", "invalid").inc()
+            return error(400, f"not a block_actions payload: {e}")
+        return await self.interaction(payload)
+
+    # -- a command or a click, however it arrived (HTTP, or Socket Mode's websocket) -------------
+
+    async def command(self, form: Mapping[str, str]) -> web.Response:
+        """A slash command's fields, as Slack sends them; the answer is the ephemeral reply."""
         who = Request(form.get("user_id", ""), form.get("response_url", ""))
         words = form.get("text", "").split()
         verb, args = (words[0].lower(), words[1:]) if words else ("help", [])
@@ -126,12 +145,10 @@ class SlackApp:
             return ephemeral(f":warning: {slack_escape(str(e))}")
         return ephemeral(text)
 
-    async def interactions(self, request: web.Request) -> web.Response:
-        form = await self._verified_form(request, "interactions")
-        if isinstance(form, web.Response):
-            return form
+    async def interaction(self, payload: Any) -> web.Response:
+        """A click's payload (block_actions); the answer only acknowledges it."""
         try:
-            verb, approval_id, who, payload = _block_action(form.get("payload", ""))
+            verb, approval_id, who = _block_action(payload)
         except (PayloadError, KeyError, IndexError, TypeError) as e:
             self.metrics.slack_requests.labels("interactions", "invalid").inc()
             detail = f": {e}" if isinstance(e, PayloadError) else ""
@@ -163,6 +180,7 @@ class SlackApp:
         timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
         signature = request.headers.get("X-Slack-Signature", "")
         try:
+            assert self.verifier is not None  # the routes exist only with a signing secret
             valid = bool(timestamp and signature) and self.verifier.is_valid(
                 body, timestamp, signature
             )
@@ -323,10 +341,10 @@ def _form(body: bytes) -> dict[str, str]:
     return form
 
 
-def _block_action(raw: str) -> tuple[str, int, Request, dict[str, Any]]:
-    """verb, approval id, who and the payload of a button click; PayloadError or a lookup
-    error if it is not one."""
-    payload = wire.decode(raw)
+def _block_action(payload: Any) -> tuple[str, int, Request]:
+    """verb, approval id and who of a button click's payload; PayloadError or a lookup error if
+    it is not one."""
+    wire.check(payload)  # what Socket Mode delivers, too, must be storable
     action = payload["actions"][0]
     verb, value, user = action["action_id"], action["value"], payload["user"]["id"]
     response_url = payload.get("response_url", "")
@@ -335,7 +353,7 @@ def _block_action(raw: str) -> tuple[str, int, Request, dict[str, Any]]:
     approval_id = decimal(value)
     if approval_id is None:
         raise PayloadError(f"actions[0].value: expected an approval id, got {value!r}")
-    return verb, approval_id, Request(user, response_url), payload
+    return verb, approval_id, Request(user, response_url)
 
 
 class _SlackClock(SlackClock):
