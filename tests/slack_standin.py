@@ -72,6 +72,7 @@ class SlackAPI:
         self.failures = 0
         self.rate_limit: int | None = None  # calls per second before 429
         self.retry_after = 1
+        self.delay = 0.0  # seconds before each answer: a slow Slack
         self._window: list[float] = []
         self._ts = 0
         self.sockets: list[web.WebSocketResponse] = []  # open Socket Mode connections
@@ -107,6 +108,8 @@ class SlackAPI:
 
     async def api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.failures > 0:
             self.failures -= 1
             self.calls.append((method, 500))

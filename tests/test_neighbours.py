@@ -1,7 +1,8 @@
 """Broken neighbours: Prometheus unreachable or answering garbage while an action is verified
 (unverified and escalated, never a success), a target that times out, answers 5xx or garbage,
 or flaps, and a store whose disk is full (503, and nothing acknowledged that is not stored).
-Slack down and 429 are in tests/slack/test_outbox.py.
+A slow Slack delays messages, never an acknowledgement or an action; Slack down and 429 are in
+tests/slack/test_outbox.py.
 """
 
 from __future__ import annotations
@@ -21,9 +22,17 @@ import pytest
 from aiohttp import web
 
 from remediator.clock import FakeClock
-from tests.conftest import API_TOKEN, WEBHOOK_TOKEN, Running, StartDaemon, base_config
+from tests.conftest import (
+    API_TOKEN,
+    WEBHOOK_TOKEN,
+    Running,
+    StartDaemon,
+    base_config,
+    slack_config,
+)
 from tests.payloads import alert, notification
 from tests.peers import REMEDIATOR, free_port
+from tests.slack_standin import SlackAPI
 from tests.standins import Recorder, StandIn
 
 T0 = 1_795_000_000.0
@@ -225,3 +234,31 @@ async def test_a_full_disk_answers_503_and_nothing_acknowledged_is_lost(
         }
     for journal_id, job in acknowledged.items():
         assert stored.get(journal_id) == job, f"acknowledged journal entry {journal_id} is lost"
+
+
+# -- a slow Slack ------------------------------------------------------------------------------
+
+
+async def test_a_slow_slack_delays_messages_never_an_acknowledgement_or_an_action(
+    write_config: Callable[..., Path],
+    start_daemon: StartDaemon,
+    recorder: Callable[..., Awaitable[Recorder]],
+    slack_api: SlackAPI,
+) -> None:
+    service = await recorder()
+    rules = 'actions:\n  fix: {kind: http, target: service, path: "/fix/{job}", retries: 0}\n'
+    rules += "rules:\n  - {name: slow, match: '{alertname=\"Slow\"}', tiers: [{actions: [fix]}]}\n"
+    extra = "rule_files: [rules.yaml]\n" + slack_config(slack_api)
+    config = write_config(base_config({"service": service.server.url}, extra), rules=rules)
+    running = await start_daemon(config)
+    slack_api.delay = 3.0
+    started = asyncio.get_running_loop().time()
+    r = await running.post_alerts(notification(alert("Slow", job="a")))
+    assert r.status_code == 200
+    await running.settle()  # decided and acted on
+    assert len(service.server.requests()) == 1
+    assert asyncio.get_running_loop().time() - started < 2.0  # Slack's 3 s did not hold it up
+    slack_api.delay = 0.0
+    async with asyncio.timeout(15):  # the message follows once Slack answers
+        while not slack_api.messages:
+            await asyncio.sleep(0.05)
