@@ -14,7 +14,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +33,14 @@ from remediator.errors import PayloadError, StoreError
 from remediator.executor import Executor
 from remediator.metrics import Metrics
 from remediator.reload import Outcome, Reloader
+from remediator.retention import Pruner, guardrail_horizon
 from remediator.scheduler import Timers
 from remediator.schema import Secret
 from remediator.slack.app import SlackApp
 from remediator.slack.identity import TokenCheck
 from remediator.slack.outbox import Outbox, Sender
 from remediator.slack.socket_mode import SocketMode
-from remediator.store.sqlite import SqliteStore
+from remediator.store.factory import build_store
 from remediator.types import Notifier, Store
 
 log = logging.getLogger(__name__)
@@ -206,16 +207,17 @@ class Daemon:
     clock: Clock = field(default_factory=SystemClock)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     slack_sender: Sender | None = None  # None: Slack's Web API, or the log without a token
+    given_store: InitVar[Store | None] = None  # None: the configured one (build_store)
     load: Callable[[Path], Config] = load_config  # how a reload reads the config again
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, given_store: Store | None) -> None:
         self.metrics = Metrics(self.registry)
         self.metrics.declare(
             [r.name for r in self.config.rules],
             sorted({a.kind for a in self.config.actions.values()}),
             sorted(self.config.all_targets()),
         )
-        self.store: Store = SqliteStore(self.config.store_path)
+        self.store: Store = given_store or build_store(self.config.store)
         self.outbox = Outbox(self.config, self.store, self.metrics, self.slack_sender)
         self.notifier: Notifier = self.outbox
         self.executor = Executor(self.store, self.config, self.notifier, self.metrics, self.clock)
@@ -226,6 +228,13 @@ class Daemon:
             self.config, self.store, self.executor, self.notifier, self.metrics, self.clock
         )
         self.timers = Timers(self.engine, self.executor, self.control, self.store, self.clock)
+        self.pruner = Pruner(
+            self.store,
+            self.config.store.retention,
+            guardrail_horizon(self.config),
+            self.metrics,
+            self.clock,
+        )
         self.executor.wake = self.engine.wake = self.timers.poke
         self.executor.verify_failed = self.engine.verification_failed
         self.engine.storm.metrics_gauge = self.metrics.storm_active.set
@@ -298,6 +307,7 @@ class Daemon:
         await self.engine.start()
         self.timers.start()
         await self.outbox.start()
+        self.pruner.start()
         if self.slack_token is not None:
             self.slack_token.start()
         if self.socket_mode is not None:
@@ -340,6 +350,7 @@ class Daemon:
         if self.slack_token is not None:
             await self.slack_token.stop()
         await self.outbox.stop()
+        await self.pruner.stop()
         await self.store.close()
 
     async def serve(self, host: str | None = None, port: int | None = None) -> None:

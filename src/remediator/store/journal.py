@@ -1,0 +1,44 @@
+"""The journal: every notification, written before the webhook is acknowledged."""
+
+from __future__ import annotations
+
+from remediator.store.audit import insert_audit
+from remediator.store.records import AuditEntry
+from remediator.store.sql import Runner, Tx
+
+
+class JournalSQL(Runner):
+    async def append_journal(self, body: str, at: float) -> int:
+        async def op(tx: Tx) -> int:
+            sql = "INSERT INTO journal (received_at, body) VALUES (?, ?) RETURNING id"
+            return int(await tx.fetchval(sql, at, body))
+
+        return await self._write(op, urgent=True)
+
+    async def quarantine_journal(self, journal_id: int, reason: str, audit: AuditEntry) -> None:
+        """Set an entry the engine could not decide aside: marked processed, its reason kept,
+        audited, in one transaction."""
+
+        async def op(tx: Tx) -> None:
+            sql = (
+                "UPDATE journal SET processed_at = ?, quarantined_at = ?, quarantine_reason = ? "
+                "WHERE id = ?"
+            )
+            await tx.execute(sql, audit.at, audit.at, reason, journal_id)
+            await insert_audit(tx, audit)
+
+        await self._write(op)
+
+    async def quarantined_journal(self) -> list[tuple[int, str]]:
+        async def op(tx: Tx) -> list[tuple[int, str]]:
+            sql = "SELECT id, quarantine_reason FROM journal WHERE quarantined_at IS NOT NULL"
+            return [(r["id"], r["quarantine_reason"]) for r in await tx.fetch(sql)]
+
+        return await self._read(op)
+
+    async def unprocessed_journal(self) -> list[tuple[int, str]]:
+        async def op(tx: Tx) -> list[tuple[int, str]]:
+            sql = "SELECT id, body FROM journal WHERE processed_at IS NULL ORDER BY id"
+            return [(r["id"], r["body"]) for r in await tx.fetch(sql)]
+
+        return await self._read(op)
