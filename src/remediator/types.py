@@ -76,6 +76,9 @@ class Journal(Protocol):
     # a notification that cannot be decided: marked processed, its reason kept, audited
     async def quarantine_journal(self, journal_id: int, reason: str, audit: AuditEntry) -> None: ...
     async def quarantined_journal(self) -> list[tuple[int, str]]: ...
+    async def journal_between(self, since: float, until: float) -> list[tuple[int, float, str]]:
+        """(id, received_at, body) received in [since, until], in order: for replay."""
+        ...
 
 
 class Incidents(Protocol):
