@@ -1,5 +1,6 @@
-"""The `remediator` command: serve, check, simulate, history, and the verbs that steer a running
-daemon (killswitch, mutes, approvals, circuits). Wiring only."""
+"""The `remediator` command: serve, check, simulate, history, the verbs that steer a running
+daemon (killswitch, mutes, approvals, circuits), and those that read the rules and the past
+without touching anything live (docs, replay, backtest). Wiring only."""
 
 from __future__ import annotations
 

@@ -102,7 +102,7 @@ class Turns:
         self._passed.add(claim.id)
         self._ended[claim.target] += 1
         waiters = self._waiters[claim.target]
-        while waiters:
+        while waiters:  # a waiter whose wait timed out was cancelled with it: skip it
             turn = waiters.popleft()
             if not turn.done():
                 turn.set_result(None)
