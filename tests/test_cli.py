@@ -16,6 +16,8 @@ import pytest
 from remediator.actions.http import KEYS as HTTP_KIND_KEYS
 from remediator.config import TOP_KEYS as CONFIG_TOP_KEYS
 from remediator.config import load_config
+from remediator.store.records import AuditEntry
+from remediator.store.sqlite import SqliteStore
 from tests.conftest import base_config
 from tests.peers import REMEDIATOR
 from tests.standins import KafkaConnect, Recorder
@@ -416,3 +418,23 @@ def test_history_without_a_store(remediator: Run, tour_config: Path, tmp_path: P
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == "no history yet: state/remediator.db does not exist\n"
     assert not (tmp_path / "state").exists()
+
+
+def test_history_prints_escape_sequences_escaped(
+    remediator: Run, tour_config: Path, tmp_path: Path
+) -> None:
+    async def write() -> None:
+        store = SqliteStore(tmp_path / "state" / "remediator.db")
+        await store.open()
+        entry = AuditEntry(
+            kind="audit", event="mute", message="reason \x1b]0;pwned\x07\nforged", at=0.0
+        )
+        await store.put_setting("x", 1, 0.0, entry)
+        await store.close()
+
+    asyncio.run(write())
+    result = remediator("history", "--config", "remediator.yaml")
+    assert result.returncode == 0
+    assert "\x1b" not in result.stdout
+    assert "\x07" not in result.stdout
+    assert "reason \\x1b]0;pwned\\x07\\nforged" in result.stdout

@@ -179,7 +179,7 @@ async def test_rejects_an_oversized_chunked_body_without_content_length(daemon: 
             "line 1 column 2 (char 1)",
         ),
         (b"", "invalid JSON: Expecting value: line 1 column 1 (char 0)"),
-        (b"\xff\xfe", "invalid JSON: "),
+        (b"\xff\xfe", "the body starts with a byte-order mark"),
     ],
 )
 async def test_rejects_invalid_json_with_400(daemon: Running, raw: bytes, message: str) -> None:

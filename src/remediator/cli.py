@@ -20,6 +20,7 @@ from remediator.alerts import parse_notification
 from remediator.cli_remote import Remote, RemoteError, add_remote_options, remote
 from remediator.config import Config, load_config
 from remediator.errors import ConfigError, ListenError, PayloadError, StoreError
+from remediator.safetext import visible
 from remediator.schema import decimal, secrets_optional
 from remediator.server import Daemon
 from remediator.simulate import Known, not_evaluated, simulate
@@ -285,10 +286,8 @@ def _print_history(entries: list[dict[str, Any]], as_json: bool) -> None:
             print(json.dumps(entry))
             continue
         incident = f"incident {entry['incident_id']}" if entry["incident_id"] else "-"
-        print(
-            f"{entry['at']}  {incident:<12} {entry['rule']:<28} {entry['event']:<11} "
-            f"{entry['message']}"
-        )
+        rule, message = visible(str(entry["rule"])), visible(str(entry["message"]))
+        print(f"{entry['at']}  {incident:<12} {rule:<28} {entry['event']:<11} {message}")
 
 
 @remote

@@ -63,7 +63,16 @@ TOP_KEYS = frozenset(
 )
 RULE_FILE_KEYS = frozenset({"actions", "rules"})
 RULE_FILE_ENTRY_KEYS = frozenset({"path", "enable", "disable"})
-SERVER_KEYS = frozenset({"listen", "max_body_bytes", "shutdown_grace"})
+SERVER_KEYS = frozenset(
+    {
+        "listen",
+        "max_body_bytes",
+        "shutdown_grace",
+        "idle_timeout",
+        "body_timeout",
+        "max_connections",
+    }
+)
 AUTH_KEYS = frozenset({"bearer_token_env", "bearer_token_file", "basic_auth"})
 API_AUTH_KEYS = frozenset({"bearer_token_env", "bearer_token_file"})
 BASIC_KEYS = frozenset({"username", "password_env", "password_file"})
@@ -171,6 +180,9 @@ class ServerConfig:
     port: int = 9095
     max_body_bytes: int = 1 << 20
     shutdown_grace: float = 20.0
+    idle_timeout: float = 15.0  # a connection without a whole request header by then is closed
+    body_timeout: float = 15.0  # reading a request's body takes at most this
+    max_connections: int = 512  # open connections; more are closed at once (see edge.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,6 +428,9 @@ class _Loader:
             port=port,
             max_body_bytes=node.opt("max_body_bytes", lambda n: n.integer(minimum=1024), 1 << 20),
             shutdown_grace=node.opt("shutdown_grace", Node.duration, 20.0),
+            idle_timeout=node.opt("idle_timeout", Node.duration, 15.0),
+            body_timeout=node.opt("body_timeout", Node.duration, 15.0),
+            max_connections=node.opt("max_connections", lambda n: n.integer(minimum=8), 512),
         )
 
     def _webhook_auth(self, node: Node | None) -> WebhookAuth:

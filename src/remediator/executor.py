@@ -89,7 +89,10 @@ class Turns:
                 async with asyncio.timeout(self.poll):  # not wait_for: 3.11's can swallow a cancel
                     await turn
         finally:
-            if not turn.done():
+            # a waiter whose poll ran out leaves (its future is then cancelled, so done() is
+            # true): left in the queue, a later pass_on would set the result of a cancelled
+            # future (InvalidStateError) and lose that claim's turn and outcome
+            with contextlib.suppress(ValueError):
                 self._waiters[target].remove(turn)
 
     def pass_on(self, claim: Claim) -> None:
@@ -457,6 +460,7 @@ class Executor:
             result.status_code,
             result.exit_code,
             result.output,
+            result.ok or result.sick_target,
         )
         return result, attempt
 

@@ -16,6 +16,8 @@ import sys
 import time
 from typing import Any
 
+from remediator.safetext import OneLine
+
 FIELDS = ("incident_id", "rule", "claim_id", "action", "target")
 FORMATS = ("text", "json")
 QUIET_AT_INFO = ("apscheduler", "httpx")  # one line per timer run, per request: DEBUG detail
@@ -59,6 +61,8 @@ def setup(level: str = "info", fmt: str = "text") -> None:
     """Log to stderr at `level` in `fmt` (text or json), replacing any handler set before."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    if fmt != "json":  # JSON escapes every control character itself
+        handler.addFilter(OneLine())  # a newline in a label cannot forge a log line
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)

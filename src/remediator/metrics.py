@@ -56,6 +56,12 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        self.quarantined = Counter(
+            "remediator_notifications_quarantined_total",
+            "Acknowledged notifications the engine could not decide, even alone: set aside "
+            "(journal row kept, audit event journal_quarantined) so their neighbours are decided.",
+            registry=registry,
+        )
         self.webhook_duration = Histogram(
             "remediator_webhook_duration_seconds",
             "Time from receiving a webhook to acknowledging it (journal written).",

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+INT64_MAX = 2**63 - 1
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?")
 _DURATION_UNITS = (86400.0, 3600.0, 60.0, 1.0, 0.001)
 
@@ -56,9 +57,13 @@ class Secret:
 
 
 def decimal(text: str) -> int | None:
-    """A non-negative integer written in ASCII digits, or None. (str.isdigit() also accepts
-    superscripts and other scripts' digits, which int() refuses or reads unexpectedly.)"""
-    return int(text) if text.isascii() and text.isdigit() else None
+    """A non-negative integer written in ASCII digits that a signed 64-bit column can hold, or
+    None. (str.isdigit() also accepts superscripts and other scripts' digits, which int()
+    refuses or reads unexpectedly.)"""
+    if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > 19:
+        return None
+    value = int(text)
+    return value if value <= INT64_MAX else None
 
 
 def parse_duration(text: str) -> float:

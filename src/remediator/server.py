@@ -10,7 +10,6 @@ import asyncio
 import base64
 import binascii
 import hmac
-import json
 import logging
 import os
 import signal
@@ -28,12 +27,13 @@ from prometheus_client import (
     generate_latest,
 )
 
-from remediator import __version__
+from remediator import __version__, openapi, wire
 from remediator.alerts import parse_notification
-from remediator.api import Api, api_auth, error
+from remediator.api import Api, api_auth
 from remediator.clock import Clock, SystemClock
 from remediator.config import Config, WebhookAuth, load_config
 from remediator.control import Control
+from remediator.edge import EdgeRunner, RequestError, edge_checks, error, read_body, reply
 from remediator.engine import Engine
 from remediator.errors import ListenError, PayloadError, StoreError
 from remediator.executor import Executor
@@ -53,27 +53,6 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BACKLOG_RETRY_AFTER = 5  # seconds; Alertmanager retries on its own backoff anyway
-CHUNK = 64 * 1024
-
-
-@web.middleware
-async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error answers JSON naming the problem; never a traceback."""
-    try:
-        return await handler(request)
-    except web.HTTPException as e:
-        if e.status < 400:
-            raise
-        return error(
-            e.status,
-            e.reason,
-            headers={
-                k: v for k, v in e.headers.items() if k.lower() in ("allow", "www-authenticate")
-            },
-        )
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error(500, "internal error; see the daemon's log")
 
 
 @dataclass
@@ -115,25 +94,23 @@ class Routes:
                 "too many alerts wait for a decision; retry later",
                 headers={"Retry-After": str(BACKLOG_RETRY_AFTER)},
             )
-        limit = self.config.server.max_body_bytes
-        body = await read_limited(request, limit)
-        if body is None:
-            return error(413, f"body larger than the limit of {limit} bytes")
+        server = self.config.server
         try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as e:
-            return error(400, f"invalid JSON: {e}")
-        try:
-            notification = parse_notification(data)
+            body = await read_body(request, server.max_body_bytes, server.body_timeout)
+            text = wire.utf8(body)
+            notification = parse_notification(wire.decode(text))
+        except RequestError as e:
+            return error(e.status, e.message)
         except PayloadError as e:
             return error(400, str(e))
         try:
-            journal_id = await self.store.append_journal(body.decode(), self.clock.now())
+            # the journal holds exactly the text the decision path read, so a replay reads it too
+            journal_id = await self.store.append_journal(text, self.clock.now())
         except StoreError as e:
             log.error("cannot journal a notification, answering 503 so Alertmanager retries: %s", e)
             return error(503, "store unavailable; retry")
         self.engine.submit(journal_id, notification)
-        return web.json_response(
+        return reply(
             {"status": "accepted", "journal_id": journal_id, "alerts": len(notification.alerts)}
         )
 
@@ -181,6 +158,7 @@ class Routes:
 _OUTCOMES = {
     200: "accepted",
     401: "unauthorized",
+    408: "timeout",
     413: "too_large",
     415: "unsupported_media_type",
     503: "unavailable",
@@ -218,18 +196,6 @@ def challenge(auth: WebhookAuth) -> str:
     return ", ".join(schemes)
 
 
-async def read_limited(request: web.Request, limit: int) -> bytes | None:
-    """The body, or None if it is larger than `limit` (checked before and while reading)."""
-    if request.content_length is not None and request.content_length > limit:
-        return None
-    body = bytearray()
-    while chunk := await request.content.read(CHUNK):
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
-
-
 def slack_mode(config: Config) -> str:
     s = config.slack
     posts = f"Web API at {s.base_url}" if s.token is not None else "to the log (no bot token)"
@@ -238,13 +204,14 @@ def slack_mode(config: Config) -> str:
 
 
 def create_app(routes: Routes, api: Api) -> web.Application:
-    app = web.Application(middlewares=[json_errors])
+    app = web.Application(middlewares=[edge_checks])
     app.router.add_post("/alerts", routes.alerts)
     app.router.add_get("/healthz", routes.healthz)
     app.router.add_get("/readyz", routes.readyz)
     app.router.add_get("/metrics", routes.metrics_endpoint)
     app.router.add_post("/-/reload", api_auth(routes.config.api_token)(routes.reload))
     api.register(app, routes.config.api_token)
+    app.router.add_get("/api/v1/openapi.json", api_auth(routes.config.api_token)(openapi.serve))
     return app
 
 
@@ -365,7 +332,9 @@ class Daemon:
             self.slack_token.start()
         if self.socket_mode is not None:
             self.socket_mode.start()
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5.0)
+        self._runner = EdgeRunner(
+            self.app, self.config.server, access_log=None, shutdown_timeout=5.0
+        )
         await self._runner.setup()
         site = web.TCPSite(
             self._runner,
