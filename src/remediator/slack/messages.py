@@ -101,6 +101,8 @@ class Composer:
             return [self._reply(facts, "action_failed", mention=self._mention(facts, force=True))]
         if event in ACTION_OUTCOMES:
             return [self._reply(facts, "action_refused")]
+        if event == "released":
+            return [self._reply(facts, "status_update", next_steps="judging it again")]
         if event in ("verified", "verification_failed"):
             return [self._reply(facts, "verification")]
         if event == "approval_requested" and facts.approval is not None:
