@@ -239,7 +239,8 @@ def test_unknown_keys_in_a_rule_file(write: Write, text: str, message: str) -> N
         (
             "server: {port: 9095}\n",
             CONNECT,
-            "server.port: unknown key 'port' (known: listen, max_body_bytes, shutdown_grace)",
+            "server.port: unknown key 'port' (known: body_timeout, idle_timeout, listen, "
+            "max_body_bytes, max_connections, shutdown_grace)",
         ),
         (
             "executor: {workers: 4}\n",
@@ -521,8 +522,7 @@ def test_bad_rules(write: Write, text: str, message: str) -> None:
         ("'{alertname=\"A\"'", "missing closing '}' in '{alertname=\"A\"'"),
         (
             "'{alertname=~\"(\"}'",
-            "invalid regex '(' in matcher 'alertname=~\"(\"': "
-            "missing ), unterminated subpattern at position 0",
+            "invalid regex '(' in matcher 'alertname=~\"(\"': missing ): (",
         ),
         ("'alertname==A'", "unknown operator '==' in matcher 'alertname==A'"),
         (

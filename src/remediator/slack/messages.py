@@ -107,6 +107,8 @@ class Composer:
                     facts, "status_update", next_steps=f"running {facts.entry.action} again"
                 )
             ]
+        if event == "released":
+            return [self._reply(facts, "status_update", next_steps="judging it again")]
         if event in ("verified", "verification_failed"):
             return [self._reply(facts, "verification")]
         if event == "approval_requested" and facts.approval is not None:
