@@ -16,8 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from remediator import commands
-from remediator import interrupted
+from remediator import commands, interrupted
 from remediator.actions import ActionRegistry, ParseEnv, default_registry
 from remediator.alerts import parse_time
 from remediator.checks import (
