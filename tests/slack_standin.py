@@ -1,9 +1,12 @@
 """Slack's Web API on 127.0.0.1, answering as Slack does, and request signing as Slack signs.
 
-Methods: chat.postMessage, chat.update, usergroups.users.list, plus `response_url` endpoints
-(/response/<name>). Errors are HTTP 200 with {"ok": false, "error": ...}, as Slack answers them;
-`rate_limit` makes it answer 429 with Retry-After beyond N calls per second; `failures` makes the
-next calls answer 500; `stop()`/`start(port)` take it off the network entirely.
+Methods: chat.postMessage (with `metadata`), chat.update, conversations.history and
+conversations.replies (by channel ID only, as Slack; metadata shown with `include_all_metadata`),
+usergroups.users.list, plus `response_url` endpoints (/response/<name>). Errors are HTTP 200 with
+{"ok": false, "error": ...}, as Slack answers them; `rate_limit` makes it answer 429 with
+Retry-After beyond N calls per second; `failures` makes the next calls answer 500;
+`lose_answers` makes chat.postMessage post, then drop the connection instead of answering, N
+times; `stop()`/`start(port)` take it off the network entirely.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class Message:
     attachments: list[Any]
     thread_ts: str | None
     updates: list[dict[str, Any]] = field(default_factory=list)
+    metadata: dict[str, Any] | None = None
 
     @property
     def current_text(self) -> str:
@@ -49,6 +53,7 @@ class SlackAPI:
         self.responses: dict[str, list[dict[str, Any]]] = {}  # response_url name -> bodies
         self.calls: list[tuple[str, int]] = []  # (method, HTTP status) of every call
         self.failures = 0
+        self.lose_answers = 0  # post, then drop the connection instead of answering
         self.rate_limit: int | None = None  # calls per second before 429
         self.retry_after = 1
         self._window: list[float] = []
@@ -105,11 +110,52 @@ class SlackAPI:
         handler = {
             "chat.postMessage": self.post,
             "chat.update": self.update,
+            "conversations.history": self.history,
+            "conversations.replies": self.replies,
             "usergroups.users.list": self.group,
         }.get(method)
         if handler is None:
             return _error("unknown_method")
-        return handler(args)
+        response = handler(args)
+        if method == "chat.postMessage" and self.lose_answers > 0 and response.status == 200:
+            self.lose_answers -= 1
+            assert request.transport is not None
+            request.transport.close()  # posted; the answer never arrives
+        return response
+
+    def history(self, args: dict[str, Any]) -> web.Response:
+        channel = args.get("channel", "")
+        if channel not in self.channels.values():
+            return _error("channel_not_found")
+        oldest = float(args.get("oldest") or 0)
+        found = [
+            m
+            for m in self.messages
+            if m.channel == channel and m.thread_ts is None and float(m.ts) >= oldest
+        ]
+        return self._listing(reversed(found), args)
+
+    def replies(self, args: dict[str, Any]) -> web.Response:
+        channel, ts = args.get("channel", ""), args.get("ts", "")
+        if channel not in self.channels.values():
+            return _error("channel_not_found")
+        thread = [m for m in self.messages if m.channel == channel and ts in (m.ts, m.thread_ts)]
+        if not thread:
+            return _error("thread_not_found")
+        return self._listing(thread, args)
+
+    @staticmethod
+    def _listing(found: Any, args: dict[str, Any]) -> web.Response:
+        metadata = str(args.get("include_all_metadata", "")).lower() in ("1", "true")
+        messages = []
+        for m in found:
+            shown: dict[str, Any] = {"type": "message", "text": m.text, "ts": m.ts}
+            if m.thread_ts:
+                shown["thread_ts"] = m.thread_ts
+            if metadata and m.metadata:
+                shown["metadata"] = m.metadata
+            messages.append(shown)
+        return web.json_response({"ok": True, "messages": messages, "has_more": False})
 
     def post(self, args: dict[str, Any]) -> web.Response:
         channel = self._channel(args.get("channel", ""))
@@ -117,6 +163,10 @@ class SlackAPI:
             return _error("channel_not_found")
         if not args.get("text") and not args.get("blocks") and not args.get("attachments"):
             return _error("no_text")
+        try:
+            metadata = _metadata(args.get("metadata"))
+        except ValueError:
+            return _error("invalid_metadata_format")
         thread = args.get("thread_ts")
         if thread and not any(m.ts == thread and m.channel == channel for m in self.messages):
             return _error("thread_not_found")
@@ -130,6 +180,7 @@ class SlackAPI:
                 _json(args.get("blocks")),
                 _json(args.get("attachments")),
                 thread,
+                metadata=metadata,
             )
         )
         return web.json_response(
@@ -191,6 +242,17 @@ class SlackAPI:
             return False
         self._window.append(now)
         return True
+
+
+def _metadata(value: Any) -> dict[str, Any] | None:
+    """chat.postMessage's `metadata`: {event_type, event_payload}, as JSON text or an object;
+    ValueError for anything else (Slack: invalid_metadata_format)."""
+    if value in (None, ""):
+        return None
+    data = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(data, dict) or not {"event_type", "event_payload"} <= set(data):
+        raise ValueError(f"invalid metadata {value!r}")
+    return data
 
 
 def _fresh(api: SlackAPI) -> web.Application:

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 BATCH = 200
 CONCURRENCY = 8
 IDLE_WAIT = 5.0
+MARKER_EVENT = "remediator_message"  # the metadata event type that names the outbox row
+FIND_SLACK = 300.0  # look this much before the row was queued: clocks differ
 RETRYABLE_ERRORS = frozenset(
     {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
 )
@@ -53,30 +55,71 @@ class Refused(Exception):
 
 class Sender(Protocol):
     async def post(
-        self, channel: str, payload: Mapping[str, Any], thread_ts: str | None
+        self, channel: str, payload: Mapping[str, Any], thread_ts: str | None, marker: int = 0
     ) -> tuple[str, str]:
-        """Post; returns (channel id, ts)."""
+        """Post; returns (channel id, ts). `marker` (the outbox row) goes in the message's
+        metadata, so that find() can tell whether an earlier attempt was posted."""
         ...
 
     async def update(self, channel: str, ts: str, payload: Mapping[str, Any]) -> None: ...
+
+    async def find(
+        self, channel: str, thread_ts: str | None, marker: int, since: float
+    ) -> tuple[str, str] | None:
+        """The (channel id, ts) of a message posted since `since` carrying `marker`, if Slack
+        shows one; None when it does not (or cannot say: then the message is posted again)."""
+        ...
 
 
 class SlackSender:
     """Slack's Web API through slack_sdk; `base_url` may point at a proxy or a stand-in."""
 
     def __init__(self, token: str, base_url: str, timeout: float = 10.0) -> None:
-        self.client = AsyncWebClient(token=token, base_url=base_url, timeout=int(timeout))
+        # no retries of slack_sdk's own (by default it re-sends once on a connection error,
+        # which posts twice when the first answer was lost): the outbox retries, looking first
+        self.client = AsyncWebClient(
+            token=token, base_url=base_url, timeout=int(timeout), retry_handlers=[]
+        )
 
     async def post(
-        self, channel: str, payload: Mapping[str, Any], thread_ts: str | None
+        self, channel: str, payload: Mapping[str, Any], thread_ts: str | None, marker: int = 0
     ) -> tuple[str, str]:
+        metadata = {"event_type": MARKER_EVENT, "event_payload": {"outbox_id": marker}}
         response = await self._call(
-            self.client.chat_postMessage, channel=channel, thread_ts=thread_ts, **payload
+            self.client.chat_postMessage,
+            channel=channel,
+            thread_ts=thread_ts,
+            metadata=metadata if marker else None,
+            **payload,
         )
         return str(response["channel"]), str(response["ts"])
 
     async def update(self, channel: str, ts: str, payload: Mapping[str, Any]) -> None:
         await self._call(self.client.chat_update, channel=channel, ts=ts, **payload)
+
+    async def find(
+        self, channel: str, thread_ts: str | None, marker: int, since: float
+    ) -> tuple[str, str] | None:
+        """conversations.replies of the thread, or conversations.history of the channel since
+        `since`, with their metadata (needs the channels:history scope; a channel given by name
+        cannot be read: Slack takes IDs there). Any error: not found."""
+        args: dict[str, Any] = {"channel": channel, "include_all_metadata": True, "limit": 200}
+        try:
+            if thread_ts:
+                response = await self.client.conversations_replies(ts=thread_ts, **args)
+            else:
+                response = await self.client.conversations_history(
+                    oldest=f"{since - FIND_SLACK:.6f}", **args
+                )
+        except (SlackApiError, aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
+            log.info("slack: cannot look for message %d in %s: %s", marker, channel, e)
+            return None
+        for message in response.get("messages") or []:
+            meta = message.get("metadata") or {}
+            payload = meta.get("event_payload") or {}
+            if meta.get("event_type") == MARKER_EVENT and payload.get("outbox_id") == marker:
+                return channel, str(message["ts"])
+        return None
 
     async def _call(self, method: Any, **kwargs: Any) -> Any:
         try:
@@ -112,7 +155,7 @@ class LogSender:
         self._n = 0
 
     async def post(
-        self, channel: str, payload: Mapping[str, Any], thread_ts: str | None
+        self, channel: str, payload: Mapping[str, Any], thread_ts: str | None, marker: int = 0
     ) -> tuple[str, str]:
         self._n += 1
         where = f"{channel or 'default'}" + (f" thread {thread_ts}" if thread_ts else "")
@@ -121,6 +164,11 @@ class LogSender:
 
     async def update(self, channel: str, ts: str, payload: Mapping[str, Any]) -> None:
         log.info("slack (no token) [%s update %s]: %s", channel, ts, payload.get("text", ""))
+
+    async def find(
+        self, channel: str, thread_ts: str | None, marker: int, since: float
+    ) -> tuple[str, str] | None:
+        return None  # the log never loses an answer
 
 
 class Outbox:
@@ -141,6 +189,7 @@ class Outbox:
         self._task: asyncio.Task[None] | None = None
         self._cursor = 0
         self._paused_until = 0.0
+        self._channel_ids: dict[str, str] = {}  # a channel's name -> the ID Slack answered
         self._slots = asyncio.Semaphore(CONCURRENCY)
         self._rendering = asyncio.Lock()
         self._delivering = asyncio.Lock()
@@ -279,7 +328,14 @@ class Outbox:
             parent = await self.store.slack_message(row.parent)
             if parent is not None:
                 channel, thread_ts = parent
-        channel_id, ts = await self.sender.post(channel, row.payload, thread_ts)
+        found = None
+        if row.attempts:  # an earlier attempt may have been posted, its answer lost
+            where = self._channel_ids.get(channel, channel)  # Slack reads history by ID only
+            found = await self.sender.find(where, thread_ts, row.id, row.created_at)
+        if found is not None:
+            log.info("slack: message %d was posted by an earlier attempt: not again", row.id)
+        channel_id, ts = found or await self.sender.post(channel, row.payload, thread_ts, row.id)
+        self._channel_ids[channel] = channel_id
         ref = row.ref if row.method == "post" or row.ref else None
         return (ref, channel_id, ts) if ref else None
 
