@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import glob
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +28,7 @@ from remediator.checks import (
 from remediator.errors import ConfigError
 from remediator.guardrails import Breaker, Budget, Window
 from remediator.matchers import MatcherError, parse_matchers
+from remediator.paging.policy import Paging, parse_paging
 from remediator.rules import (
     Repeats,
     ResolvedStep,
@@ -57,6 +58,7 @@ TOP_KEYS = frozenset(
         "guardrails",
         "maintenance_windows",
         "slack",
+        "paging",
     }
 )
 RULE_FILE_KEYS = frozenset({"actions", "rules"})
@@ -119,10 +121,11 @@ RULE_KEYS = frozenset(
         "cooldown",
         "during_maintenance",
         "slack",
+        "escalation",
     }
 )
 VALUE_KEYS = frozenset({"annotation", "label"})
-TIER_KEYS = frozenset({"name", "when", "actions", "escalate_after", "repeats", "approval"})
+TIER_KEYS = frozenset({"name", "when", "actions", "escalate_after", "repeats", "approval", "page"})
 REPEATS_KEYS = frozenset({"count", "within"})
 GUARDRAIL_KEYS = frozenset(
     {"killswitch", "dry_run", "budget", "circuit_breaker", "approval_timeout", "storm"}
@@ -186,6 +189,8 @@ class ActionPolicy:
     precondition: Check | None = None
     verify: Verification | None = None
     announce: str = ""  # the Slack template telling its success: paused, resumed, rolled_back
+    # a higher tier listing it does not run it again once it took effect for the incident
+    once_per_incident: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +235,7 @@ class Config:
     guardrails: Guardrails = field(default_factory=Guardrails)
     windows: tuple[Window, ...] = ()
     slack: SlackConfig = field(default_factory=SlackConfig)
+    paging: Paging = field(default_factory=Paging)
     _rules_by_name: dict[str, Rule] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -310,9 +316,22 @@ class _Loader:
             windows=tuple(self._windows(root.get("maintenance_windows"))),
             slack=self._check(partial(self._slack, root.get("slack"), actions)) or SlackConfig(),
         )
+        paging = self._check(partial(self._paging, root, config))
         if self.problems:
             raise ConfigError(self.problems)
-        return config
+        return replace(config, paging=paging or Paging())
+
+    def _paging(self, root: Node, config: Config) -> Paging:
+        """The `paging` section, and every rule's `escalation` naming one of its policies."""
+        paging = parse_paging(root.get("paging"), self.base_dir, config.slack.page_group)
+        for rule in config.rules:
+            if rule.escalation and rule.escalation not in paging.policies:
+                known = ", ".join(sorted(paging.policies)) or "none defined"
+                self.problems.append(
+                    f"{rule.source}.escalation: unknown escalation policy "
+                    f"{rule.escalation!r} (known: {known})"
+                )
+        return paging
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -545,6 +564,7 @@ class _Loader:
             during_maintenance=node.opt(
                 "during_maintenance", lambda n: n.choice(("hold", "drop")), "hold"
             ),
+            escalation=node.opt("escalation", Node.string, ""),
         )
 
     def _tier(self, index: int, node: Node, actions: dict[str, Action]) -> Tier:
@@ -559,6 +579,7 @@ class _Loader:
             repeats=node.opt("repeats", _repeats, None),
             approval=node.opt("approval", lambda n: n.choice(("required", "none")), "none")
             == "required",
+            page=node.opt("page", Node.boolean, False),
         )
 
     def _resolved_step(self, node: Node, actions: dict[str, Action]) -> ResolvedStep:
@@ -662,6 +683,7 @@ def _action_policy(node: Node, env: ParseEnv) -> ActionPolicy:
             lambda n: n.choice(("paused", "resumed", "rolled_back", "action_taken")),
             "",
         ),
+        once_per_incident=node.opt("once_per_incident", Node.boolean, False),
     )
 
 

@@ -29,10 +29,12 @@ from remediator.engine import Engine
 from remediator.errors import PayloadError, StoreError
 from remediator.executor import Executor
 from remediator.metrics import Metrics
+from remediator.paging.desk import PagerDesk
 from remediator.scheduler import Timers
 from remediator.schema import Secret
 from remediator.slack.app import SlackApp
 from remediator.slack.outbox import Outbox, Sender
+from remediator.store.records import AuditEntry
 from remediator.store.sqlite import SqliteStore
 from remediator.types import Notifier, Store
 
@@ -208,6 +210,17 @@ def create_app(routes: Routes, api: Api) -> web.Application:
     return app
 
 
+@dataclass(frozen=True)
+class Notifiers:
+    """Several notifiers told the same audit lines: the Slack outbox and the pager desk."""
+
+    each: tuple[Notifier, ...]
+
+    async def publish(self, entries: list[AuditEntry]) -> None:
+        for notifier in self.each:
+            await notifier.publish(entries)
+
+
 @dataclass
 class Daemon:
     """Everything the `serve` command runs, built from config; tests build their own."""
@@ -226,7 +239,8 @@ class Daemon:
         )
         self.store: Store = SqliteStore(self.config.store_path)
         self.outbox = Outbox(self.config, self.store, self.metrics, self.slack_sender)
-        self.notifier: Notifier = self.outbox
+        self.pager_desk = PagerDesk(self.config, self.store, self.metrics, self.clock)
+        self.notifier: Notifier = Notifiers((self.outbox, self.pager_desk))
         self.executor = Executor(self.store, self.config, self.notifier, self.metrics, self.clock)
         self.engine = Engine(
             self.config, self.store, self.executor, self.notifier, self.metrics, self.clock
@@ -234,8 +248,10 @@ class Daemon:
         self.control = Control(
             self.config, self.store, self.executor, self.notifier, self.metrics, self.clock
         )
-        self.timers = Timers(self.engine, self.executor, self.control, self.store, self.clock)
-        self.executor.wake = self.engine.wake = self.timers.poke
+        self.timers = Timers(
+            self.engine, self.executor, self.control, self.store, self.clock, self.pager_desk
+        )
+        self.executor.wake = self.engine.wake = self.pager_desk.wake_timers = self.timers.poke
         self.executor.verify_failed = self.engine.verification_failed
         self.engine.storm.metrics_gauge = self.metrics.storm_active.set
         self.routes = Routes(self.config, self.store, self.engine, self.metrics, self.clock)
@@ -258,6 +274,7 @@ class Daemon:
         await self.engine.start()
         self.timers.start()
         await self.outbox.start()
+        await self.pager_desk.start()
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
         site = web.TCPSite(
@@ -290,6 +307,7 @@ class Daemon:
         if self.slack_app is not None:
             await self.slack_app.close()
         await self.outbox.stop()
+        await self.pager_desk.stop()
         await self.store.close()
 
     async def serve(self, host: str | None = None, port: int | None = None) -> None:

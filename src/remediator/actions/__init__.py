@@ -30,6 +30,7 @@ COMMON_KEYS = frozenset(
         "precondition",
         "verify",
         "announce",
+        "once_per_incident",
     }
 )
 BACKOFF_KEYS = frozenset({"initial", "max", "multiplier"})

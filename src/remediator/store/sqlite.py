@@ -27,10 +27,12 @@ from remediator.errors import StoreError
 from remediator.guardrails import Verdict
 from remediator.incidents import Incident
 from remediator.store import migrations, statements
+from remediator.store.pages import SqlitePages
 from remediator.store.records import (
     AWAITING_APPROVAL,
     CLAIMED,
     FAILED,
+    HELD,
     INTERRUPTED,
     OUTLIVE_RESOLUTION,
     REFUSED,
@@ -170,7 +172,7 @@ def _settle_all(outcomes: list[tuple[_Job, Any, BaseException | None]]) -> None:
             job.future.set_result(result)
 
 
-class SqliteStore:
+class SqliteStore(SqlitePages):
     """The Store protocol on one SQLite file."""
 
     def __init__(self, path: Path) -> None:
@@ -302,6 +304,18 @@ class SqliteStore:
             return ran
 
         return await self._read(op)
+
+    async def done_actions(self, incident_id: int) -> set[str]:
+        """Actions claimed for this incident that did, or still may, take effect: not failed,
+        refused, skipped, not run for a precondition, dry-run, nor failed their verification.
+        What `once_per_incident` does not repeat."""
+        sql = (
+            "SELECT DISTINCT action FROM claims WHERE incident_id = ? AND status IN "
+            "(?, ?, ?, ?, ?, ?) AND (verify_status IS NULL OR verify_status != ?)"
+        )
+        params = (incident_id, CLAIMED, RUNNING, HELD, AWAITING_APPROVAL, SUCCEEDED, INTERRUPTED)
+        rows = await self._read(lambda conn: conn.execute(sql, (*params, VERIFY_FAILED)).fetchall())
+        return {str(r[0]) for r in rows}
 
     async def incident_status(self, incident_id: int) -> str | None:
         sql = "SELECT status FROM incidents WHERE id = ?"
