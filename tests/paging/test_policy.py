@@ -157,7 +157,7 @@ def test_what_pages(write_config: Callable[..., Path]) -> None:
     assert pages(entry("decision", "escalated", "act"), rule, policy)
     assert pages(entry("decision", "opened", "act"), rule, policy)
     assert not pages(entry("decision", "opened", "watch"), rule, policy)
-    assert not pages(entry("decision", "escalated", "act", storm=True), rule, policy)
+    assert pages(entry("decision", "escalated", "act", storm=True), rule, policy)
     for event in ("failed", "interrupted", "verification_failed", "circuit_opened"):
         assert pages(entry("action", event), rule, policy), event
     assert pages(entry("decision", "needs_human"), rule, policy)

@@ -154,8 +154,8 @@ class PagerDesk:
         audit: list[AuditEntry],
     ) -> None:
         incident_id = entry.incident_id
-        if incident_id is None or entry.event == PAGED:
-            return
+        if incident_id is None or not self._may_page(entry):
+            return  # no read for the lines that cannot page (claims, successes, storms)
         if incident_id not in states:
             states[incident_id] = await self.store.page_state(incident_id)
         state = states[incident_id]
@@ -176,6 +176,17 @@ class PagerDesk:
                     state = PageState(incident_id, policy.name, 1, entry.at)
                 states[incident_id] = await self._call(state, state.level, entry, events)
                 audit.append(self._paged(entry, policy, state.level))
+
+    def _may_page(self, entry: AuditEntry) -> bool:
+        """Whether the line may call, acknowledge or resolve a page, before any read."""
+        if entry.event == PAGED:
+            return False
+        if entry.event in (PAGE_ESCALATED, "acknowledged", "resolved"):
+            return True
+        return any(
+            policy is not None and pages(entry, self.config.rule(entry.rule), policy)
+            for policy in self.paging.policies.values()
+        )
 
     def _policy(self, state: PageState | None, rule: Any) -> Policy | None:
         if state is not None:  # an incident keeps the policy that first paged for it
@@ -233,6 +244,7 @@ class PagerDesk:
                 "pagers": list(called.pagers),
                 "cause": entry.event,
                 "audit_id": entry.id,
+                **({"storm": True} if entry.detail.get("storm") else {}),  # Slack: the summary
             },
         )
 

@@ -107,8 +107,9 @@ def implicit_policy(page_group: str) -> Policy | None:
 
 def pages(entry: AuditEntry, rule: Rule | None, policy: Policy) -> bool:
     """Whether this audit line calls the policy's people: reaching a tier that pages, or an
-    event the policy pages on. Storm lines are told by their summary and page nobody."""
-    if entry.incident_id is None or entry.detail.get("storm"):
+    event the policy pages on. In a storm too: Slack summarises, pagers still get each
+    incident's page (one per incident; grouping them is the pager's job)."""
+    if entry.incident_id is None:
         return False
     if entry.kind == "decision" and entry.event in ("opened", "escalated"):
         tier = next((t for t in rule.tiers if t.name == entry.tier), None) if rule else None

@@ -44,9 +44,13 @@ RETRYABLE_ERRORS = frozenset(
 
 
 class Retry(Exception):
-    def __init__(self, reason: str, after: float | None = None) -> None:
+    """Not delivered now. `unsure`: Slack may have taken it anyway (a lost answer, a 5xx), so a
+    post is looked for before it is sent again; a 429 is sure: Slack did not take it."""
+
+    def __init__(self, reason: str, after: float | None = None, unsure: bool = True) -> None:
         super().__init__(reason)
         self.after = after
+        self.unsure = unsure
 
 
 class Refused(Exception):
@@ -102,7 +106,9 @@ class SlackSender:
     ) -> tuple[str, str] | None:
         """conversations.replies of the thread, or conversations.history of the channel since
         `since`, with their metadata (needs the channels:history scope; a channel given by name
-        cannot be read: Slack takes IDs there). Any error: not found."""
+        cannot be read: Slack takes IDs there). Slack refusing to show it (missing_scope,
+        channel_not_found): not found. Slack unavailable or rate limiting: Retry, so that a
+        look-up that could not be made never turns into a second post."""
         args: dict[str, Any] = {"channel": channel, "include_all_metadata": True, "limit": 200}
         try:
             if thread_ts:
@@ -111,9 +117,14 @@ class SlackSender:
                 response = await self.client.conversations_history(
                     oldest=f"{since - FIND_SLACK:.6f}", **args
                 )
-        except (SlackApiError, aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
-            log.info("slack: cannot look for message %d in %s: %s", marker, channel, e)
+        except SlackApiError as e:
+            problem = _classify(e)
+            if isinstance(problem, Retry):
+                raise problem from None
+            log.info("slack: cannot look for message %d in %s: %s", marker, channel, problem)
             return None
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
+            raise Retry(f"looking for message {marker}: {type(e).__name__}: {e}") from None
         for message in response.get("messages") or []:
             meta = message.get("metadata") or {}
             payload = meta.get("event_payload") or {}
@@ -142,9 +153,9 @@ def _classify(e: SlackApiError) -> Exception:
         error = str(e.response.get("error", ""))
     if status == 429:
         after = decimal(str(e.response.headers.get("Retry-After", "1")))
-        return Retry("rate limited (429)", 1.0 if after is None else float(after))
+        return Retry("rate limited (429)", 1.0 if after is None else float(after), unsure=False)
     if status >= 500 or error in RETRYABLE_ERRORS:
-        return Retry(f"HTTP {status}: {error or 'server error'}")
+        return Retry(f"HTTP {status}: {error or 'server error'}", unsure=error != "ratelimited")
     return Refused(error or f"HTTP {status}")
 
 
@@ -190,6 +201,7 @@ class Outbox:
         self._cursor = 0
         self._paused_until = 0.0
         self._channel_ids: dict[str, str] = {}  # a channel's name -> the ID Slack answered
+        self._unsure: set[int] = set()  # rows whose last attempt may have been posted
         self._slots = asyncio.Semaphore(CONCURRENCY)
         self._rendering = asyncio.Lock()
         self._delivering = asyncio.Lock()
@@ -305,6 +317,8 @@ class Outbox:
             try:
                 sent = await self._send(row)
             except Retry as e:
+                if e.unsure and row.method != "update":
+                    self._unsure.add(row.id)
                 await self._retry(row, e)
                 return 0
             except Refused as e:
@@ -329,13 +343,14 @@ class Outbox:
             if parent is not None:
                 channel, thread_ts = parent
         found = None
-        if row.attempts:  # an earlier attempt may have been posted, its answer lost
+        if row.id in self._unsure:  # an earlier attempt may have been posted, its answer lost
             where = self._channel_ids.get(channel, channel)  # Slack reads history by ID only
             found = await self.sender.find(where, thread_ts, row.id, row.created_at)
         if found is not None:
             log.info("slack: message %d was posted by an earlier attempt: not again", row.id)
         channel_id, ts = found or await self.sender.post(channel, row.payload, thread_ts, row.id)
         self._channel_ids[channel] = channel_id
+        self._unsure.discard(row.id)
         ref = row.ref if row.method == "post" or row.ref else None
         return (ref, channel_id, ts) if ref else None
 
