@@ -226,6 +226,11 @@ class DaemonProcess:
                     pass
                 await asyncio.sleep(0.05)
 
+    def send(self, sig: int) -> None:
+        """Send a signal and return at once (SIGHUP: reload)."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
     def kill(self, sig: int = signal.SIGKILL) -> int:
         assert self.proc is not None
         self.proc.send_signal(sig)

@@ -36,7 +36,10 @@ class Api:
         routes = [
             ("GET", "/api/v1/incidents", self.incidents),
             ("POST", "/api/v1/incidents/{id}/ack", self.ack),
+            ("GET", "/api/v1/incidents/{id}", self.incident),
+            ("POST", "/api/v1/incidents/{id}/close", self.close_incident),
             ("GET", "/api/v1/actions", self.actions),
+            ("GET", "/api/v1/history", self.history),
             ("GET", "/api/v1/killswitch", self.killswitch),
             ("PUT", "/api/v1/killswitch", self.set_killswitch),
             ("GET", "/api/v1/mutes", self.mutes),
@@ -63,9 +66,35 @@ class Api:
             item["tier_name"] = rule.tier_name(item["tier"]) if rule else None
         return page_response(request, page.items, page.next_before)
 
+    async def incident(self, request: web.Request) -> web.Response:
+        record = await self.store.incident_record(path_id(request))
+        if record is None:
+            return error(404, f"no incident {path_id(request)}")
+        rule = self.engine.index.get(record["rule"])
+        record["tier_name"] = rule.tier_name(record["tier"]) if rule else None
+        return web.json_response(record)
+
+    async def close_incident(self, request: web.Request) -> web.Response:
+        body = await json_body(request)
+        reason = text(body, "reason").strip()
+        if not reason:
+            return error(400, "reason: say why the incident is closed by hand")
+        incident_id = path_id(request)
+        closed = await self.engine.close(incident_id, reason, actor(body))
+        if closed is None:
+            if await self.store.incident(incident_id) is None:
+                return error(404, f"no incident {incident_id}")
+            return error(409, f"incident {incident_id} is not open")
+        return web.json_response({"id": closed.id, "status": closed.status})
+
     async def actions(self, request: web.Request) -> web.Response:
         limit, before = page_params(request)
         page = await self.store.list_actions(limit, before)
+        return page_response(request, page.items, page.next_before)
+
+    async def history(self, request: web.Request) -> web.Response:
+        limit, before = page_params(request)
+        page = await self.store.history(limit, before)
         return page_response(request, page.items, page.next_before)
 
     # -- kill switch ---------------------------------------------------------------------------

@@ -111,6 +111,7 @@ READ_VERBS = ("help", "status", "history")
 RULE_KEYS = frozenset(
     {
         "name",
+        "previous_names",
         "description",
         "match",
         "incident_key",
@@ -522,6 +523,7 @@ class _Loader:
                     continue
                 seen[rule.name] = item.where()
                 rules.append(rule)
+        self.problems.extend(renaming_problems(rules))
         return rules
 
     # -- one rule ------------------------------------------------------------------------------
@@ -543,6 +545,7 @@ class _Loader:
             raise node.fail("tiers with 'when' need a 'value' (annotation or label to read)")
         return Rule(
             name=node.require("name").string(),
+            previous_names=tuple(node.strings("previous_names")),
             matchers=_matchers(node.require("match")),
             incident_key=tuple(
                 node.strings("incident_key") if node.has("incident_key") else ["alertname"]
@@ -604,6 +607,26 @@ class _StrictLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep)
+
+
+def renaming_problems(rules: list[Rule]) -> list[str]:
+    """A previous name must be free: no current rule has it, and only one rule claims it."""
+    names = {r.name for r in rules}
+    claimed: dict[str, str] = {}
+    problems = []
+    for rule in rules:
+        for old in rule.previous_names:
+            if old in names:
+                problems.append(
+                    f"{rule.source}.previous_names: {old!r} is the name of a current rule"
+                )
+            elif old in claimed:
+                problems.append(
+                    f"{rule.source}.previous_names: {old!r} is also a previous name of "
+                    f"rule {claimed[old]!r}"
+                )
+            claimed.setdefault(old, rule.name)
+    return problems
 
 
 def _access(node: Node | None) -> dict[str, Access]:

@@ -16,8 +16,10 @@ import json
 import logging
 import uuid
 from collections import Counter, OrderedDict, defaultdict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 from remediator.alerts import Alert, Notification, parse_notification
 from remediator.clock import Clock
@@ -132,8 +134,6 @@ class Engine:
         metrics: Metrics,
         clock: Clock,
     ) -> None:
-        self.config = config
-        self.index = RuleIndex(config.rules)
         self.store = store
         self.executor = executor
         self.notifier = notifier
@@ -141,10 +141,10 @@ class Engine:
         self.clock = clock
         self.open: dict[OpenKey, Incident] = {}
         self._open_per_rule: Counter[str] = Counter()  # for the incidents_open gauge
-        # the open incidents whose rule climbs by time: the only ones a tick can move
-        self._by_time = {r.name for r in config.rules if any(t.escalate_after for t in r.tiers)}
         self._climbing: dict[OpenKey, None] = {}  # a set in the order they opened
         self.storm = Storm(config)
+        self._configure(config)
+        self._between = asyncio.Lock()  # held while a batch is processed
         self._recently_resolved: OrderedDict[InstanceKey, None] = OrderedDict()
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self.backlog_alerts = 0  # alerts of the queued notifications
@@ -155,9 +155,17 @@ class Engine:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
+    def _configure(self, config: Config) -> None:
+        self.config = config
+        self.index = RuleIndex(config.rules)
+        # the open incidents whose rule climbs by time: the only ones a tick can move
+        self._by_time = {r.name for r in config.rules if any(t.escalate_after for t in r.tiers)}
+        self.storm.settings = config.guardrails.storm
+
     async def start(self) -> None:
-        """Load open incidents, replay what was acknowledged but not processed, start working."""
-        await self._load()
+        """Adopt renamed rules' records, load open incidents, close those of rules no longer
+        configured, replay what was acknowledged but not processed, start working."""
+        await self._adopt()
         for journal_id, body in await self.store.unprocessed_journal():
             try:
                 self.submit(journal_id, parse_notification(json.loads(body)))
@@ -165,6 +173,64 @@ class Engine:
                 log.error("journal entry %d is unreadable, skipping it: %s", journal_id, e)
         self._worker = asyncio.create_task(self._work(), name="remediator-engine")
         self.started = True
+
+    @asynccontextmanager
+    async def between_batches(self) -> AsyncIterator[None]:
+        """Hold the engine between two batches: nothing is decided while the caller runs."""
+        async with self._between:
+            yield
+
+    async def reconfigure(self, config: Config) -> None:
+        """Take a new config (call it within between_batches): renamed rules keep their
+        incidents, removed rules' incidents are closed."""
+        self._configure(config)
+        await self._adopt()
+
+    async def _adopt(self) -> None:
+        for rule in self.config.rules:
+            for old in rule.previous_names:
+                entry = await self.store.rename_rule(
+                    old, rule.name, partial(_renamed, old, rule.name, self.clock.now())
+                )
+                if entry is not None:
+                    log.info("%s", entry.message)
+                    await self.notifier.publish([entry])
+        await self._load()
+        for ref, incident in list(self.open.items()):
+            if self.index.get(ref[0]) is None:
+                reason = f"rule {ref[0]!r} is no longer in the configuration"
+                await self._close_now(incident, reason, "remediator")
+
+    async def close(self, incident_id: int, reason: str, by: str) -> Incident | None:
+        """Close an open incident by hand, running nothing; None if no open incident has that
+        id. Its alert instances count as resolved, so a repeat of them reopens nothing."""
+        async with self._between:
+            incident = next((i for i in self.open.values() if i.id == incident_id), None)
+            if incident is None:
+                return None
+            return await self._close_now(incident, reason, by)
+
+    async def _close_now(self, incident: Incident, reason: str, by: str) -> Incident:
+        now = self.clock.now()
+        closed = replace(incident, status="resolved", resolved_at=now, updated_at=now)
+        changes = Changes(at=now)
+        changes.incidents.append(IncidentWrite(closed, {}))
+        for fingerprint, starts_at in incident.instances:
+            changes.instances.append(
+                InstanceWrite(
+                    incident.rule, fingerprint, starts_at, incident.id, "resolved", None, now
+                )
+            )
+            self._remember_resolved((incident.rule, fingerprint, starts_at))
+        changes.audit.append(_closed_entry(closed, reason, by, now))
+        applied = await self.store.apply(changes)
+        self._closed((incident.rule, incident.key))
+        self.metrics.incidents_open.labels(incident.rule).set(self._open_per_rule[incident.rule])
+        self.metrics.decisions.labels(incident.rule, "closed").inc()
+        self._count_cancelled(applied.audit)
+        await self.notifier.publish(applied.audit)
+        self.wake()
+        return closed
 
     async def stop(self) -> None:
         """Finish what is queued (it is durable anyway), then stop."""
@@ -239,7 +305,8 @@ class Engine:
         while True:
             batch, carry = await self._next_batch(carry)
             try:
-                await self._process_until_committed(batch)
+                async with self._between:
+                    await self._process_until_committed(batch)
             except Exception:
                 log.exception("the engine could not process a batch of %d events", len(batch))
             finally:
@@ -716,6 +783,32 @@ class Storm:
     @staticmethod
     def _summary(event: str, message: str, now: float) -> AuditEntry:
         return AuditEntry(kind="summary", event=event, message=message, at=now)
+
+
+def _renamed(old: str, new: str, now: float, moved: int) -> AuditEntry:
+    return AuditEntry(
+        kind="control",
+        event="renamed",
+        message=f"Rule {old!r} is now {new!r}: {moved} incident(s), their actions, cooldowns, "
+        "approvals and mutes follow it",
+        at=now,
+        rule=new,
+        actor="remediator",
+        detail={"from": old, "to": new, "incidents": moved},
+    )
+
+
+def _closed_entry(incident: Incident, reason: str, by: str, now: float) -> AuditEntry:
+    return AuditEntry(
+        kind="decision",
+        event="closed",
+        message=f"Incident {incident.id} closed by {by}: {reason}; nothing was run",
+        at=now,
+        incident_id=incident.id,
+        rule=incident.rule,
+        actor=by,
+        detail={"reason": reason},
+    )
 
 
 def _alerts(event: Event) -> int:

@@ -147,6 +147,12 @@ class Executor:
         self.wake: Callable[[], None] = lambda: None
         self.verify_failed: Callable[[Claim, str], None] = lambda claim, detail: None
 
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded config: claims started from now on use its actions and guardrails (a
+        running attempt keeps the action it started with)."""
+        self.config = config
+        self.actions = config.actions
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def recover(self) -> None:

@@ -24,7 +24,7 @@ NOTIFICATION_OUTCOMES = (
     "unavailable",
 )
 ACTION_OUTCOMES = FINISHED  # every way a claim can end
-DECISIONS = ("opened", "escalated", "resolved", "no_value", "needs_human")
+DECISIONS = ("opened", "escalated", "resolved", "no_value", "needs_human", "closed")
 ESCALATION_CAUSES = ("value", "time", "repeats", "verification")
 SLACK_REQUEST_OUTCOMES = ("ok", "unauthorized", "forbidden", "invalid")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -167,6 +167,16 @@ class Metrics:
         self.journal_backlog = Gauge(
             "remediator_journal_backlog",
             "Acknowledged notifications not yet processed.",
+            registry=registry,
+        )
+        self.config_reload_ok = Gauge(
+            "remediator_config_last_reload_successful",
+            "1 if the last configuration reload succeeded (or none was asked for), 0 if refused.",
+            registry=registry,
+        )
+        self.config_reload_time = Gauge(
+            "remediator_config_last_reload_success_timestamp_seconds",
+            "When the configuration in force was loaded (start or the last good reload).",
             registry=registry,
         )
         for outcome in NOTIFICATION_OUTCOMES:

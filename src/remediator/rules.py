@@ -156,6 +156,7 @@ class Rule:
     channel: str = ""  # Slack channel for this rule's incidents ("": the default)
     templates: Mapping[str, str] = field(default_factory=dict)  # template name -> source
     escalation: str = ""  # the escalation policy that pages for it ("": paging's default)
+    previous_names: tuple[str, ...] = ()  # names it had: its incidents and claims follow it
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         return matches_all(self.matchers, labels)

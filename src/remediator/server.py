@@ -16,20 +16,22 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from remediator.alerts import parse_notification
-from remediator.api import Api, error
+from remediator.api import Api, api_auth, error
 from remediator.clock import Clock, SystemClock
-from remediator.config import Config, WebhookAuth
+from remediator.config import Config, WebhookAuth, load_config
 from remediator.control import Control
 from remediator.engine import Engine
 from remediator.errors import PayloadError, StoreError
 from remediator.executor import Executor
 from remediator.metrics import Metrics
 from remediator.paging.desk import PagerDesk
+from remediator.reload import Outcome, Reloader
 from remediator.scheduler import Timers
 from remediator.schema import Secret
 from remediator.slack.app import SlackApp
@@ -72,6 +74,7 @@ class Routes:
     engine: Engine
     metrics: Metrics
     clock: Clock
+    reloader: Callable[[str], Awaitable[Outcome]] | None = None
 
     # -- webhook -------------------------------------------------------------------------------
 
@@ -147,6 +150,14 @@ class Routes:
         body = generate_latest(self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    async def reload(self, request: web.Request) -> web.Response:
+        """POST /-/reload: 200 with what changed, or 422 with every problem of the new config
+        (the running one stays)."""
+        if self.reloader is None:
+            return error(404, "reload is not available")
+        outcome = await self.reloader("the API")
+        return web.json_response(outcome.as_dict(), status=200 if outcome.ok else 422)
+
 
 _OUTCOMES = {
     200: "accepted",
@@ -206,6 +217,7 @@ def create_app(routes: Routes, api: Api) -> web.Application:
     app.router.add_get("/healthz", routes.healthz)
     app.router.add_get("/readyz", routes.readyz)
     app.router.add_get("/metrics", routes.metrics_endpoint)
+    app.router.add_post("/-/reload", api_auth(routes.config.api_token)(routes.reload))
     api.register(app, routes.config.api_token)
     return app
 
@@ -229,6 +241,7 @@ class Daemon:
     clock: Clock = field(default_factory=SystemClock)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     slack_sender: Sender | None = None  # None: Slack's Web API, or the log without a token
+    load: Callable[[Path], Config] = load_config  # how a reload reads the config again
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(self.registry)
@@ -254,7 +267,12 @@ class Daemon:
         self.executor.wake = self.engine.wake = self.pager_desk.wake_timers = self.timers.poke
         self.executor.verify_failed = self.engine.verification_failed
         self.engine.storm.metrics_gauge = self.metrics.storm_active.set
-        self.routes = Routes(self.config, self.store, self.engine, self.metrics, self.clock)
+        self.reloader = Reloader(
+            self.config, self.load, self._swap, self.store, self.notifier, self.metrics, self.clock
+        )
+        self.routes = Routes(
+            self.config, self.store, self.engine, self.metrics, self.clock, self.reload
+        )
         self.control.acked = self.engine.acked
         self.app = create_app(self.routes, Api(self.store, self.engine, self.control))
         self.slack_app: SlackApp | None = None
@@ -265,7 +283,36 @@ class Daemon:
             self.slack_app.register(self.app)
         self._runner: web.AppRunner | None = None
         self._stopped = False
+        self._signalled: set[asyncio.Task[Outcome]] = set()
         self.port = 0
+
+    async def reload(self, by: str) -> Outcome:
+        """Read the config again; swap it in if all of it is valid (see reload.py)."""
+        return await self.reloader.reload(by)
+
+    async def _swap(self, config: Config) -> None:
+        async with self.engine.between_batches():
+            self.config = config
+            self.metrics.declare(
+                [r.name for r in config.rules],
+                sorted({a.kind for a in config.actions.values()}),
+                sorted(config.all_targets()),
+            )
+            self.executor.reconfigure(config)
+            self.control.config = config
+            self.outbox.reconfigure(config)
+            self.pager_desk.reconfigure(config)
+            if self.slack_app is not None:
+                self.slack_app.reconfigure(config)
+            self.routes.config = config
+            await self.engine.reconfigure(config)
+        await self.control.load()
+        self.timers.poke()
+
+    def _reload_on_signal(self) -> None:
+        task = asyncio.create_task(self.reload("SIGHUP"), name="remediator-reload")
+        self._signalled.add(task)
+        task.add_done_callback(self._signalled.discard)
 
     async def start(self, host: str | None = None, port: int | None = None) -> None:
         await self.store.open()
@@ -316,6 +363,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
         await self.start(host, port)
         log.info(
             "remediator listening on %s:%d with %d rules",

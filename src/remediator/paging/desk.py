@@ -76,6 +76,12 @@ class PagerDesk:
         self._deriving = asyncio.Lock()
         self._delivering = asyncio.Lock()
 
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded config: its pagers, policies and rules. Pages already queued keep their
+        bodies; a pager no longer configured fails them (logged, counted)."""
+        self.config = config
+        self.paging = config.paging
+
     async def publish(self, entries: list[AuditEntry]) -> None:
         self._wake.set()
 

@@ -83,6 +83,11 @@ class SlackApp:
         self._groups: dict[str, tuple[float, frozenset[str]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded config: verbs, access and rules (the signing secret takes a restart)."""
+        self.config = config
+        self.slack = config.slack
+
     def register(self, app: web.Application) -> None:
         app.router.add_post("/slack/commands", self.commands)
         app.router.add_post("/slack/interactions", self.interactions)

@@ -77,6 +77,11 @@ class Composer:
                 self._reply(facts, "resolution", resolution=resolution),
                 self._parent(facts, "update"),
             ]
+        if event == "closed":
+            return [
+                self._reply(facts, "status_update", next_steps="closed; nothing more runs for it"),
+                self._parent(facts, "update"),
+            ]
         if event == "needs_human":
             return [
                 self._reply(facts, "needs_human", mention=self._forced(facts)),

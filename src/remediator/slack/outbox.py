@@ -206,6 +206,12 @@ class Outbox:
         self._rendering = asyncio.Lock()
         self._delivering = asyncio.Lock()
 
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded config: its channels, templates and rules (the sender is kept: its token
+        and base URL take a restart)."""
+        self.config = config
+        self.composer = Composer(config, Templates(config.slack.templates_dir))
+
     async def publish(self, entries: list[AuditEntry]) -> None:
         self._wake.set()
 

@@ -674,6 +674,22 @@ class SqliteStore(SqlitePages):
     async def target_failures(self, target: str) -> list[float]:
         return await self._read(lambda conn: _failures(conn, target))
 
+    # -- rule identity -------------------------------------------------------------------------
+
+    async def rename_rule(
+        self, old: str, new: str, audit: Callable[[int], AuditEntry]
+    ) -> AuditEntry | None:
+        """Move what was recorded under a rule's previous name to its new name: incidents,
+        alert instances, claims (the cooldown reads them), approvals and mutes. An open incident
+        whose key is already open under the new name stays behind. The audit line, made from
+        the number of incidents moved, is written only if anything moved."""
+
+        def op(conn: sqlite3.Connection) -> AuditEntry | None:
+            moved = _rename_rule(conn, old, new)
+            return _insert_audit(conn, audit(moved)) if moved else None
+
+        return await self._write(op)
+
     # -- Slack ---------------------------------------------------------------------------------
 
     async def audit_after(self, after: int, limit: int) -> list[AuditEntry]:
@@ -807,6 +823,11 @@ class SqliteStore(SqlitePages):
         )
         return _page([_claim_view(_claim(r)) for r in rows], limit)
 
+    async def incident_record(self, incident_id: int) -> dict[str, Any] | None:
+        """An incident with its claims (each with its attempts) and its audit trail, oldest
+        first: everything /api/v1/incidents/{id} shows."""
+        return await self._read(lambda conn: _incident_record(conn, incident_id))
+
     async def history(self, limit: int, before: int | None) -> Page:
         sql = (
             f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE (? IS NULL OR id < ?) "
@@ -839,6 +860,63 @@ _MUTE_COLUMNS = (
     "id, rule, target, matchers, reason, created_by, created_at, until, ended_at, ended_by"
 )
 _AUDIT_COLUMNS = "id, at, kind, event, incident_id, rule, tier, action, actor, message, detail"
+
+
+_ATTEMPT_COLUMNS = "attempt, started_at, finished_at, ok, status_code, exit_code, detail, output"
+
+
+def _incident_record(conn: sqlite3.Connection, incident_id: int) -> dict[str, Any] | None:
+    row = conn.execute(
+        f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE id = ?", (incident_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    record = _incident_view(row)
+    claims = conn.execute(
+        f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE incident_id = ? ORDER BY id", (incident_id,)
+    ).fetchall()
+    record["claims"] = [_claim_view(_claim(c)) for c in claims]
+    for claim in record["claims"]:
+        attempts = conn.execute(
+            f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE claim_id = ? ORDER BY id",
+            (claim["id"],),
+        )
+        names = _ATTEMPT_COLUMNS.split(", ")
+        claim["attempts"] = [_attempt_view(dict(zip(names, a, strict=True))) for a in attempts]
+    audit = conn.execute(
+        f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE incident_id = ? ORDER BY id", (incident_id,)
+    ).fetchall()
+    record["audit"] = [_audit_view(a) for a in audit]
+    return record
+
+
+def _attempt_view(a: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **a,
+        "ok": bool(a["ok"]),
+        "started_at": iso(a["started_at"]),
+        "finished_at": iso(a["finished_at"]),
+    }
+
+
+def _rename_rule(conn: sqlite3.Connection, old: str, new: str) -> int:
+    """The number of incidents moved from `old` to `new`, with their dependants."""
+    moved = conn.execute(
+        "UPDATE incidents SET rule = ? WHERE rule = ? AND NOT (status = 'open' AND EXISTS ("
+        "SELECT 1 FROM incidents n WHERE n.rule = ? AND n.status = 'open' "
+        "AND n.incident_key = incidents.incident_key))",
+        (new, old, new),
+    ).rowcount
+    conn.execute(
+        "UPDATE alert_instances SET rule = ? WHERE rule = ? AND NOT EXISTS ("
+        "SELECT 1 FROM alert_instances n WHERE n.rule = ? "
+        "AND n.fingerprint = alert_instances.fingerprint "
+        "AND n.starts_at = alert_instances.starts_at)",
+        (new, old, new),
+    )
+    for table in ("claims", "approvals", "mutes"):
+        conn.execute(f"UPDATE {table} SET rule = ? WHERE rule = ?", (new, old))
+    return int(moved)
 
 
 def _start_claim(
