@@ -1,12 +1,13 @@
 """Slack's Web API on 127.0.0.1, answering as Slack does, and request signing as Slack signs.
 
-Methods: chat.postMessage (with `metadata`), chat.update, conversations.history and
+Methods: auth.test, chat.postMessage (with `metadata`), chat.update, conversations.history and
 conversations.replies (by channel ID only, as Slack; metadata shown with `include_all_metadata`),
 usergroups.users.list, plus `response_url` endpoints (/response/<name>). Errors are HTTP 200 with
-{"ok": false, "error": ...}, as Slack answers them; `rate_limit` makes it answer 429 with
-Retry-After beyond N calls per second; `failures` makes the next calls answer 500;
-`lose_answers` makes chat.postMessage post, then drop the connection instead of answering, N
-times; `stop()`/`start(port)` take it off the network entirely.
+{"ok": false, "error": ...}, as Slack answers them: a channel in `outside` answers not_in_channel
+(the bot is not a member), a method whose scope is not in `scopes` missing_scope with `needed`.
+`rate_limit` makes it answer 429 with Retry-After beyond N calls per second; `failures` makes the
+next calls answer 500; `lose_answers` makes chat.postMessage post, then drop the connection
+instead of answering, N times; `stop()`/`start(port)` take it off the network entirely.
 """
 
 from __future__ import annotations
@@ -24,6 +25,16 @@ from aiohttp import web
 from tests.standins import StandIn
 
 TOKEN = "xoxb-test-token"
+BOT = {"user": "remediator", "user_id": "U0BOT", "bot_id": "B0BOT", "team": "Example",
+       "team_id": "T0TEAM", "url": "https://example.slack.com/"}  # fmt: skip
+# the scope each method needs (auth.test needs none)
+SCOPES = {
+    "chat.postMessage": "chat:write",
+    "chat.update": "chat:write",
+    "conversations.history": "channels:history",
+    "conversations.replies": "channels:history",
+    "usergroups.users.list": "usergroups:read",
+}
 SECRET = "test-signing-secret"
 
 
@@ -49,6 +60,8 @@ class SlackAPI:
     ) -> None:
         self.channels = channels or {"#alerts": "C0ALERTS", "#cdc": "C0CDC"}
         self.usergroups = usergroups or {}
+        self.outside: set[str] = set()  # channel IDs the bot is not a member of
+        self.scopes = {"chat:write", "channels:history", "usergroups:read", "commands"}
         self.messages: list[Message] = []  # posts, in the order Slack accepted them
         self.responses: dict[str, list[dict[str, Any]]] = {}  # response_url name -> bodies
         self.calls: list[tuple[str, int]] = []  # (method, HTTP status) of every call
@@ -106,8 +119,15 @@ class SlackAPI:
         self.calls.append((method, 200))
         if request.headers.get("Authorization") != f"Bearer {TOKEN}":
             return _error("invalid_auth" if "Authorization" in request.headers else "not_authed")
+        needed = SCOPES.get(method)
+        if needed is not None and needed not in self.scopes:
+            return web.json_response(
+                {"ok": False, "error": "missing_scope", "needed": needed,
+                 "provided": ",".join(sorted(self.scopes))}
+            )  # fmt: skip
         args = await _arguments(request)
         handler = {
+            "auth.test": self.auth_test,
             "chat.postMessage": self.post,
             "chat.update": self.update,
             "conversations.history": self.history,
@@ -157,10 +177,15 @@ class SlackAPI:
             messages.append(shown)
         return web.json_response({"ok": True, "messages": messages, "has_more": False})
 
+    def auth_test(self, args: dict[str, Any]) -> web.Response:
+        return web.json_response({"ok": True, **BOT, "is_enterprise_install": False})
+
     def post(self, args: dict[str, Any]) -> web.Response:
         channel = self._channel(args.get("channel", ""))
         if channel is None:
             return _error("channel_not_found")
+        if channel in self.outside:
+            return _error("not_in_channel")
         if not args.get("text") and not args.get("blocks") and not args.get("attachments"):
             return _error("no_text")
         try:

@@ -95,6 +95,26 @@ def test_check_accepts_the_shipped_rules(remediator: Run, tour_config: Path) -> 
     assert {"cdc-connector-down", "ingestion-error-rate"} <= {r.name for r in config.rules}
 
 
+def test_check_warns_of_a_skipped_rule_and_strict_refuses_it(
+    remediator: Run, write_config: Callable[..., Path]
+) -> None:
+    """The shipped packs without the ingestion workers' cluster: its two restart rules are
+    skipped with one warning; `--strict` makes that the one problem."""
+    write_config(base_config(TOUR_TARGETS, SHIPPED_RULES))
+
+    loose = remediator("check", "--config", "remediator.yaml")
+    strict = remediator("check", "--strict", "--config", "remediator.yaml")
+
+    assert loose.returncode == 0, loose.stderr
+    (warning,) = loose.stderr.splitlines()
+    assert "WARNING remediator.config: " in warning
+    assert "unknown target 'ingestion-cluster'" in warning
+    assert "'ingestion-uploads-stuck-processing', 'ingestion-uploads-stuck-promoting'" in warning
+    assert strict.returncode == 1
+    assert strict.stderr.splitlines()[-1] == "1 problem(s) in the configuration"
+    assert strict.stderr.splitlines()[0].endswith("[--strict]")
+
+
 BROKEN_RULES = """\
 actions:
   restart_connector:

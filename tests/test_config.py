@@ -311,12 +311,124 @@ def test_unknown_action_kind_lists_the_known_kinds(write: Write) -> None:
     ]
 
 
-def test_unknown_target(write: Write) -> None:
+UNKNOWN_TARGET = (
+    "rules/cdc.yaml: actions.restart_connector.target: unknown target 'kafka-conect' "
+    "(known: kafka-connect): skipped rule(s) 'r', 'r3', whose actions need it (define the "
+    "target, or leave the rules out with rule_files: [{path: ..., disable: [...]}])"
+)
+
+
+def two_rules_on_a_missing_target(write: Write) -> Path:
+    text = ACTIONS.replace("target: kafka-connect", "target: kafka-conect", 1)
+    return write(
+        RULE_FILES,
+        cdc=text
+        + rules()
+        + rule("[{actions: [pause_connector]}]", name="r2")
+        + rule("[{name: a}, {name: b, actions: [restart_connector]}]", name="r3"),
+    )
+
+
+def test_a_rule_whose_target_is_not_configured_is_skipped_with_one_warning(
+    write: Write,
+) -> None:
+    config = load_config(two_rules_on_a_missing_target(write))
+    assert [r.name for r in config.rules] == ["r2"]
+    assert "restart_connector" not in config.actions
+    assert config.warnings == (UNKNOWN_TARGET,)
+
+
+def test_with_strict_a_skipped_rule_is_one_problem(write: Write) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(two_rules_on_a_missing_target(write), strict=True)
+    assert caught.value.problems == [f"{UNKNOWN_TARGET} [--strict]"]
+
+
+def test_an_unknown_target_in_an_action_no_rule_names_is_a_problem(write: Write) -> None:
     text = ACTIONS.replace("target: kafka-connect", "target: kafka-conect", 1)
     assert load_rule_file(write, text) == [
         "rules/cdc.yaml: actions.restart_connector.target: unknown target 'kafka-conect' "
         "(known: kafka-connect)"
     ]
+
+
+def test_a_target_without_a_url_is_still_a_problem(write: Write) -> None:
+    text = ACTIONS.replace("target: kafka-connect", "target: cluster", 1) + rules()
+    cluster = f"  cluster: {{kubernetes: {{kubeconfig: {KUBECONFIG}}}}}\n"
+    main = base_config(CONNECT) + cluster + RULE_FILES
+    assert problems(write(main=main, cdc=text)) == [
+        "rules/cdc.yaml: actions.restart_connector.target: target 'cluster' has no url",
+        "rules/cdc.yaml: rules[0].tiers[0].actions[0]: unknown action 'restart_connector' "
+        "(known: pause_connector)",
+    ]
+
+
+# --- packs you can take apart -------------------------------------------------------------
+
+INGESTION = SHIPPED_RULES / "ingestion.yaml"
+INGESTION_RULES = [
+    "ingestion-error-rate",
+    "ingestion-circuit-open",
+    "ingestion-staging-backlog",
+    "ingestion-uploads-stuck-processing",
+    "ingestion-uploads-stuck-promoting",
+]
+INGESTION_TARGETS = {
+    "ingestion-config": "http://config.test:8081",
+    "feature-flags": "http://flags.test:8082",
+}
+
+
+def test_ingestion_error_rate_alone_loads_without_a_kubernetes_target(write: Write) -> None:
+    entry = f"rule_files:\n  - {{path: {INGESTION}, enable: [ingestion-error-rate]}}\n"
+    config = load_config(write(entry, INGESTION_TARGETS), strict=True)
+    assert [r.name for r in config.rules] == ["ingestion-error-rate"]
+    assert config.warnings == ()
+    assert "ingestion-cluster" not in config.all_targets()
+
+
+def test_the_whole_ingestion_pack_without_its_cluster_is_one_warning(write: Write) -> None:
+    config = load_config(write(f"rule_files: [{INGESTION}]\n", INGESTION_TARGETS))
+    assert [r.name for r in config.rules] == INGESTION_RULES[:3]
+    (warning,) = config.warnings
+    assert "unknown target 'ingestion-cluster'" in warning
+    assert "'ingestion-uploads-stuck-processing', 'ingestion-uploads-stuck-promoting'" in warning
+
+
+def test_disable_leaves_rules_out(write: Write) -> None:
+    entry = (
+        f"rule_files:\n  - path: {INGESTION}\n"
+        "    disable: [ingestion-uploads-stuck-processing, ingestion-uploads-stuck-promoting]\n"
+    )
+    config = load_config(write(entry, INGESTION_TARGETS), strict=True)
+    assert [r.name for r in config.rules] == INGESTION_RULES[:3]
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (
+            "{path: rules/cdc.yaml, enable: [r, rr]}",
+            "rule_files[0].enable[1]: rules/cdc.yaml has no rule 'rr' (its rules: 'r')",
+        ),
+        (
+            "{path: rules/cdc.yaml, disable: [x]}",
+            "rule_files[0].disable[0]: rules/cdc.yaml has no rule 'x' (its rules: 'r')",
+        ),
+        (
+            "{path: rules/cdc.yaml, enable: [r], disable: [r]}",
+            "rule_files[0]: give enable (only these rules) or disable (all but these), not both",
+        ),
+        (
+            "{path: rules/cdc.yaml, only: [r]}",
+            "rule_files[0].only: unknown key 'only' (known: disable, enable, path)",
+        ),
+        ("{enable: [r]}", "rule_files[0]: missing required key 'path'"),
+    ],
+)
+def test_bad_rule_file_entries(write: Write, entry: str, message: str) -> None:
+    path = write(f"rule_files: [{entry}]\n", cdc=ACTIONS + rules())
+    assert problems(path) == [f"remediator.yaml: {message}"]
 
 
 def test_duplicate_actions_name_both_places(write: Write) -> None:
@@ -732,17 +844,13 @@ def test_every_problem_is_reported_at_once(write: Write, monkeypatch: pytest.Mon
         "colour: blue\nserver: {shutdown_grace: soon}\nrule_files: [rules/*.yaml, missing/*.yaml]\n"
     )
     cdc = (
-        ACTIONS.replace("target: kafka-connect", "target: kafka-conect", 1)
+        ACTIONS
         + rules("[{actions: [restart_connector]}]")
         + rule("[{when: '> 10%'}, {when: '> 5%'}]", "value: {label: lag}", name="lag")
     )
     assert problems(write(main=main, cdc=cdc)) == [
         f"remediator.yaml: colour: unknown key 'colour' (known: {TOP_KEYS})",
         "remediator.yaml: rule_files[1]: 'missing/*.yaml' matches no file",
-        "rules/cdc.yaml: actions.restart_connector.target: unknown target 'kafka-conect' "
-        "(known: kafka-connect)",
-        "rules/cdc.yaml: rules[0].tiers[0].actions[0]: unknown action 'restart_connector' "
-        "(known: pause_connector)",
         "rules/cdc.yaml: rules[1].tiers: tier thresholds must increase up the ladder "
         "(> 0.1 then > 0.05)",
         "remediator.yaml: server.shutdown_grace: invalid duration 'soon' (e.g. 30s, 5m, 1h30m)",

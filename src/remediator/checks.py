@@ -22,7 +22,7 @@ from remediator.actions.kafka_connect import STATES, ConnectorStatus, connector_
 from remediator.errors import RenderError
 from remediator.jsonpath import FIELD, extract
 from remediator.rules import Condition
-from remediator.schema import Node
+from remediator.schema import MissingTarget, Node
 from remediator.targets import Target
 
 HTTP_KEYS = frozenset({"target", "path", "field", "in", "not_in"})
@@ -237,7 +237,10 @@ def _url_target(node: Node, targets: Mapping[str, Target]) -> Target:
     name = node.string()
     if name not in targets or not targets[name].url:
         known = ", ".join(sorted(t for t in targets if targets[t].url)) or "none defined"
-        raise node.fail(f"unknown target {name!r} (known: {known})")
+        problem = f"unknown target {name!r} (known: {known})"
+        if name in targets:
+            raise node.fail(problem)
+        raise MissingTarget(node.where(), name, problem)
     return targets[name]
 
 
@@ -300,8 +303,10 @@ def _values(node: Node) -> list[str]:
 def _promql_check(node: Node, targets: Mapping[str, Target]) -> PromQLCheck:
     node.mapping(PROMQL_KEYS)
     if PROMETHEUS not in targets:
-        raise node.fail(
-            "promql checks need a target named 'prometheus' (targets: {prometheus: {url: ...}})"
+        raise MissingTarget(
+            node.where(),
+            PROMETHEUS,
+            "promql checks need a target named 'prometheus' (targets: {prometheus: {url: ...}})",
         )
     condition = parse_condition(node.require("condition"))
     on_empty = node.opt("on_empty", lambda n: n.choice(("fail", "pass")), "fail")

@@ -35,12 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the executor logs each outcome itself
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, strict=args.strict)
     except ConfigError as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)
         print(f"{len(e.problems)} problem(s) in the configuration", file=sys.stderr)
         return 1
+    for warning in config.warnings:
+        logging.getLogger("remediator.config").warning("%s", warning)
     try:
         return int(args.command(config, args))
     except StoreError as e:
@@ -57,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    common.add_argument(
+        "--strict",
+        action="store_true",
+        help="a rule skipped because its target is not configured is an error, not a warning",
     )
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 

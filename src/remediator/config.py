@@ -37,7 +37,7 @@ from remediator.rules import (
     ValueSource,
     check_ladder,
 )
-from remediator.schema import Invalid, Node, Secret, decimal, resolve_path
+from remediator.schema import Invalid, MissingTarget, Node, Secret, decimal, resolve_path
 from remediator.store.records import RESOLVED_STEP
 from remediator.targets import Target, parse_breaker, parse_target
 from remediator.types import Action
@@ -62,6 +62,7 @@ TOP_KEYS = frozenset(
     }
 )
 RULE_FILE_KEYS = frozenset({"actions", "rules"})
+RULE_FILE_ENTRY_KEYS = frozenset({"path", "enable", "disable"})
 SERVER_KEYS = frozenset({"listen", "max_body_bytes", "shutdown_grace"})
 AUTH_KEYS = frozenset({"bearer_token_env", "bearer_token_file", "basic_auth"})
 API_AUTH_KEYS = frozenset({"bearer_token_env", "bearer_token_file"})
@@ -237,6 +238,8 @@ class Config:
     windows: tuple[Window, ...] = ()
     slack: SlackConfig = field(default_factory=SlackConfig)
     paging: Paging = field(default_factory=Paging)
+    # what was skipped and why (a pack's rule whose target is not configured); errors with strict
+    warnings: tuple[str, ...] = ()
     _rules_by_name: dict[str, Rule] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -265,9 +268,13 @@ class Config:
 NO_POLICY = ActionPolicy()
 
 
-def load_config(path: str | Path, registry: ActionRegistry | None = None) -> Config:
-    """Read and validate everything. Raises ConfigError with every problem found."""
-    return _Loader(Path(path), registry or default_registry()).load()
+def load_config(
+    path: str | Path, registry: ActionRegistry | None = None, *, strict: bool = False
+) -> Config:
+    """Read and validate everything. Raises ConfigError with every problem found. A rule whose
+    actions need a target the config does not define is skipped with one warning per target
+    (Config.warnings), or is a problem with `strict`."""
+    return _Loader(Path(path), registry or default_registry(), strict).load()
 
 
 def read_yaml(path: str | Path) -> Node:
@@ -284,7 +291,14 @@ def read_yaml(path: str | Path) -> Node:
 class _Loader:
     path: Path
     registry: ActionRegistry
+    strict: bool = False
     problems: list[str] = field(default_factory=list)
+    # action -> why it cannot be built (a target the config does not define)
+    unavailable: dict[str, MissingTarget] = field(default_factory=dict)
+    # missing target -> the first reference to it, and the rules skipped for it
+    skipped: dict[str, tuple[MissingTarget, list[str]]] = field(default_factory=dict)
+    # rule file -> which of its rules to load (rule_files: [{path, enable | disable}])
+    selections: dict[Path, RuleSelection] = field(default_factory=dict)
 
     @property
     def base_dir(self) -> Path:
@@ -316,6 +330,7 @@ class _Loader:
             guardrails=self._check(partial(_guardrails, root.get("guardrails"))) or Guardrails(),
             windows=tuple(self._windows(root.get("maintenance_windows"))),
             slack=self._check(partial(self._slack, root.get("slack"), actions)) or SlackConfig(),
+            warnings=tuple(self._skip_warnings()),
         )
         paging = self._check(partial(self._paging, root, config))
         if self.problems:
@@ -462,9 +477,10 @@ class _Loader:
         found: list[tuple[Node, Path]] = []
         seen = {self.path.resolve()}
         for item in self._check(node.sequence) or []:
-            pattern = self._check(item.string)
-            if pattern is None:
+            entry = self._check(partial(_rule_file_entry, item))
+            if entry is None:
                 continue
+            pattern, selection = entry
             paths = sorted(glob.glob(str(resolve_path(pattern, self.base_dir))))
             if not paths:
                 self.problems.append(f"{item.where()}: {pattern!r} matches no file")
@@ -478,6 +494,8 @@ class _Loader:
                     continue
                 if self._check(partial(rule_file.mapping, RULE_FILE_KEYS)) is not None:
                     found.append((rule_file, Path(path)))
+                    if selection is not None:
+                        self.selections[Path(path)] = selection
         return found
 
     def _actions(
@@ -487,13 +505,20 @@ class _Loader:
         policies: dict[str, ActionPolicy] = {}
         where: dict[str, str] = {}
 
-        def read(name: str, node: Node) -> tuple[Action, ActionPolicy]:
-            return self.registry.build(name, node, env), _action_policy(node, env)
+        def read(name: str, node: Node) -> tuple[Action, ActionPolicy] | None:
+            try:
+                return self.registry.build(name, node, env), _action_policy(node, env)
+            except MissingTarget as e:
+                self.unavailable[name] = e  # a problem only if an enabled rule uses it
+                return None
 
         for root, _ in files:
             section = root.get("actions")
-            for name, (action, policy) in self._each(section, read):
+            for name, built in self._each(section, read):
                 assert section is not None
+                if built is None:
+                    continue
+                action, policy = built
                 if name in actions:
                     self.problems.append(
                         f"{section.child(name).where()}: action {name!r} is "
@@ -507,12 +532,16 @@ class _Loader:
     def _rules(self, files: list[tuple[Node, Path]], actions: dict[str, Action]) -> list[Rule]:
         rules: list[Rule] = []
         seen: dict[str, str] = {}
-        for root, _ in files:
+        referenced: set[str] = set()
+        for root, path in files:
             section = root.get("rules")
-            if section is None:
-                continue
-            for item in self._check(section.sequence) or []:
-                rule = self._check(partial(self._rule, item, actions, len(rules)))
+            items = [] if section is None else self._check(section.sequence) or []
+            referenced |= {a for item in items for a in _action_names(item.value)}
+            selection = self.selections.get(path)
+            if selection is not None:
+                items = self._select(items, selection, path)
+            for item in items:
+                rule = self._rule_or_skip(item, actions, len(rules))
                 if rule is None:
                     continue
                 if rule.name in seen:
@@ -523,8 +552,45 @@ class _Loader:
                     continue
                 seen[rule.name] = item.where()
                 rules.append(rule)
+        # an action no rule names, on a target that does not exist: a typo, not a pack's option
+        self.problems += [str(e) for a, e in self.unavailable.items() if a not in referenced]
         self.problems.extend(renaming_problems(rules))
         return rules
+
+    def _select(self, items: list[Node], selection: RuleSelection, path: Path) -> list[Node]:
+        """The rules of one file that its rule_files entry enables, each name checked."""
+        names = [_rule_name(item) for item in items]
+        for name_node in (*selection.enable, *selection.disable):
+            if name_node.value not in names:
+                known = ", ".join(repr(n) for n in names if n) or "none"
+                self.problems.append(
+                    f"{name_node.where()}: {_display(path)} has no rule {name_node.value!r} "
+                    f"(its rules: {known})"
+                )
+        return [item for item, name in zip(items, names, strict=True) if selection.wants(name)]
+
+    def _rule_or_skip(self, item: Node, actions: dict[str, Action], position: int) -> Rule | None:
+        try:
+            return self._rule(item, actions, position)
+        except MissingTarget as e:
+            _, rules = self.skipped.setdefault(e.target, (e, []))
+            rules.append(_rule_name(item) or item.where())
+        except Invalid as e:
+            self.problems.append(str(e))
+        return None
+
+    def _skip_warnings(self) -> Iterator[str]:
+        """One line per missing target, naming the rules skipped for it."""
+        for first, rules in self.skipped.values():
+            line = (
+                f"{first}: skipped rule(s) {', '.join(repr(r) for r in rules)}, whose actions "
+                "need it (define the target, or leave the rules out with "
+                "rule_files: [{path: ..., disable: [...]}])"
+            )
+            if self.strict:
+                self.problems.append(f"{line} [--strict]")
+            else:
+                yield line
 
     # -- one rule ------------------------------------------------------------------------------
 
@@ -570,6 +636,12 @@ class _Loader:
             escalation=node.opt("escalation", Node.string, ""),
         )
 
+    def _action_ref(self, node: Node, actions: dict[str, Action]) -> str:
+        missing = self.unavailable.get(node.value) if isinstance(node.value, str) else None
+        if missing is not None:
+            raise missing
+        return _action_ref(node, actions)
+
     def _tier(self, index: int, node: Node, actions: dict[str, Action]) -> Tier:
         node.mapping(TIER_KEYS)
         condition = node.opt("when", parse_condition, None)
@@ -577,7 +649,7 @@ class _Loader:
             index=index,
             name=node.opt("name", Node.string, f"tier{index}"),
             condition=condition,
-            actions=tuple(_action_ref(a, actions) for a in node.children("actions")),
+            actions=tuple(self._action_ref(a, actions) for a in node.children("actions")),
             escalate_after=node.opt("escalate_after", Node.duration, None),
             repeats=node.opt("repeats", _repeats, None),
             approval=node.opt("approval", lambda n: n.choice(("required", "none")), "none")
@@ -587,10 +659,10 @@ class _Loader:
 
     def _resolved_step(self, node: Node, actions: dict[str, Action]) -> ResolvedStep:
         if isinstance(node.value, str):
-            return ResolvedStep(_action_ref(node, actions))
+            return ResolvedStep(self._action_ref(node, actions))
         node.mapping(RESOLVED_KEYS)
-        if_ran = tuple(_action_ref(n, actions) for n in node.children("if_ran"))
-        return ResolvedStep(_action_ref(node.require("action"), actions), if_ran)
+        if_ran = tuple(self._action_ref(n, actions) for n in node.children("if_ran"))
+        return ResolvedStep(self._action_ref(node.require("action"), actions), if_ran)
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -607,6 +679,57 @@ class _StrictLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSelection:
+    """Which rules of a rule file to load: `enable` only these, or all but `disable`."""
+
+    enable: tuple[Node, ...] = ()
+    disable: tuple[Node, ...] = ()
+
+    def wants(self, name: str | None) -> bool:
+        if self.enable and name not in {n.value for n in self.enable}:
+            return False
+        return name not in {n.value for n in self.disable}
+
+
+def _rule_file_entry(node: Node) -> tuple[str, RuleSelection | None]:
+    """A rule_files entry: a path or glob, or {path, enable: [rule, ...] | disable: [...]}."""
+    if isinstance(node.value, str):
+        return node.string(), None
+    node.mapping(RULE_FILE_ENTRY_KEYS)
+    enable, disable = tuple(node.children("enable")), tuple(node.children("disable"))
+    if enable and disable:
+        raise node.fail("give enable (only these rules) or disable (all but these), not both")
+    for name in (*enable, *disable):
+        name.string()
+    return node.require("path").string(), RuleSelection(enable, disable)
+
+
+def _action_names(rule: Any) -> Iterator[str]:
+    """The actions a rule (as read from YAML) names in its tiers and on_resolved steps."""
+    if not isinstance(rule, dict):
+        return
+    for tier in rule.get("tiers") or []:
+        if isinstance(tier, dict):
+            yield from (a for a in tier.get("actions") or [] if isinstance(a, str))
+    for step in rule.get("on_resolved") or []:
+        yield from _step_actions(step)
+
+
+def _step_actions(step: Any) -> Iterator[str]:
+    if isinstance(step, str):
+        yield step
+    elif isinstance(step, dict):
+        yield from (
+            a for a in [step.get("action"), *(step.get("if_ran") or [])] if isinstance(a, str)
+        )
+
+
+def _rule_name(node: Node) -> str | None:
+    name = node.value.get("name") if isinstance(node.value, dict) else None
+    return name if isinstance(name, str) else None
 
 
 def renaming_problems(rules: list[Rule]) -> list[str]:

@@ -25,6 +25,16 @@ class Invalid(Exception):
     """One problem at one place. The loader collects these into a ConfigError."""
 
 
+class MissingTarget(Invalid):
+    """A reference to a target the main config does not define. The loader skips the rules that
+    depend on it (a pack's rule whose system you do not run) instead of failing."""
+
+    def __init__(self, where: str, target: str, problem: str) -> None:
+        super().__init__(f"{where}: {problem}")
+        self.where = where
+        self.target = target
+
+
 class Secret:
     """A credential read from the environment or a file. It never prints its value."""
 

@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -35,6 +36,7 @@ from remediator.reload import Outcome, Reloader
 from remediator.scheduler import Timers
 from remediator.schema import Secret
 from remediator.slack.app import SlackApp
+from remediator.slack.identity import TokenCheck
 from remediator.slack.outbox import Outbox, Sender
 from remediator.store.records import AuditEntry
 from remediator.store.sqlite import SqliteStore
@@ -75,6 +77,7 @@ class Routes:
     metrics: Metrics
     clock: Clock
     reloader: Callable[[str], Awaitable[Outcome]] | None = None
+    slack_token: TokenCheck | None = None  # auth.test's verdict, shown on /readyz
 
     # -- webhook -------------------------------------------------------------------------------
 
@@ -142,9 +145,15 @@ class Routes:
             await self.store.ping()
         except StoreError as e:
             problems.append(f"store unreachable: {e}")
+        # Slack is delivery only: a refused token is said here, and does not make us unready
+        extra: dict[str, Any] = {}
+        if self.slack_token is not None and self.slack_token.problem:
+            extra["warnings"] = [self.slack_token.problem]
         if problems:
-            return web.json_response({"status": "not ready", "problems": problems}, status=503)
-        return web.json_response({"status": "ready", "rules": len(self.config.rules)})
+            return web.json_response(
+                {"status": "not ready", "problems": problems, **extra}, status=503
+            )
+        return web.json_response({"status": "ready", "rules": len(self.config.rules), **extra})
 
     async def metrics_endpoint(self, request: web.Request) -> web.Response:
         body = generate_latest(self.metrics.registry)
@@ -270,8 +279,20 @@ class Daemon:
         self.reloader = Reloader(
             self.config, self.load, self._swap, self.store, self.notifier, self.metrics, self.clock
         )
+        token = self.config.slack.token
+        self.slack_token = (
+            TokenCheck(token.reveal(), self.config.slack.base_url)
+            if token is not None and self.slack_sender is None
+            else None
+        )
         self.routes = Routes(
-            self.config, self.store, self.engine, self.metrics, self.clock, self.reload
+            self.config,
+            self.store,
+            self.engine,
+            self.metrics,
+            self.clock,
+            self.reload,
+            slack_token=self.slack_token,
         )
         self.control.acked = self.engine.acked
         self.app = create_app(self.routes, Api(self.store, self.engine, self.control))
@@ -322,6 +343,8 @@ class Daemon:
         self.timers.start()
         await self.outbox.start()
         await self.pager_desk.start()
+        if self.slack_token is not None:
+            self.slack_token.start()
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
         site = web.TCPSite(
@@ -353,6 +376,8 @@ class Daemon:
         await self.executor.shutdown(self.config.server.shutdown_grace)
         if self.slack_app is not None:
             await self.slack_app.close()
+        if self.slack_token is not None:
+            await self.slack_token.stop()
         await self.outbox.stop()
         await self.pager_desk.stop()
         await self.store.close()

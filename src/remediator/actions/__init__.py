@@ -13,7 +13,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from remediator.actions.base import RetryPolicy
-from remediator.schema import Node
+from remediator.schema import MissingTarget, Node
 from remediator.targets import Target
 from remediator.types import Action
 
@@ -59,7 +59,7 @@ class ParseEnv:
         name = node.string()
         if name not in self.targets:
             known = ", ".join(sorted(self.targets)) or "none defined"
-            raise node.fail(f"unknown target {name!r} (known: {known})")
+            raise MissingTarget(node.where(), name, f"unknown target {name!r} (known: {known})")
         return self.targets[name]
 
     def url_target(self, node: Node) -> Target:

@@ -28,6 +28,7 @@ from remediator.control import Control
 from remediator.errors import ControlError
 from remediator.metrics import Metrics
 from remediator.schema import decimal, parse_duration
+from remediator.slack.fixes import explain
 from remediator.store.records import FINISHED, AuditEntry, Claim
 from remediator.types import Store
 
@@ -208,7 +209,8 @@ class SlackApp:
             if data.get("ok"):
                 members = frozenset(data.get("users", []))
             else:
-                log.warning("slack: usergroups.users.list %s: %s", group, data.get("error"))
+                problem = explain(str(data.get("error")), str(data.get("needed", "")))
+                log.warning("slack: usergroups.users.list %s: %s", group, problem)
         except (httpx.HTTPError, ValueError) as e:
             log.warning("slack: cannot list user group %s: %s", group, e)
             return cached[1] if cached else members

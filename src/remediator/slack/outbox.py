@@ -26,6 +26,7 @@ from remediator.config import Config
 from remediator.errors import StoreError
 from remediator.metrics import Metrics
 from remediator.schema import decimal
+from remediator.slack.fixes import explain
 from remediator.slack.messages import Composer, Facts
 from remediator.slack.templates import Templates
 from remediator.store.records import AuditEntry, OutboxItem, OutboxRow
@@ -148,15 +149,16 @@ class SlackSender:
 
 def _classify(e: SlackApiError) -> Exception:
     status = getattr(e.response, "status_code", 200)
-    error = ""
+    error = needed = ""
     with contextlib.suppress(Exception):
         error = str(e.response.get("error", ""))
+        needed = str(e.response.get("needed", ""))
     if status == 429:
         after = decimal(str(e.response.headers.get("Retry-After", "1")))
         return Retry("rate limited (429)", 1.0 if after is None else float(after), unsure=False)
     if status >= 500 or error in RETRYABLE_ERRORS:
         return Retry(f"HTTP {status}: {error or 'server error'}", unsure=error != "ratelimited")
-    return Refused(error or f"HTTP {status}")
+    return Refused(explain(error, needed) if error else f"HTTP {status}")
 
 
 class LogSender:
