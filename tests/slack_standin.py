@@ -8,14 +8,21 @@ usergroups.users.list, plus `response_url` endpoints (/response/<name>). Errors 
 `rate_limit` makes it answer 429 with Retry-After beyond N calls per second; `failures` makes the
 next calls answer 500; `lose_answers` makes chat.postMessage post, then drop the connection
 instead of answering, N times; `stop()`/`start(port)` take it off the network entirely.
+
+Socket Mode as Slack runs it: apps.connections.open (with the xapp- app-level token) answers a
+websocket URL; on connecting, Slack sends `hello`, then envelopes (`send_envelope`), each of which
+the app acknowledges with its `envelope_id` (and, for a slash command, the reply as `payload`);
+`acked` waits for that acknowledgement.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -25,6 +32,7 @@ from aiohttp import web
 from tests.standins import StandIn
 
 TOKEN = "xoxb-test-token"
+APP_TOKEN = "xapp-test-token"
 BOT = {"user": "remediator", "user_id": "U0BOT", "bot_id": "B0BOT", "team": "Example",
        "team_id": "T0TEAM", "url": "https://example.slack.com/"}  # fmt: skip
 # the scope each method needs (auth.test needs none)
@@ -71,11 +79,10 @@ class SlackAPI:
         self.retry_after = 1
         self._window: list[float] = []
         self._ts = 0
-        app = web.Application()
-        app.router.add_post("/api/{method}", self.api)
-        app.router.add_get("/api/{method}", self.api)
-        app.router.add_post("/response/{name}", self.response)
-        self.server = StandIn(app)
+        self.sockets: list[web.WebSocketResponse] = []  # open Socket Mode connections
+        self.acks: dict[str, tuple[float, dict[str, Any]]] = {}  # envelope_id -> (when, ack)
+        self._acked = asyncio.Condition()
+        self.server = StandIn(_fresh(self))
         self.port = 0
 
     @property
@@ -93,6 +100,8 @@ class SlackAPI:
         return self
 
     async def stop(self) -> None:
+        for socket in list(self.sockets):
+            await socket.close()
         await self.server.stop()
         self.server = StandIn(_fresh(self))
 
@@ -117,6 +126,8 @@ class SlackAPI:
                 headers={"Retry-After": str(self.retry_after)},
             )
         self.calls.append((method, 200))
+        if method == "apps.connections.open":
+            return self.connections_open(request)
         if request.headers.get("Authorization") != f"Bearer {TOKEN}":
             return _error("invalid_auth" if "Authorization" in request.headers else "not_authed")
         needed = SCOPES.get(method)
@@ -243,6 +254,60 @@ class SlackAPI:
             return _error("no_such_subteam")
         return web.json_response({"ok": True, "users": self.usergroups[group]})
 
+    # -- Socket Mode -----------------------------------------------------------------------------
+
+    def connections_open(self, request: web.Request) -> web.Response:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if not token.startswith("xapp-"):
+            return _error("not_allowed_token_type")
+        if token != APP_TOKEN:
+            return _error("invalid_auth")
+        url = f"ws://127.0.0.1:{self.port}/link/?ticket={uuid.uuid4()}&app_id=A0APP"
+        return web.json_response({"ok": True, "url": url})
+
+    async def link(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        self.sockets.append(socket)
+        await socket.send_json(
+            {
+                "type": "hello",
+                "num_connections": len(self.sockets),
+                "debug_info": {"host": "applink-standin", "approximate_connection_time": 18060},
+                "connection_info": {"app_id": "A0APP"},
+            }
+        )
+        async for message in socket:
+            if message.type == web.WSMsgType.TEXT:
+                ack = json.loads(message.data)
+                async with self._acked:
+                    self.acks[ack["envelope_id"]] = (time.monotonic(), ack)
+                    self._acked.notify_all()
+        self.sockets.remove(socket)
+        return socket
+
+    async def send_envelope(self, kind: str, payload: dict[str, Any]) -> tuple[str, float]:
+        """Send one envelope to the connected app; (its envelope_id, when it was sent)."""
+        envelope_id = str(uuid.uuid4())
+        envelope = {
+            "envelope_id": envelope_id,
+            "type": kind,
+            "accepts_response_payload": kind == "slash_commands",
+            "retry_attempt": 0,
+            "retry_reason": "",
+            "payload": payload,
+        }
+        sent = time.monotonic()
+        await self.sockets[-1].send_json(envelope)
+        return envelope_id, sent
+
+    async def acked(self, envelope_id: str, timeout: float = 3.0) -> tuple[float, dict[str, Any]]:
+        """The acknowledgement of an envelope (when it arrived, what it said), within `timeout`:
+        Slack retries an envelope not acknowledged within three seconds."""
+        async with asyncio.timeout(timeout), self._acked:
+            await self._acked.wait_for(lambda: envelope_id in self.acks)
+        return self.acks[envelope_id]
+
     async def response(self, request: web.Request) -> web.Response:
         self.responses.setdefault(request.match_info["name"], []).append(await request.json())
         return web.Response(text="ok")
@@ -285,6 +350,7 @@ def _fresh(api: SlackAPI) -> web.Application:
     app.router.add_post("/api/{method}", api.api)
     app.router.add_get("/api/{method}", api.api)
     app.router.add_post("/response/{name}", api.response)
+    app.router.add_get("/link/", api.link)
     return app
 
 

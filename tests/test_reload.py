@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import base_config
+from tests.conftest import StartDaemon, base_config
 from tests.payloads import alert, notification
 from tests.peers import DaemonProcess
 from tests.standins import Recorder
@@ -115,3 +115,26 @@ async def test_sighup_takes_a_new_threshold_and_refuses_a_broken_edit(
     await until(lambda: paths(svc) == ["/warn", "/page", "/page"])
     assert daemon.proc is not None
     assert daemon.proc.poll() is None
+
+
+async def test_a_reload_logs_the_rules_it_skips(
+    config: Path, start_daemon: StartDaemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rule whose target is not configured is skipped on reload as at start, with its
+    warning in the log; the rest of the edit takes effect."""
+    running = await start_daemon(config)
+    edited = RULES.replace(
+        "actions:\n", "actions:\n  restart: {kind: http, target: connect, path: /r}\n", 1
+    ) + (  # `connect` is not a target of this config
+        "  - {name: cdc, match: '{alertname=\"ConnectorDown\"}', tiers: [{actions: [restart]}]}\n"
+        "  - {name: also-warn, match: '{alertname=\"Other\"}', tiers: [{actions: [warn]}]}\n"
+    )
+    (config.parent / "rules.yaml").write_text(edited, encoding="utf-8")
+
+    outcome = await running.daemon.reload("test")
+
+    assert outcome.ok
+    assert {r.name for r in running.daemon.config.rules} == {"error-rate", "also-warn"}
+    (line,) = [m for m in caplog.messages if m.startswith("reload: ")]
+    assert "unknown target 'connect'" in line
+    assert "skipped rule(s) 'cdc'" in line

@@ -76,6 +76,9 @@ SLACK_KEYS = frozenset(
         "bot_token_file",
         "signing_secret_env",
         "signing_secret_file",
+        "app_token_env",
+        "app_token_file",
+        "socket_mode",
         "base_url",
         "channel",
         "command",
@@ -207,6 +210,8 @@ class Access:
 class SlackConfig:
     token: Secret | None = None  # None: messages go to the log
     signing_secret: Secret | None = None  # None: /slack/* answer 404
+    app_token: Secret | None = None  # xapp-, for Socket Mode
+    socket_mode: bool = False  # commands and clicks over a websocket to Slack, not HTTP
     base_url: str = "https://slack.com/api/"
     channel: str = ""
     command: str = "/remediate"
@@ -442,9 +447,19 @@ class _Loader:
             retry.mapping(SLACK_RETRY_KEYS)
         templates_dir = node.get("templates_dir")
         base_url = node.opt("base_url", Node.string, "https://slack.com/api/")
+        app_token = node.secret("app_token", self.base_dir)
+        socket_mode = node.opt("socket_mode", Node.boolean, False)
+        bot_token = node.has("bot_token_env") or node.has("bot_token_file")
+        if socket_mode and (app_token is None or not bot_token):
+            raise node.fail(
+                "socket_mode needs app_token_env or app_token_file (the xapp- app-level token, "
+                "scope connections:write) and the bot token"
+            )
         return SlackConfig(
             token=node.secret("bot_token", self.base_dir),
             signing_secret=node.secret("signing_secret", self.base_dir),
+            app_token=app_token,
+            socket_mode=socket_mode,
             base_url=base_url if base_url.endswith("/") else base_url + "/",
             channel=node.opt("channel", Node.string, ""),
             command=node.opt("command", Node.string, "/remediate"),

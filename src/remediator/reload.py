@@ -156,6 +156,8 @@ class Reloader:
             except ConfigError as e:
                 return await self._refused(e.problems, by)
             change = diff(self.config, new)
+            for warning in new.warnings:  # rules skipped for a target that is not configured
+                log.warning("reload: %s", warning)
             for setting in change.restart:
                 log.warning("reload: %s changed; it takes effect at the next restart", setting)
             await self._swap(new)

@@ -38,6 +38,7 @@ from remediator.schema import Secret
 from remediator.slack.app import SlackApp
 from remediator.slack.identity import TokenCheck
 from remediator.slack.outbox import Outbox, Sender
+from remediator.slack.socket_mode import SocketMode
 from remediator.store.records import AuditEntry
 from remediator.store.sqlite import SqliteStore
 from remediator.types import Notifier, Store
@@ -297,11 +298,15 @@ class Daemon:
         self.control.acked = self.engine.acked
         self.app = create_app(self.routes, Api(self.store, self.engine, self.control))
         self.slack_app: SlackApp | None = None
-        if self.config.slack.signing_secret is not None:
+        slack = self.config.slack
+        self.socket_mode: SocketMode | None = None
+        if slack.signing_secret is not None or slack.socket_mode:
             self.slack_app = SlackApp(
                 self.config, self.store, self.control, self.metrics, self.clock
             )
-            self.slack_app.register(self.app)
+            self.slack_app.register(self.app)  # HTTP endpoints, with a signing secret
+        if slack.socket_mode and slack.app_token is not None and self.slack_app is not None:
+            self.socket_mode = SocketMode(slack.app_token.reveal(), slack.base_url, self.slack_app)
         self._runner: web.AppRunner | None = None
         self._stopped = False
         self._signalled: set[asyncio.Task[Outcome]] = set()
@@ -345,6 +350,8 @@ class Daemon:
         await self.pager_desk.start()
         if self.slack_token is not None:
             self.slack_token.start()
+        if self.socket_mode is not None:
+            self.socket_mode.start()
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
         site = web.TCPSite(
@@ -374,6 +381,8 @@ class Daemon:
         await self.timers.stop()
         await self.engine.stop()
         await self.executor.shutdown(self.config.server.shutdown_grace)
+        if self.socket_mode is not None:
+            await self.socket_mode.stop()
         if self.slack_app is not None:
             await self.slack_app.close()
         if self.slack_token is not None:

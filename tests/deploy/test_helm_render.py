@@ -127,6 +127,37 @@ EVERYTHING_ON = {
     "rbac": {"create": True, "resourceNames": ["parse-worker", "promotion-worker"]},
     "podDisruptionBudget": {"enabled": True},
 }
+SLACK_KEYS = ["webhook-token", "api-token", "slack-bot-token", "slack-signing-secret"]
+SLACK_HTTP = {
+    "secrets": {"keys": SLACK_KEYS},
+    "config": {
+        "slack": {
+            "bot_token_file": "secrets/slack-bot-token",
+            "signing_secret_file": "secrets/slack-signing-secret",
+            "channel": "C0123456789",
+        }
+    },
+    "ingress": {"enabled": True, "host": "remediator.example.com"},
+}
+SLACK_SOCKET = {
+    "secrets": {"keys": [*SLACK_KEYS[:3], "slack-app-token"]},
+    "config": {
+        "slack": {
+            "bot_token_file": "secrets/slack-bot-token",
+            "app_token_file": "secrets/slack-app-token",
+            "socket_mode": True,
+            "channel": "C0123456789",
+        }
+    },
+}
+SLACK_PROFILES = {
+    "slack-http": Install(
+        "remediator", "remediator", merge(load_yaml(CHART / "values-sqlite.yaml"), SLACK_HTTP)
+    ),
+    "slack-socket-mode": Install(
+        "remediator", "remediator", merge(load_yaml(CHART / "values-sqlite.yaml"), SLACK_SOCKET)
+    ),
+}
 PROFILES: dict[str, Install] = {
     "values.yaml": Install("remediator", "remediator"),
     "values-sqlite.yaml": Install(
@@ -139,6 +170,7 @@ PROFILES: dict[str, Install] = {
         "rem", "ops", merge(load_yaml(CHART / "values-sqlite.yaml"), EVERYTHING_ON)
     ),
     **README_INSTALLS,
+    **SLACK_PROFILES,
 }
 
 
@@ -527,10 +559,10 @@ def test_without_the_release_label_kube_prometheus_stack_would_not_select_them()
         assert not selects(KPS_RULE_SELECTOR, obj["metadata"]["labels"])
 
 
-@pytest.mark.parametrize("profile", list(README_INSTALLS))
-def test_the_readme_install_passes_remediator_check(profile: str, tmp_path: Path) -> None:
-    """The configuration the README's command renders into the ConfigMap, laid out as the pod
-    sees /etc/remediator, passes the real `remediator check`."""
+@pytest.mark.parametrize("profile", [*README_INSTALLS, *SLACK_PROFILES])
+def test_the_rendered_config_passes_remediator_check(profile: str, tmp_path: Path) -> None:
+    """The configuration the README's command (or a Slack setup) renders into the ConfigMap, laid
+    out as the pod sees /etc/remediator, passes the real `remediator check`."""
     rendered = RENDERED[profile]
     configmap = rendered.one("ConfigMap", rendered.one("Deployment")["metadata"]["name"])
     for path, source in projected(rendered).items():

@@ -77,9 +77,9 @@ class SlackApp:
         self.metrics = metrics
         self.clock = clock
         self.http = http or httpx.AsyncClient(trust_env=False, timeout=10.0)
-        assert self.slack.signing_secret is not None
-        self.verifier = SignatureVerifier(
-            self.slack.signing_secret.reveal(), clock=_SlackClock(clock)
+        secret = self.slack.signing_secret  # None: Socket Mode only, no HTTP endpoints
+        self.verifier = (
+            None if secret is None else SignatureVerifier(secret.reveal(), clock=_SlackClock(clock))
         )
         self._groups: dict[str, tuple[float, frozenset[str]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -90,6 +90,8 @@ class SlackApp:
         self.slack = config.slack
 
     def register(self, app: web.Application) -> None:
+        if self.verifier is None:
+            return
         app.router.add_post("/slack/commands", self.commands)
         app.router.add_post("/slack/interactions", self.interactions)
 
@@ -105,6 +107,22 @@ class SlackApp:
         form = await self._verified_form(request, "commands")
         if isinstance(form, web.Response):
             return form
+        return await self.command(form)
+
+    async def interactions(self, request: web.Request) -> web.Response:
+        form = await self._verified_form(request, "interactions")
+        if isinstance(form, web.Response):
+            return form
+        try:
+            payload = json.loads(form.get("payload", ""))
+        except ValueError:
+            payload = None
+        return await self.interaction(payload)
+
+    # -- a command or a click, however it arrived (HTTP, or Socket Mode's websocket) -------------
+
+    async def command(self, form: Mapping[str, str]) -> web.Response:
+        """A slash command's fields, as Slack sends them; the answer is the ephemeral reply."""
         who = Request(form.get("user_id", ""), form.get("response_url", ""))
         words = form.get("text", "").split()
         verb, args = (words[0].lower(), words[1:]) if words else ("help", [])
@@ -121,12 +139,9 @@ class SlackApp:
             return ephemeral(f":warning: {e}")
         return ephemeral(text)
 
-    async def interactions(self, request: web.Request) -> web.Response:
-        form = await self._verified_form(request, "interactions")
-        if isinstance(form, web.Response):
-            return form
+    async def interaction(self, payload: Any) -> web.Response:
+        """A click's payload (block_actions); the answer only acknowledges it."""
         try:
-            payload = json.loads(form.get("payload", ""))
             action = payload["actions"][0]
             verb, approval_id = action["action_id"], int(action["value"])
             who = Request(payload["user"]["id"], payload.get("response_url", ""))
@@ -158,6 +173,7 @@ class SlackApp:
         timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
         signature = request.headers.get("X-Slack-Signature", "")
         try:
+            assert self.verifier is not None  # the routes exist only with a signing secret
             valid = bool(timestamp and signature) and self.verifier.is_valid(
                 body, timestamp, signature
             )
