@@ -22,7 +22,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import a2a, http_client, ingest, profiles, rule_scaling, slack_outbox, startup
+from bench import (
+    a2a,
+    http_client,
+    ingest,
+    postgres_store,
+    profiles,
+    rule_scaling,
+    slack_outbox,
+    startup,
+)
 from bench.common import (
     LOAD_CPU,
     OUT,
@@ -37,7 +46,7 @@ from bench.common import (
 RESULTS = ROOT / "bench" / "RESULTS.md"
 FINDINGS = ROOT / "bench" / "FINDINGS.md"
 ORDER = (
-    "ingest", "a2a", "rules", "memory", "restart", "slack", "http_client", "profiles"
+    "ingest", "a2a", "postgres", "rules", "memory", "restart", "slack", "http_client", "profiles"
 )  # fmt: skip
 
 
@@ -194,6 +203,7 @@ def main() -> None:
     runners: dict[str, Callable[[], Section]] = {
         "ingest": lambda: ingest.run(args.quick),
         "a2a": lambda: a2a.run(args.quick),
+        "postgres": lambda: postgres_store.run(args.quick),
         "rules": lambda: rule_scaling.run(args.quick),
         "memory": lambda: startup.memory(1 if args.quick else 3),
         "restart": lambda: startup.restart(3 if args.quick else 5),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -17,6 +18,13 @@ from remediator.server import Daemon
 from tests.binaries import in_ci
 from tests.slack_standin import SECRET, TOKEN, SlackAPI
 from tests.standins import Connector, KafkaConnect, Recorder
+
+pytest_plugins = ["tests.postgres"]
+BACKENDS = ("sqlite", "postgres")
+STORES = {
+    "sqlite": "store: {sqlite: {path: state/remediator.db}}",
+    "postgres": "store: {postgres: {dsn_env: TEST_PG_DSN}}",
+}
 
 # In CI, property tests draw the same examples every run: a red build is reproducible and never
 # the luck of a seed. Locally they explore, and remember what failed.
@@ -47,11 +55,12 @@ def write_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..
 
 
 def base_config(targets: dict[str, str], extra: str = "") -> str:
-    """A main config with webhook and API tokens from the environment and the given targets."""
+    """A main config with webhook and API tokens from the environment and the given targets.
+    Its store is SQLite's, or PostgreSQL's in a test that asks for `store_backend`."""
     lines = [
         "webhook_auth: {bearer_token_env: TEST_WEBHOOK_TOKEN}",
         "api_auth: {bearer_token_env: TEST_API_TOKEN}",
-        "store: {sqlite: {path: state/remediator.db}}",
+        STORES[os.environ.get("TEST_STORE_BACKEND", "sqlite")],
         "targets:",
     ]
     lines += [f"  {name}: {{url: {url}}}" for name, url in targets.items()] or ["  {}"]
@@ -159,3 +168,14 @@ def slack_config(api: SlackAPI, extra: str = "") -> str:
 def _slack_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_SLACK_TOKEN", TOKEN)
     monkeypatch.setenv("TEST_SLACK_SECRET", SECRET)
+
+
+@pytest.fixture(params=BACKENDS)
+def store_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test once per backend: base_config() writes that backend's store, PostgreSQL's
+    a fresh database (tests/postgres.py) whose DSN is in $TEST_PG_DSN."""
+    backend: str = request.param
+    if backend == "postgres":
+        monkeypatch.setenv("TEST_PG_DSN", request.getfixturevalue("postgres_dsn"))
+    monkeypatch.setenv("TEST_STORE_BACKEND", backend)
+    return backend

@@ -254,9 +254,9 @@ def test_unknown_keys_in_a_rule_file(write: Write, text: str, message: str) -> N
             "executor.workers: unknown key 'workers' (known: max_concurrency)",
         ),
         (
-            "store: {postgres: {}}\n",
+            "store: {mysql: {}}\n",
             CONNECT,
-            "store.postgres: unknown key 'postgres' (known: sqlite)",
+            "store.mysql: unknown key 'mysql' (known: postgres, retention, sqlite)",
         ),
     ],
 )
@@ -969,3 +969,57 @@ def test_format_duration(seconds: float, text: str) -> None:
 @pytest.mark.parametrize("seconds", [1, 59, 60, 61, 3599, 3600, 86399, 86400, 90061, 10**7])
 def test_format_then_parse_is_the_identity_for_whole_seconds(seconds: int) -> None:
     assert parse_duration(format_duration(seconds)) == seconds
+
+
+# --- the store: SQLite by default, or PostgreSQL with its DSN from the environment or a file -----
+
+
+def test_postgres_takes_its_dsn_from_the_environment_with_its_pool_and_timeouts(
+    write: Write, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PG_DSN", "postgresql://remediator:s3cret@db:5432/remediator")
+    store = (
+        "store:\n  postgres: {dsn_env: PG_DSN, pool_size: 4, connect_timeout: 3s, "
+        "statement_timeout: 2s, application_name: rem-1}\n"
+        "  retention: {journal: 1d, incidents: 30d, batch: 50}\n"
+    )
+    config = load_config(write(store))
+    pg = config.store.postgres
+    assert pg is not None
+    assert config.store.backend == "postgres"
+    assert pg.dsn.reveal() == "postgresql://remediator:s3cret@db:5432/remediator"
+    assert "s3cret" not in repr(config.store)
+    assert (pg.pool_size, pg.connect_timeout, pg.statement_timeout, pg.application_name) == (
+        4,
+        3.0,
+        2.0,
+        "rem-1",
+    )
+    assert (config.store.retention.journal, config.store.retention.batch) == (86400.0, 50)
+
+
+@pytest.mark.parametrize(
+    ("store", "message"),
+    [
+        (
+            "store: {postgres: {dsn: 'postgresql://u:p@db/r'}}\n",
+            "store.postgres.dsn: inline secrets are not allowed: use dsn_env or dsn_file",
+        ),
+        (
+            "store: {postgres: {pool_size: 2}}\n",
+            "store.postgres: postgres needs dsn_env or dsn_file (the postgresql:// URI)",
+        ),
+        (
+            "store: {postgres: {dsn_env: NO_SUCH_VAR}}\n",
+            "store.postgres.dsn_env: environment variable 'NO_SUCH_VAR' is not set or empty",
+        ),
+        (
+            "store: {sqlite: {path: r.db}, postgres: {dsn_env: HOME}}\n",
+            "store: give either sqlite or postgres, not both",
+        ),
+    ],
+)
+def test_a_postgres_store_is_refused_without_a_secret_dsn(
+    write: Write, store: str, message: str
+) -> None:
+    assert problems(write(store)) == [f"remediator.yaml: {message}"]

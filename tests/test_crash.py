@@ -3,7 +3,8 @@
 SIGKILL after a notification was acknowledged but before its action ran: after the restart the
 action runs exactly once. SIGKILL during an action: after the restart its claim is reported as
 interrupted, neither forgotten nor silently repeated. SIGTERM: running actions get the grace
-period; what does not finish in it is recorded as interrupted.
+period; what does not finish in it is recorded as interrupted. Each test runs on both store
+backends.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import AsyncIterator, Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ from tests.conftest import base_config
 from tests.payloads import alert, notification
 from tests.peers import DaemonProcess as Process
 from tests.standins import Connector, KafkaConnect
+
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 CDC = """
 actions:
@@ -76,6 +78,14 @@ async def until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
             await asyncio.sleep(0.02)
 
 
+FINAL = ("succeeded", "interrupted")
+
+
+async def claim_status(daemon: Process, connector: str) -> str | None:
+    action = (await daemon.actions()).get(connector)
+    return None if action is None else str(action["status"])
+
+
 def down(connector: str) -> dict[str, Any]:
     return notification(alert("ConnectorDown", connector=connector))
 
@@ -120,7 +130,8 @@ async def test_killed_right_after_the_acknowledgement_the_action_runs_once(
     daemons: Callable[[Path], Process],
 ) -> None:
     """Kill as soon as the 200 arrives, many times over; whenever the kill lands, the action
-    ends up run exactly once (or, if the kill caught it mid-request, reported interrupted)."""
+    ends up run exactly once, or, if the kill caught it started, reported interrupted: never
+    run twice, never forgotten."""
     config = config_for(write_config, connect, "")
     for connector in ("a", "b"):
         first = daemons(config)
@@ -129,10 +140,14 @@ async def test_killed_right_after_the_acknowledgement_the_action_runs_once(
         first.kill(signal.SIGKILL)
         second = daemons(config)
         await second.start()
-        await until(partial(lambda c: connect.restarts(c) >= 1, connector))
-        await asyncio.sleep(0.3)
-        status = (await second.actions())[connector]["status"]
-        assert (connect.restarts(connector), status) in [(1, "succeeded"), (1, "interrupted")]
+        async with asyncio.timeout(20):
+            while (status := await claim_status(second, connector)) not in FINAL:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # time enough for a wrong second run to show up
+        # killed between the claim's start and its request (a loaded machine makes that window
+        # wide), it is interrupted and, as designed today, not repeated: never run twice
+        outcomes = [(1, "succeeded"), (1, "interrupted"), (0, "interrupted")]
+        assert (connect.restarts(connector), status) in outcomes
         second.kill(signal.SIGTERM)
 
 

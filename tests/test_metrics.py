@@ -17,7 +17,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 # Every label name the daemon may use, each with a value set bounded by code or by config (rule,
 # kind and target names). Never a fingerprint, group key, incident id or alert label.
 BOUNDED_LABELS = {
-    "outcome", "status", "decision", "result", "guardrail", "cause", "endpoint",  # code
+    "outcome", "status", "decision", "result", "guardrail", "cause", "endpoint", "table",  # code
     "rule", "kind", "target",  # config
     "version", "le",
 }  # fmt: skip

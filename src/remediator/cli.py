@@ -21,8 +21,8 @@ from remediator.errors import ConfigError, PayloadError, StoreError
 from remediator.schema import decimal
 from remediator.server import Daemon
 from remediator.simulate import simulate
+from remediator.store.factory import build_store
 from remediator.store.records import RESOLVED_STEP
-from remediator.store.sqlite import SqliteStore
 
 DEFAULT_CONFIG = "remediator.yaml"
 
@@ -128,7 +128,7 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
         if port is None:
             print(f"--listen: expected HOST:PORT, got {args.listen!r}", file=sys.stderr)
             return 2
-    asyncio.run(Daemon(config).serve(host or None, port))
+    asyncio.run(Daemon(config, given_store=build_store(config.store)).serve(host or None, port))
     return 0
 
 
@@ -176,12 +176,12 @@ def _step(tier: str | None) -> str:
 
 
 def cmd_history(config: Config, args: argparse.Namespace) -> int:
-    if not config.store_path.exists():
+    if config.store.postgres is None and not config.store_path.exists():
         print(f"no history yet: {config.store_path} does not exist")
         return 0
 
     async def read() -> list[dict[str, object]]:
-        store = SqliteStore(config.store_path)
+        store = build_store(config.store, exclusive=False)  # beside a running daemon
         await store.open()
         try:
             return (await store.history(max(1, args.limit), None)).items

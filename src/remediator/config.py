@@ -39,6 +39,7 @@ from remediator.rules import (
 )
 from remediator.schema import Invalid, MissingTarget, Node, Secret, decimal, resolve_path
 from remediator.store.records import RESOLVED_STEP
+from remediator.store.settings import PostgresSettings, Retention, StoreSettings
 from remediator.targets import Target, parse_breaker, parse_target
 from remediator.types import Action
 
@@ -67,8 +68,19 @@ SERVER_KEYS = frozenset({"listen", "max_body_bytes", "shutdown_grace"})
 AUTH_KEYS = frozenset({"bearer_token_env", "bearer_token_file", "basic_auth"})
 API_AUTH_KEYS = frozenset({"bearer_token_env", "bearer_token_file"})
 BASIC_KEYS = frozenset({"username", "password_env", "password_file"})
-STORE_KEYS = frozenset({"sqlite"})
+STORE_KEYS = frozenset({"sqlite", "postgres", "retention"})
 SQLITE_KEYS = frozenset({"path"})
+POSTGRES_KEYS = frozenset(
+    {
+        "dsn_env",
+        "dsn_file",
+        "pool_size",
+        "connect_timeout",
+        "statement_timeout",
+        "application_name",
+    }
+)
+RETENTION_KEYS = frozenset({"journal", "incidents", "batch", "every"})
 EXECUTOR_KEYS = frozenset({"max_concurrency"})
 SLACK_KEYS = frozenset(
     {
@@ -232,7 +244,8 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     webhook_auth: WebhookAuth = field(default_factory=WebhookAuth)
     api_token: Secret | None = None
-    store_path: Path = Path("remediator.db")
+    store_path: Path = Path("remediator.db")  # SQLite's file (store.sqlite_path)
+    store: StoreSettings = field(default_factory=StoreSettings)
     max_concurrency: int = 16
     targets: dict[str, Target] = field(default_factory=dict)
     actions: dict[str, Action] = field(default_factory=dict)
@@ -319,13 +332,15 @@ class _Loader:
         env = ParseEnv(targets, self.base_dir)
         actions, policies = self._actions(files, env)
         rules = self._rules(files, actions)
+        store = self._check(partial(self._store, root.get("store"))) or StoreSettings(Path())
         config = Config(
             path=self.path,
             server=self._check(partial(self._server, root.get("server"))) or ServerConfig(),
             webhook_auth=self._check(partial(self._webhook_auth, root.get("webhook_auth")))
             or WebhookAuth(),
             api_token=self._check(partial(self._api_token, root.get("api_auth"))),
-            store_path=self._check(partial(self._store, root.get("store"))) or Path(),
+            store_path=store.sqlite_path,
+            store=store,
             max_concurrency=self._check(partial(self._executor, root.get("executor"))) or 16,
             targets=targets,
             actions=actions,
@@ -426,11 +441,36 @@ class _Loader:
         node.mapping(API_AUTH_KEYS)
         return node.secret("bearer_token", self.base_dir)
 
-    def _store(self, node: Node | None) -> Path:
+    def _store(self, node: Node | None) -> StoreSettings:
+        default = self.base_dir / "remediator.db"
         if node is None:
-            return self.base_dir / "remediator.db"
-        sqlite = node.mapping(STORE_KEYS).require("sqlite").mapping(SQLITE_KEYS)
-        return resolve_path(sqlite.require("path").string(), self.base_dir)
+            return StoreSettings(default)
+        node.mapping(STORE_KEYS)
+        sqlite, postgres = node.get("sqlite"), node.get("postgres")
+        if sqlite is not None and postgres is not None:
+            raise node.fail("give either sqlite or postgres, not both")
+        path = default
+        if sqlite is not None:
+            path = resolve_path(sqlite.mapping(SQLITE_KEYS).require("path").string(), self.base_dir)
+        retention = node.get("retention")
+        return StoreSettings(
+            path,
+            None if postgres is None else self._postgres(postgres),
+            Retention() if retention is None else _retention(retention),
+        )
+
+    def _postgres(self, node: Node) -> PostgresSettings:
+        node.mapping(POSTGRES_KEYS)
+        dsn = node.secret("dsn", self.base_dir)
+        if dsn is None:
+            raise node.fail("postgres needs dsn_env or dsn_file (the postgresql:// URI)")
+        return PostgresSettings(
+            dsn,
+            pool_size=node.opt("pool_size", lambda n: n.integer(minimum=1), 10),
+            connect_timeout=node.opt("connect_timeout", Node.duration, 10.0),
+            statement_timeout=node.opt("statement_timeout", Node.duration, 30.0),
+            application_name=node.opt("application_name", Node.string, "remediator"),
+        )
 
     def _executor(self, node: Node | None) -> int:
         if node is None:
@@ -845,6 +885,17 @@ def _action_policy(node: Node, env: ParseEnv) -> ActionPolicy:
             "",
         ),
         once_per_incident=node.opt("once_per_incident", Node.boolean, False),
+    )
+
+
+def _retention(node: Node) -> Retention:
+    node.mapping(RETENTION_KEYS)
+    default = Retention()
+    return Retention(
+        journal=node.opt("journal", Node.duration, default.journal),
+        incidents=node.opt("incidents", Node.duration, default.incidents),
+        batch=node.opt("batch", lambda n: n.integer(minimum=1), default.batch),
+        every=node.opt("every", Node.duration, default.every),
     )
 
 

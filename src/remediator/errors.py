@@ -25,7 +25,20 @@ class RenderError(RemediatorError):
 
 
 class StoreError(RemediatorError):
-    """The store could not be reached or refused a write."""
+    """The store could not be reached or refused a write. Nothing of sqlite3 or asyncpg leaves
+    the store: a backend's error is one of these, with the driver's error as its cause."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached or is not open (retry later: the webhook answers 503)."""
+
+
+class StoreConflict(StoreError):
+    """A write broke a uniqueness or integrity rule (a second open incident for one key)."""
+
+
+class StoreInUse(StoreError):
+    """Another process owns the store (a second daemon on one SQLite file)."""
 
 
 class ControlError(RemediatorError):

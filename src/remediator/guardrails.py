@@ -20,6 +20,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from remediator.matchers import Matcher, matches_all
 from remediator.schema import decimal, format_duration
+from remediator.store.records import FAILED, SUCCEEDED, VERIFY_FAILED
 
 GUARDRAILS = (
     "killswitch",
@@ -309,6 +310,16 @@ def _busy(policy: Policy, ask: Ask, facts: Facts) -> Verdict | None:
     if facts.target_busy:
         return Verdict("wait", "one_at_a_time", f"another action is running on {ask.target!r}")
     return None
+
+
+# The outcomes of actions that reached a target: a success ends a breaker's count of failures.
+BREAKER_OUTCOMES = (SUCCEEDED, FAILED)
+
+
+def breaker_failure(status: str, verify_status: str | None) -> bool:
+    """A failed action counts against its target's breaker, and so does one that succeeded but
+    whose verification failed; anything else is a success and ends the count."""
+    return status == FAILED or verify_status == VERIFY_FAILED
 
 
 def circuit_open_until(failures: Sequence[float], breaker: Breaker) -> float | None:

@@ -15,6 +15,18 @@ from remediator import __version__
 from remediator.guardrails import GUARDRAILS
 from remediator.store.records import FINISHED
 
+# What retention deletes from (remediator.retention), one series each.
+PRUNED_TABLES = (
+    "journal",
+    "incidents",
+    "alert_instances",
+    "claims",
+    "attempts",
+    "approvals",
+    "audit",
+    "slack_messages",
+    "slack_outbox",
+)
 NOTIFICATION_OUTCOMES = (
     "accepted",
     "unauthorized",
@@ -169,6 +181,12 @@ class Metrics:
             "Acknowledged notifications not yet processed.",
             registry=registry,
         )
+        self.store_pruned = Counter(
+            "remediator_store_pruned_rows_total",
+            "Rows retention deleted from the store, by table.",
+            ["table"],
+            registry=registry,
+        )
         self.config_reload_ok = Gauge(
             "remediator_config_last_reload_successful",
             "1 if the last configuration reload succeeded (or none was asked for), 0 if refused.",
@@ -190,6 +208,8 @@ class Metrics:
         for outcome in ("sent", "retried", "failed"):
             self.slack_deliveries.labels(outcome)
             self.pager_deliveries.labels(outcome)
+        for table in PRUNED_TABLES:
+            self.store_pruned.labels(table)
         for endpoint in ("commands", "interactions"):
             for outcome in SLACK_REQUEST_OUTCOMES:
                 self.slack_requests.labels(endpoint, outcome)

@@ -36,7 +36,7 @@ def _secret(secret: Secret | None) -> str | None:
 # What a reload cannot change, because it is bound when the daemon starts.
 RESTART_ONLY: dict[str, Callable[[Config], Any]] = {
     "server.listen": lambda c: (c.server.host, c.server.port),
-    "store": lambda c: c.store_path,
+    "store": lambda c: repr(c.store),  # the backend, its file or DSN source, retention
     "executor.max_concurrency": lambda c: c.max_concurrency,
     "api_auth": lambda c: _secret(c.api_token),
     "slack bot token and base_url": lambda c: (_secret(c.slack.token), c.slack.base_url),

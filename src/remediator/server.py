@@ -15,7 +15,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +33,15 @@ from remediator.executor import Executor
 from remediator.metrics import Metrics
 from remediator.paging.desk import PagerDesk
 from remediator.reload import Outcome, Reloader
+from remediator.retention import Pruner, guardrail_horizon
 from remediator.scheduler import Timers
 from remediator.schema import Secret
 from remediator.slack.app import SlackApp
 from remediator.slack.identity import TokenCheck
 from remediator.slack.outbox import Outbox, Sender
 from remediator.slack.socket_mode import SocketMode
+from remediator.store.factory import build_store
 from remediator.store.records import AuditEntry
-from remediator.store.sqlite import SqliteStore
 from remediator.types import Notifier, Store
 
 log = logging.getLogger(__name__)
@@ -251,16 +252,17 @@ class Daemon:
     clock: Clock = field(default_factory=SystemClock)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     slack_sender: Sender | None = None  # None: Slack's Web API, or the log without a token
+    given_store: InitVar[Store | None] = None  # None: the configured one (build_store)
     load: Callable[[Path], Config] = load_config  # how a reload reads the config again
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, given_store: Store | None) -> None:
         self.metrics = Metrics(self.registry)
         self.metrics.declare(
             [r.name for r in self.config.rules],
             sorted({a.kind for a in self.config.actions.values()}),
             sorted(self.config.all_targets()),
         )
-        self.store: Store = SqliteStore(self.config.store_path)
+        self.store: Store = given_store or build_store(self.config.store)
         self.outbox = Outbox(self.config, self.store, self.metrics, self.slack_sender)
         self.pager_desk = PagerDesk(self.config, self.store, self.metrics, self.clock)
         self.notifier: Notifier = Notifiers((self.outbox, self.pager_desk))
@@ -273,6 +275,13 @@ class Daemon:
         )
         self.timers = Timers(
             self.engine, self.executor, self.control, self.store, self.clock, self.pager_desk
+        )
+        self.pruner = Pruner(
+            self.store,
+            self.config.store.retention,
+            guardrail_horizon(self.config),
+            self.metrics,
+            self.clock,
         )
         self.executor.wake = self.engine.wake = self.pager_desk.wake_timers = self.timers.poke
         self.executor.verify_failed = self.engine.verification_failed
@@ -348,6 +357,7 @@ class Daemon:
         self.timers.start()
         await self.outbox.start()
         await self.pager_desk.start()
+        self.pruner.start()
         if self.slack_token is not None:
             self.slack_token.start()
         if self.socket_mode is not None:
@@ -389,6 +399,7 @@ class Daemon:
             await self.slack_token.stop()
         await self.outbox.stop()
         await self.pager_desk.stop()
+        await self.pruner.stop()
         await self.store.close()
 
     async def serve(self, host: str | None = None, port: int | None = None) -> None:

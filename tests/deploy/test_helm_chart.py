@@ -183,11 +183,6 @@ def test_the_configmap_config_passes_remediator_check(profile: str, tmp_path: Pa
     assert "OK" in result.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the daemon has no PostgreSQL store yet: config.store.postgres is an unknown key. "
-    "When this passes, remove this marker and say so in values-postgres.yaml and the README",
-)
 def test_the_postgres_profile_passes_remediator_check(tmp_path: Path) -> None:
     result = remediator_check(PROFILES["values-postgres.yaml"], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr

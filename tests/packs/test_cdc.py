@@ -23,9 +23,22 @@ STATUS = "GET /connectors/{}/status"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def am_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+async def shared_alertmanager(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     async with alertmanager(tmp_path_factory.mktemp("alertmanager")) as url:
         yield url
+
+
+EARLIER_SILENCES: set[str] = set()
+
+
+@pytest.fixture
+async def am_url(shared_alertmanager: str) -> str:
+    """The module's Alertmanager. Its silences outlive a test, and each backend numbers its
+    incidents from 1: a test sees only the silences made during it (silences_for)."""
+    async with httpx.AsyncClient() as client:
+        found = (await client.get(f"{shared_alertmanager}/api/v2/silences")).json()
+    EARLIER_SILENCES.update(s["id"] for s in found)
+    return shared_alertmanager
 
 
 @pytest.fixture
@@ -48,7 +61,12 @@ def calls(connect: KafkaConnect) -> list[str]:
 async def silences_for(am_url: str, incident: str) -> list[dict[str, Any]]:
     async with httpx.AsyncClient() as client:
         found = (await client.get(f"{am_url}/api/v2/silences")).json()
-    return [s for s in found if f"incident {incident})" in s["comment"].replace("\n", " ")]
+    return [
+        s
+        for s in found
+        if f"incident {incident})" in s["comment"].replace("\n", " ")
+        and s["id"] not in EARLIER_SILENCES
+    ]
 
 
 # --- ConnectorDown --------------------------------------------------------------------------

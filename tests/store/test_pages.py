@@ -1,16 +1,16 @@
-"""The store's paging tables (store/pages.py): pages of incidents, the pager outbox in order per
-incident and pager, escalations that happen once, and what once_per_incident reads."""
+"""The store's paging tables (store/pages.py), on both backends: pages of incidents, the pager
+outbox in order per incident and pager, escalations that happen once, and what once_per_incident
+reads."""
 
 from __future__ import annotations
 
 from remediator.paging.records import PageEvent, PageState
 from remediator.store.records import AuditEntry, Changes
-from remediator.store.sqlite import SqliteStore
-from tests.store.test_sqlite import claim, new_incident
-from tests.store.test_sqlite import store as store
+from tests.store.conftest import AnyStore
+from tests.store.test_contract import claim, new_incident
 
 
-async def opened(store: SqliteStore, key: str = "c1") -> int:
+async def opened(store: AnyStore, key: str = "c1") -> int:
     applied = await store.apply(Changes(at=1.0, incidents=[new_incident(-1, key)]))
     return applied.incident_ids[-1]
 
@@ -20,7 +20,7 @@ def paged(incident_id: int, level: int = 1) -> AuditEntry:
 
 
 async def test_pages_are_recorded_with_the_cursor_and_delivered_in_order_per_pager(
-    store: SqliteStore,
+    store: AnyStore,
 ) -> None:
     one, two = await opened(store, "c1"), await opened(store, "c2")
     events = [
@@ -49,7 +49,7 @@ async def test_pages_are_recorded_with_the_cursor_and_delivered_in_order_per_pag
 
 
 async def test_an_escalation_happens_once_and_never_for_an_acked_or_resolved_incident(
-    store: SqliteStore,
+    store: AnyStore,
 ) -> None:
     incident = await opened(store)
     state = PageState(incident, "on-call", 1, 2.0, ("pd",))
@@ -72,7 +72,7 @@ async def test_an_escalation_happens_once_and_never_for_an_acked_or_resolved_inc
 
 
 async def test_done_actions_are_those_that_took_or_may_take_effect(
-    store: SqliteStore,
+    store: AnyStore,
 ) -> None:
     incident = await opened(store)
     applied = await store.apply(

@@ -38,7 +38,7 @@ from remediator.paging.records import (
     Unacked,
 )
 from remediator.schema import format_duration
-from remediator.store.pages import PAGE_CURSOR
+from remediator.store.pages import CURSOR as PAGE_CURSOR
 from remediator.store.records import AuditEntry
 from remediator.types import Store
 

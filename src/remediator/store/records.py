@@ -216,3 +216,26 @@ class Page:
 
     items: list[dict[str, Any]]
     next_before: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRecord:
+    """An incident as stored, for people (the API, Slack, the CLI)."""
+
+    id: int
+    rule: str
+    key: tuple[str, ...]
+    key_labels: Mapping[str, str]  # key label name -> value
+    status: str
+    tier: int
+    value: float | None
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    opened_at: float
+    tier_at: float
+    updated_at: float
+    resolved_at: float | None
+    generator_url: str
+    external_url: str
+    acked_by: str | None
+    acked_at: float | None

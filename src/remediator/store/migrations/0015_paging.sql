@@ -3,7 +3,7 @@
 -- events for PagerDuty and Opsgenie waiting for delivery, in order per incident and pager.
 
 CREATE TABLE pages (
-    incident_id BIGINT PRIMARY KEY REFERENCES incidents (id),
+    incident_id BIGINT PRIMARY KEY,      -- no foreign key: retention prunes incidents alone
     policy TEXT NOT NULL,
     level INTEGER NOT NULL,               -- 1-based level of the policy called last
     level_at DOUBLE PRECISION NOT NULL,   -- when that level was called

@@ -1,0 +1,324 @@
+"""Incidents and their alert instances: what the engine loads at start, reads per batch and
+commits with the journal entries a batch came from."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import replace
+
+from remediator import approvals
+from remediator.incidents import Incident
+from remediator.store import rows
+from remediator.store.audit import insert_audit
+from remediator.store.claims import close_claim
+from remediator.store.records import (
+    AWAITING_APPROVAL,
+    CLAIMED,
+    HELD,
+    INTERRUPTED,
+    RUNNING,
+    SUCCEEDED,
+    VERIFY_FAILED,
+    Applied,
+    AuditEntry,
+    Changes,
+    Claim,
+    IncidentWrite,
+    InstanceWrite,
+    NewClaim,
+)
+from remediator.store.sql import Runner, Tx, marks
+
+InstanceKey = tuple[str, str, float]  # (rule, fingerprint, startsAt)
+# claims that took, or may still take, effect (once_per_incident); verification apart
+_MAY_TAKE_EFFECT = (CLAIMED, RUNNING, HELD, AWAITING_APPROVAL, SUCCEEDED, INTERRUPTED)
+
+
+class IncidentsSQL(Runner):
+    async def load_open_incidents(self) -> list[Incident]:
+        return await self._read(_load_open_incidents)
+
+    async def resolved_instances(self, keys: list[InstanceKey]) -> set[InstanceKey]:
+        async def op(tx: Tx) -> set[InstanceKey]:
+            sql = (
+                "SELECT 1 FROM alert_instances WHERE rule = ? AND fingerprint = ? "
+                "AND starts_at = ? AND status = 'resolved'"
+            )
+            return {key for key in keys if await tx.fetchrow(sql, *key) is not None}
+
+        return await self._read(op) if keys else set()
+
+    async def recent_starts(self, rule: str, key: tuple[str, ...], since: float) -> list[float]:
+        async def op(tx: Tx) -> list[float]:
+            sql = (
+                "SELECT a.starts_at FROM alert_instances a JOIN incidents i "
+                "ON a.incident_id = i.id WHERE i.rule = ? AND i.incident_key = ? "
+                "AND a.rule = ? AND a.starts_at >= ?"
+            )
+            found = await tx.fetch(sql, rule, json.dumps(list(key)), rule, since)
+            return [r["starts_at"] for r in found]
+
+        return await self._read(op)
+
+    async def ran_actions(self, incident_id: int) -> set[str]:
+        """Actions that may have taken effect for this incident: succeeded, interrupted (the
+        target may have seen it) or still running. What `if_ran` undoes."""
+        return (await self.ran_actions_of([incident_id]))[incident_id]
+
+    async def ran_actions_of(self, incident_ids: list[int]) -> dict[int, set[str]]:
+        """ran_actions for several incidents in one read; every id is a key."""
+
+        async def op(tx: Tx) -> dict[int, set[str]]:
+            sql = (
+                f"SELECT DISTINCT incident_id, action FROM claims "
+                f"WHERE incident_id IN ({marks(incident_ids)}) "
+                "AND +status IN (?, ?, ?)"  # + keeps SQLite on these incidents' claims
+            )
+            ran: dict[int, set[str]] = {i: set() for i in incident_ids}
+            for r in await tx.fetch(sql, *incident_ids, SUCCEEDED, INTERRUPTED, RUNNING):
+                ran[r["incident_id"]].add(r["action"])
+            return ran
+
+        return await self._read(op) if incident_ids else {}
+
+    async def done_actions(self, incident_id: int) -> set[str]:
+        """Actions claimed for this incident that did, or still may, take effect: not failed,
+        refused, skipped, not run for a precondition, dry-run, nor failed their verification.
+        What `once_per_incident` does not repeat."""
+
+        async def op(tx: Tx) -> set[str]:
+            sql = (
+                "SELECT DISTINCT action FROM claims WHERE incident_id = ? AND status IN "
+                "(?, ?, ?, ?, ?, ?) AND (verify_status IS NULL OR verify_status != ?)"
+            )
+            found = await tx.fetch(sql, incident_id, *_MAY_TAKE_EFFECT, VERIFY_FAILED)
+            return {str(r["action"]) for r in found}
+
+        return await self._read(op)
+
+    async def incident_status(self, incident_id: int) -> str | None:
+        async def op(tx: Tx) -> str | None:
+            status = await tx.fetchval("SELECT status FROM incidents WHERE id = ?", incident_id)
+            return None if status is None else str(status)
+
+        return await self._read(op)
+
+    async def incident_results(self, incident_id: int) -> dict[str, str]:
+        """The output of each action that succeeded for this incident (the last one's, if an
+        action ran in several tiers)."""
+
+        async def op(tx: Tx) -> dict[str, str]:
+            sql = (  # + keeps SQLite on the incident's claims, not every succeeded claim
+                "SELECT c.action, a.output FROM claims c JOIN attempts a ON a.claim_id = c.id "
+                "WHERE c.incident_id = ? AND +c.status = ? AND a.ok = 1 ORDER BY a.id"
+            )
+            return {r["action"]: r["output"] for r in await tx.fetch(sql, incident_id, SUCCEEDED)}
+
+        return await self._read(op)
+
+    async def incident_alert(self, incident_id: int) -> tuple[dict[str, str], dict[str, str]]:
+        """The labels and annotations of the incident's latest alert."""
+
+        async def op(tx: Tx) -> tuple[dict[str, str], dict[str, str]]:
+            sql = "SELECT labels, annotations FROM incidents WHERE id = ?"
+            r = await tx.fetchrow(sql, incident_id)
+            return (
+                ({}, {}) if r is None else (json.loads(r["labels"]), json.loads(r["annotations"]))
+            )
+
+        return await self._read(op)
+
+    async def apply(self, changes: Changes) -> Applied:
+        return await self._write(lambda tx: _apply(tx, changes))
+
+    async def rename_rule(
+        self, old: str, new: str, audit: Callable[[int], AuditEntry]
+    ) -> AuditEntry | None:
+        """Move what was recorded under a rule's previous name to its new name: incidents,
+        alert instances, claims (the cooldown reads them), approvals and mutes. An open incident
+        whose key is already open under the new name stays behind. The audit line, made from
+        the number of incidents moved, is written only if anything moved."""
+
+        async def op(tx: Tx) -> AuditEntry | None:
+            moved = await _rename_rule(tx, old, new)
+            return await insert_audit(tx, audit(moved)) if moved else None
+
+        return await self._write(op)
+
+
+async def _load_open_incidents(tx: Tx) -> list[Incident]:
+    instances: dict[int, dict[tuple[str, float], float | None]] = {}
+    sql = (
+        "SELECT incident_id, fingerprint, starts_at, value FROM alert_instances "
+        "WHERE status = 'firing'"
+    )
+    for r in await tx.fetch(sql):
+        instances.setdefault(r["incident_id"], {})[(r["fingerprint"], r["starts_at"])] = r["value"]
+    sql = f"SELECT {rows.INCIDENT_COLUMNS} FROM incidents WHERE status = 'open' ORDER BY id"
+    return [rows.open_incident(r, instances.get(r["id"], {})) for r in await tx.fetch(sql)]
+
+
+async def _apply(tx: Tx, changes: Changes) -> Applied:
+    ids: dict[int, int] = {}
+    for write in changes.incidents:
+        incident = write.incident
+        if incident.id < 0 and incident.id not in ids:
+            ids[incident.id] = await _insert_incident(tx, write)
+        else:
+            await _update_incident(tx, write, ids.get(incident.id, incident.id))
+
+    def real(incident_id: int) -> int:
+        return ids.get(incident_id, incident_id)
+
+    for inst in changes.instances:
+        await _upsert_instance(tx, inst, real(inst.incident_id))
+    claims = [c for new in changes.claims if (c := await _insert_claim(tx, new, real))]
+    audit = [await insert_audit(tx, _with_incident(e, real)) for e in changes.audit]
+    resolved = [w.incident.id for w in changes.incidents if w.incident.status == "resolved"]
+    audit += await _cancel_approvals(tx, [real(i) for i in resolved], changes.at)
+    await tx.executemany(
+        "UPDATE journal SET processed_at = ? WHERE id = ?",
+        [(changes.at, jid) for jid in changes.journal_ids],
+    )
+    return Applied(ids, claims, audit)
+
+
+async def _upsert_instance(tx: Tx, inst: InstanceWrite, incident_id: int) -> None:
+    await tx.execute(
+        "INSERT INTO alert_instances (rule, fingerprint, starts_at, incident_id, status, "
+        "value, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (rule, fingerprint, starts_at) DO UPDATE SET status = excluded.status, "
+        "value = excluded.value, last_seen = excluded.last_seen",
+        inst.rule,
+        inst.fingerprint,
+        inst.starts_at,
+        incident_id,
+        inst.status,
+        inst.value,
+        inst.at,
+        inst.at,
+    )
+
+
+async def _insert_claim(tx: Tx, new: NewClaim, real: Callable[[int], int]) -> Claim | None:
+    """The claim, or None if its (incident, step, action) is already claimed."""
+    r = await tx.fetchrow(
+        "INSERT INTO claims (incident_id, step, action, kind, target, rule, idempotency_key, "
+        "context, status, claimed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        f"ON CONFLICT (incident_id, step, action) DO NOTHING RETURNING {rows.CLAIM_COLUMNS}",
+        real(new.incident_id),
+        new.step,
+        new.action,
+        new.kind,
+        new.target,
+        new.rule,
+        new.idempotency_key,
+        json.dumps(new.context),
+        CLAIMED,
+        new.at,
+    )
+    return None if r is None else rows.claim(r)
+
+
+async def _cancel_approvals(tx: Tx, incident_ids: list[int], at: float) -> list[AuditEntry]:
+    """The incidents resolved: the pending approvals that approvals.cancelled_on_resolution
+    names are cancelled, their claims closed as it says."""
+    if not incident_ids:
+        return []
+    sql = (
+        f"SELECT {', '.join('a.' + c for c in rows.APPROVAL_COLUMNS.split(', '))}, c.step "
+        f"FROM approvals a JOIN claims c ON c.id = a.claim_id "
+        f"WHERE a.incident_id IN ({marks(incident_ids)}) AND a.status = 'pending' "
+        "AND c.status = ?"
+    )
+    entries = []
+    for r in await tx.fetch(sql, *incident_ids, AWAITING_APPROVAL):
+        approval = rows.approval(r)
+        if not approvals.cancelled_on_resolution(r["step"]):
+            continue
+        await tx.execute(
+            "UPDATE approvals SET status = 'cancelled', decided_by = 'remediator', "
+            "decided_at = ?, reason = ? WHERE id = ?",
+            at,
+            approvals.CANCELLED_BECAUSE,
+            approval.id,
+        )
+        await close_claim(tx, approval.claim_id, approvals.after_cancellation(approval), at)
+        entries.append(
+            await insert_audit(tx, approvals.cancellation_audit(approval, r["step"], at))
+        )
+    return entries
+
+
+async def _insert_incident(tx: Tx, write: IncidentWrite) -> int:
+    i = write.incident
+    incident_id = await tx.fetchval(
+        "INSERT INTO incidents (rule, incident_key, key_labels, status, tier, value, labels, "
+        "annotations, opened_at, tier_at, updated_at, resolved_at, generator_url, external_url) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        i.rule,
+        json.dumps(list(i.key)),
+        json.dumps(dict(write.key_labels)),
+        i.status,
+        i.tier,
+        i.value,
+        json.dumps(dict(write.labels or {})),
+        json.dumps(dict(write.annotations or {})),
+        i.opened_at,
+        i.tier_at,
+        i.updated_at,
+        i.resolved_at,
+        write.generator_url or "",
+        write.external_url or "",
+    )
+    return int(incident_id)
+
+
+async def _update_incident(tx: Tx, write: IncidentWrite, incident_id: int) -> None:
+    i = write.incident
+    await tx.execute(
+        "UPDATE incidents SET status = ?, tier = ?, value = ?, tier_at = ?, updated_at = ?, "
+        "resolved_at = ?, labels = COALESCE(?, labels), annotations = COALESCE(?, annotations), "
+        "generator_url = COALESCE(?, generator_url), external_url = COALESCE(?, external_url) "
+        "WHERE id = ?",
+        i.status,
+        i.tier,
+        i.value,
+        i.tier_at,
+        i.updated_at,
+        i.resolved_at,
+        None if write.labels is None else json.dumps(dict(write.labels)),
+        None if write.annotations is None else json.dumps(dict(write.annotations)),
+        write.generator_url or None,
+        write.external_url or None,
+        incident_id,
+    )
+
+
+async def _rename_rule(tx: Tx, old: str, new: str) -> int:
+    """The number of incidents moved from `old` to `new`, with their dependants."""
+    moved = await tx.execute(
+        "UPDATE incidents SET rule = ? WHERE rule = ? AND NOT (status = 'open' AND EXISTS ("
+        "SELECT 1 FROM incidents n WHERE n.rule = ? AND n.status = 'open' "
+        "AND n.incident_key = incidents.incident_key))",
+        new,
+        old,
+        new,
+    )
+    await tx.execute(
+        "UPDATE alert_instances SET rule = ? WHERE rule = ? AND NOT EXISTS ("
+        "SELECT 1 FROM alert_instances n WHERE n.rule = ? "
+        "AND n.fingerprint = alert_instances.fingerprint "
+        "AND n.starts_at = alert_instances.starts_at)",
+        new,
+        old,
+        new,
+    )
+    for table in ("claims", "approvals", "mutes"):
+        await tx.execute(f"UPDATE {table} SET rule = ? WHERE rule = ?", new, old)
+    return moved
+
+
+def _with_incident(e: AuditEntry, real: Callable[[int], int]) -> AuditEntry:
+    return e if e.incident_id is None else replace(e, incident_id=real(e.incident_id))

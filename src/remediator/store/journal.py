@@ -1,0 +1,21 @@
+"""The journal: every notification, written before the webhook is acknowledged."""
+
+from __future__ import annotations
+
+from remediator.store.sql import Runner, Tx
+
+
+class JournalSQL(Runner):
+    async def append_journal(self, body: str, at: float) -> int:
+        async def op(tx: Tx) -> int:
+            sql = "INSERT INTO journal (received_at, body) VALUES (?, ?) RETURNING id"
+            return int(await tx.fetchval(sql, at, body))
+
+        return await self._write(op, urgent=True)
+
+    async def unprocessed_journal(self) -> list[tuple[int, str]]:
+        async def op(tx: Tx) -> list[tuple[int, str]]:
+            sql = "SELECT id, body FROM journal WHERE processed_at IS NULL ORDER BY id"
+            return [(r["id"], r["body"]) for r in await tx.fetch(sql)]
+
+        return await self._read(op)

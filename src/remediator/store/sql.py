@@ -1,0 +1,69 @@
+"""One transaction on either backend, as the store's shared SQL sees it.
+
+A store operation is `async def op(tx: Tx) -> T`, written once. On PostgreSQL its awaits are
+asyncpg's; on SQLite they never suspend, so the writer thread drives the coroutine to its end
+without an event loop (`run_sync`). Rows are read by column name on both."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
+
+from remediator.store.dialect import Dialect
+
+T = TypeVar("T")
+
+
+class Row(Protocol):
+    """sqlite3.Row and asyncpg.Record alike: columns by name (or position, for one value)."""
+
+    def __getitem__(self, key: str | int) -> Any: ...
+
+
+class Tx(Protocol):
+    """Statements use `?` placeholders; the backend translates them for its dialect."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run a statement; the rows it changed."""
+        ...
+
+    async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None: ...
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        """The first column of the first row; None without a row."""
+        ...
+
+
+Op = Callable[[Tx], Coroutine[Any, Any, T]]
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (an op on SQLite's blocking connection) to its end."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    coro.close()
+    raise RuntimeError("a store operation awaited something other than its transaction")
+
+
+def marks(values: Sequence[Any]) -> str:
+    """`?, ?, ?` for an IN list of `values`."""
+    return ", ".join("?" for _ in values)
+
+
+class Runner:
+    """What the SQL modules need of a backend: run an op in a write transaction (committed
+    durably before it returns) or as a read."""
+
+    async def _write(self, op: Op[T], urgent: bool = False) -> T:
+        """`urgent`: someone waits for this commit to answer (a journal append)."""
+        raise NotImplementedError
+
+    async def _read(self, op: Op[T]) -> T:
+        raise NotImplementedError
