@@ -122,8 +122,7 @@ async def desk_for(
     return Desk(pack, slack)
 
 
-@pytest.fixture
-async def ingestion(
+async def make_ingestion(
     write_config: Callable[..., Path],
     start_daemon: StartDaemon,
     targets: Targets,
@@ -150,12 +149,45 @@ async def ingestion(
     return await desk_for("ingestion", write_config, start_daemon, urls, slack_api, extra)
 
 
+@pytest.fixture
+async def ingestion(
+    write_config: Callable[..., Path],
+    start_daemon: StartDaemon,
+    targets: Targets,
+    slack_api: SlackAPI,
+    pagerduty: PagerDutyAPI,
+    opsgenie: OpsgenieAPI,
+    tmp_path: Path,
+) -> Desk:
+    return await make_ingestion(
+        write_config, start_daemon, targets, slack_api, pagerduty, opsgenie, tmp_path
+    )
+
+
+@pytest.fixture
+async def ingestion_any(
+    store_backend: str,
+    write_config: Callable[..., Path],
+    start_daemon: StartDaemon,
+    targets: Targets,
+    slack_api: SlackAPI,
+    pagerduty: PagerDutyAPI,
+    opsgenie: OpsgenieAPI,
+    tmp_path: Path,
+) -> Desk:
+    """The ingestion desk on each store backend (SQLite, then PostgreSQL)."""
+    return await make_ingestion(
+        write_config, start_daemon, targets, slack_api, pagerduty, opsgenie, tmp_path
+    )
+
+
 # --- the ingestion ladder -------------------------------------------------------------------------
 
 
 async def test_the_ingestion_ladder_pages_once_and_the_page_follows_the_incident(
-    ingestion: Desk, pagerduty: PagerDutyAPI, opsgenie: OpsgenieAPI
+    ingestion_any: Desk, pagerduty: PagerDutyAPI, opsgenie: OpsgenieAPI
 ) -> None:
+    ingestion = ingestion_any
     p2, p1, p0 = error_rate("0.07", "P2"), error_rate("0.12", "P1"), error_rate("0.25", "P0")
 
     await ingestion.fire(p2)  # 7 %: the team is told, nobody is paged
@@ -213,8 +245,9 @@ async def test_the_kill_switch_runs_once_on_the_climb_to_rollback(
 
 
 async def test_with_the_pager_down_the_whole_time_every_event_arrives_in_order(
-    ingestion: Desk, pagerduty: PagerDutyAPI
+    ingestion_any: Desk, pagerduty: PagerDutyAPI
 ) -> None:
+    ingestion = ingestion_any
     pagerduty.down = True
     p1, p0 = error_rate("0.12", "P1"), error_rate("0.25", "P0")
     await ingestion.fire(p1)
