@@ -24,6 +24,7 @@ from pathlib import Path
 
 from bench import (
     a2a,
+    backtest,
     http_client,
     ingest,
     postgres_store,
@@ -46,7 +47,8 @@ from bench.common import (
 RESULTS = ROOT / "bench" / "RESULTS.md"
 FINDINGS = ROOT / "bench" / "FINDINGS.md"
 ORDER = (
-    "ingest", "a2a", "postgres", "rules", "memory", "restart", "slack", "http_client", "profiles"
+    "ingest", "a2a", "postgres", "rules", "memory", "restart", "slack", "http_client",
+    "backtest", "profiles",
 )  # fmt: skip
 
 
@@ -209,6 +211,7 @@ def main() -> None:
         "restart": lambda: startup.restart(3 if args.quick else 5),
         "slack": lambda: slack_outbox.run(args.quick),
         "http_client": lambda: http_client.run(args.quick),
+        "backtest": lambda: backtest.run(args.quick),
         "profiles": lambda: profile_section(args.quick),
     }
     started = time.monotonic()

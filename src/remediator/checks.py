@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -174,7 +174,13 @@ class KafkaConnectCheck:
         return CheckResult(True, shown)
 
 
-Check = HttpCheck | KafkaConnectCheck | PromQLCheck
+class Check(Protocol):
+    """A precondition or a verification: HttpCheck, KafkaConnectCheck, PromQLCheck (and
+    replay's stand-in, which asks nothing)."""
+
+    def describe(self) -> str: ...
+
+    async def evaluate(self, ctx: RenderContext, http: httpx.AsyncClient) -> CheckResult: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,11 +5,19 @@ the on-call runbook), `replay` (the journal through a config, with a fake clock)
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import logging
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from remediator import alert_rules, runbook_docs
+import httpx
+
+from remediator import alert_rules, backtest, replay, runbook_docs
+from remediator.alerts import parse_time
+from remediator.backtest import BacktestError
 from remediator.config import Config
 from remediator.errors import ConfigError
 
@@ -32,6 +40,81 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "--out", type=Path, help="write one page per rule file into this directory (default: print)"
     )
     docs.set_defaults(command=cmd_docs)
+
+    replay = sub.add_parser(
+        "replay",
+        parents=[common],
+        help="decide the journal's notifications again through this config, touching nothing",
+    )
+    replay.add_argument(
+        "--store", type=Path, help="the live SQLite store to read (default: the config's)"
+    )
+    _range(replay)
+    replay.add_argument(
+        "--compare", action="store_true", help="set it beside what really happened (the audit)"
+    )
+    replay.add_argument("--json", action="store_true", help="print JSON")
+    replay.set_defaults(command=cmd_replay)
+
+    back = sub.add_parser(
+        "backtest",
+        parents=[common],
+        help="what this config would have done on the alerts in Prometheus's history",
+    )
+    back.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus's base URL")
+    _range(back)
+    back.add_argument(
+        "--step", default="1m", help="the resolution alerts are evaluated at (default: 1m)"
+    )
+    back.add_argument(
+        "--alert-rules",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="evaluate these alerting rules (files or directories) instead of reading ALERTS",
+    )
+    back.add_argument("--json", action="store_true", help="print JSON")
+    back.set_defaults(command=cmd_backtest)
+
+
+def _range(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--from",
+        dest="since",
+        default="now-7d",
+        metavar="TIME",
+        help="RFC 3339, Unix seconds, now or now-DURATION (default: now-7d)",
+    )
+    parser.add_argument(
+        "--to", dest="until", default="now", metavar="TIME", help="as --from (default: now)"
+    )
+
+
+def when(text: str, now: float) -> float:
+    """A time from the command line: RFC 3339, Unix seconds, `now`, `now-7d`."""
+    text = text.strip()
+    if text == "now":
+        return now
+    if text.startswith("now-"):
+        return now - alert_rules.duration(text[4:])
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise ValueError(
+            f"invalid time {text!r} (RFC 3339, Unix seconds, now or now-DURATION)"
+        ) from None
+
+
+def _times(args: argparse.Namespace) -> tuple[float, float]:
+    now = time.time()
+    since, until = when(args.since, now), when(args.until, now)
+    if since >= until:
+        raise ValueError(f"--from ({args.since}) must be before --to ({args.until})")
+    return since, until
 
 
 def _problems(e: ConfigError) -> int:
@@ -57,3 +140,64 @@ def cmd_docs(config: Config, args: argparse.Namespace) -> int:
     for path in runbook_docs.write(found, args.out):
         print(f"wrote {path}")
     return 0
+
+
+def cmd_replay(config: Config, args: argparse.Namespace) -> int:
+    try:
+        since, until = _times(args)
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
+    live = args.store or config.store_path
+    _quiet(args)
+    result = asyncio.run(replay.replay(config, live, since, until, compare=args.compare))
+    _print(result, args.json)
+    return 0
+
+
+def _quiet(args: argparse.Namespace) -> None:
+    """The sandbox's daemon parts log each recorded action as the daemon would: the timeline says
+    it already, so their log shows only errors, unless --log-level debug asks for everything."""
+    if args.log_level != "debug":
+        for name in ("engine", "executor", "control", "scheduler"):
+            logging.getLogger(f"remediator.{name}").setLevel(logging.ERROR)
+
+
+def _print(result: replay.Result, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        print("\n".join(result.text()))
+
+
+def cmd_backtest(config: Config, args: argparse.Namespace) -> int:
+    try:
+        since, until = _times(args)
+        step = alert_rules.duration(args.step)
+        given = alert_rules.load_files(args.alert_rules) if args.alert_rules else None
+    except ConfigError as e:
+        return _problems(e)
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
+    _quiet(args)
+    try:
+        result = asyncio.run(_backtest(config, args.prometheus, since, until, step, given))
+    except BacktestError as e:
+        print(e, file=sys.stderr)
+        return 1
+    _print(result, args.json)
+    return 0
+
+
+async def _backtest(
+    config: Config,
+    url: str,
+    since: float,
+    until: float,
+    step: float,
+    given: list[alert_rules.AlertingRule] | None,
+) -> replay.Result:
+    async with httpx.AsyncClient(timeout=60.0, trust_env=False) as client:
+        prometheus = backtest.Prometheus(url, client)
+        return await backtest.backtest(config, prometheus, since, until, step, given)

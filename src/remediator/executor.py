@@ -100,8 +100,11 @@ class Turns:
         self._passed.add(claim.id)
         self._ended[claim.target] += 1
         waiters = self._waiters[claim.target]
-        if waiters:
-            waiters.popleft().set_result(None)
+        while waiters:  # a waiter whose wait timed out was cancelled with it: skip it
+            turn = waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
 
     def ended(self, claim: Claim) -> None:
         """The claim's run is over: pass its turn on if it has not yet."""

@@ -74,6 +74,9 @@ class Journal(Protocol):
 
     async def append_journal(self, body: str, at: float) -> int: ...
     async def unprocessed_journal(self) -> list[tuple[int, str]]: ...
+    async def journal_between(self, since: float, until: float) -> list[tuple[int, float, str]]:
+        """(id, received_at, body) received in [since, until], in order: for replay."""
+        ...
 
 
 class Incidents(Protocol):

@@ -70,6 +70,16 @@ async def test_concurrent_journal_writes_share_commits(store: AnyStore) -> None:
     assert len(await store.unprocessed_journal()) == 200
 
 
+async def test_the_journal_between_two_times_is_read_in_the_order_received(
+    store: AnyStore,
+) -> None:
+    for at, body in ((10.0, "a"), (20.0, "b"), (30.0, "c"), (15.0, "late")):
+        await store.append_journal(body, at)
+    found = await store.journal_between(10.0, 20.0)
+    assert [(at, body) for _, at, body in found] == [(10.0, "a"), (20.0, "b"), (15.0, "late")]
+    assert [journal_id for journal_id, _, _ in found] == sorted(j for j, _, _ in found)
+
+
 async def test_one_failing_write_does_not_fail_its_batch(store: AnyStore) -> None:
     async def broken(tx: Tx) -> None:
         await tx.execute("INSERT INTO journal (received_at, body) VALUES (0, 'x')")

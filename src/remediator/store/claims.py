@@ -66,7 +66,7 @@ class ClaimsSQL(Runner):
                 return verdict, False
             return verdict, await _start_claim(tx, claim.id, now, request)
 
-        return await self._write(op)
+        return await self._write(op, serial=True)
 
     async def record_attempt(self, attempt: Attempt) -> None:
         await self._write(lambda tx: _insert_attempt(tx, attempt))

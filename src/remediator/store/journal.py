@@ -19,3 +19,17 @@ class JournalSQL(Runner):
             return [(r["id"], r["body"]) for r in await tx.fetch(sql)]
 
         return await self._read(op)
+
+    async def journal_between(self, since: float, until: float) -> list[tuple[int, float, str]]:
+        """(id, received_at, body) of the notifications received in [since, until], in the
+        order they were received: what `remediator replay` decides again."""
+
+        async def op(tx: Tx) -> list[tuple[int, float, str]]:
+            sql = (
+                "SELECT id, received_at, body FROM journal "
+                "WHERE received_at >= ? AND received_at <= ? ORDER BY id"
+            )
+            rows = await tx.fetch(sql, since, until)
+            return [(r["id"], float(r["received_at"]), r["body"]) for r in rows]
+
+        return await self._read(op)

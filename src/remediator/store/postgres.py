@@ -1,25 +1,29 @@
 """The PostgreSQL backend, on asyncpg: the same SQL and migrations as SQLite's, in PostgreSQL's
 dialect (dialect.py).
 
-Writes go through one writer task per process, as on SQLite: it takes every write queued since
-its last commit and runs them in one transaction, each in its own savepoint, then commits once
-(group commit; journal appends first, in a transaction of their own). Every commit is durable
-(synchronous_commit=on, set on each connection). What must hold across processes holds by
-PostgreSQL's locks: start_claim_if takes a transaction-level advisory lock (dialect.LOCK_STARTS),
-claims and open incidents are unique rows. Reads use the pool's other connections."""
+Journal appends go through one writer task, as on SQLite: it takes every append queued since its
+last commit and commits them in one transaction (group commit). Every other write runs at once in
+a transaction of its own on a pooled connection, so that a write's round trips to the server
+overlap with the others' (one writer would add them up); PostgreSQL flushes the WAL of concurrent
+commits together. Every commit is durable (synchronous_commit=on, set on each connection). What
+must hold between concurrent writes, in this process or another, holds by PostgreSQL's locks:
+start_claim_if takes a transaction-level advisory lock (dialect.LOCK_STARTS), claims and open
+incidents are unique rows, and every check-then-write op writes conditionally. A transaction
+PostgreSQL fails to break a deadlock runs again."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
 
 from remediator.errors import StoreConflict, StoreError, StoreUnavailable
+from remediator.store.batcher import Batcher, JournalAppender
 from remediator.store.claims import ClaimsSQL
 from remediator.store.controls import ControlsSQL
 from remediator.store.dialect import POSTGRES, Dialect
@@ -34,6 +38,7 @@ from remediator.store.settings import PostgresSettings
 from remediator.store.sql import Op, Row
 
 T = TypeVar("T")
+DEADLOCK_RETRIES = 3
 log = logging.getLogger(__name__)
 _UNAVAILABLE = (
     OSError,
@@ -99,16 +104,6 @@ class PostgresTx:
         return None if row is None else row[0]
 
 
-@dataclass(slots=True)
-class _Job:
-    op: Op[Any]
-    future: asyncio.Future[Any]
-    urgent: bool
-
-
-_Result = tuple[_Job, Any, BaseException | None]
-
-
 class PostgresStore(
     JournalSQL,
     IncidentsSQL,
@@ -124,8 +119,10 @@ class PostgresStore(
     def __init__(self, settings: PostgresSettings) -> None:
         self.settings = settings
         self._pool: asyncpg.Pool | None = None
-        self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
-        self._writer: asyncio.Task[None] | None = None
+        # appends, committed together; judge-and-start writes, one after the other
+        self._journal = JournalAppender(self._transaction, _batch_error)
+        self._starts = Batcher("starts", self._transaction, _batch_error)
+        self._open = False
         self.commits = 0
 
     async def open(self) -> None:
@@ -155,15 +152,22 @@ class PostgresStore(
             ) from None
         if applied:
             log.info("PostgreSQL store: applied migrations %s", applied)
-        self._jobs = asyncio.Queue()
-        self._writer = asyncio.create_task(self._write_loop(), name="remediator-postgres-writer")
+        self._journal.start()
+        self._starts.start()
+        self._open = True
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._jobs.put_nowait(None)
-            await self._writer
-            self._writer = None
+        self._open = False
+        await self._journal.stop()
+        await self._starts.stop()
         await self._close_pool()
+
+    async def append_journal(self, body: str, at: float) -> int:
+        """Written before the webhook is acknowledged: with every append waiting for the same
+        commit, in one transaction of two statements (batcher.JournalAppender)."""
+        if not self._open:
+            raise StoreUnavailable("the store is not open")
+        return await self._journal.append(body, at)
 
     async def ping(self) -> None:
         await self._read(lambda tx: tx.fetchval("SELECT 1"))
@@ -173,12 +177,36 @@ class PostgresStore(
             pool, self._pool = self._pool, None
             await pool.close()
 
-    async def _write(self, op: Op[T], urgent: bool = False) -> T:
-        if self._writer is None or self._writer.done():
+    async def _write(self, op: Op[T], urgent: bool = False, serial: bool = False) -> T:
+        """Judge-and-start writes (`serial`) queue for the starts batcher, which commits all that
+        wait in one transaction: one advisory lock and one commit for many. Every other write
+        runs now, in a transaction of its own on a pooled connection (journal appends have
+        their own path: append_journal)."""
+        if not self._open or self._pool is None:
             raise StoreUnavailable("the store is not open")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._jobs.put_nowait(_Job(op, future, urgent))
-        return await future
+        if serial:
+            result: T = await self._starts.submit(op)
+            return result
+        for attempt in range(1, DEADLOCK_RETRIES + 1):
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    done = await op(PostgresTx(conn))
+                self.commits += 1
+                return done
+            except StoreError as e:
+                if not _deadlocked(e) or attempt == DEADLOCK_RETRIES:
+                    raise
+            except (asyncpg.PostgresError, *_UNAVAILABLE) as e:
+                raise store_error(e) from e
+        raise AssertionError("unreachable")
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[tuple[asyncpg.Connection, PostgresTx]]:
+        """A transaction on a pooled connection, for a batcher; counted when it commits."""
+        assert self._pool is not None
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield conn, PostgresTx(conn)
+        self.commits += 1
 
     async def _read(self, op: Op[T]) -> T:
         if self._pool is None:
@@ -189,77 +217,15 @@ class PostgresStore(
         except (asyncpg.PostgresError, *_UNAVAILABLE) as e:
             raise store_error(e) from e
 
-    async def _write_loop(self) -> None:
-        while (batch := await self._next_batch()) is not None:
-            urgent = [job for job in batch if job.urgent]
-            if urgent and len(urgent) < len(batch):
-                await self._commit(urgent)  # an acknowledgement waits for its commit only
-                batch = [job for job in batch if not job.urgent]
-            await self._commit(batch)
 
-    async def _next_batch(self) -> list[_Job] | None:
-        first = await self._jobs.get()
-        if first is None:
-            return None
-        batch = [first]
-        while not self._jobs.empty():
-            job = self._jobs.get_nowait()
-            if job is None:
-                self._jobs.put_nowait(None)  # finish this batch, then stop
-                break
-            batch.append(job)
-        return batch
-
-    async def _commit(self, batch: list[_Job]) -> None:
-        """One transaction for the batch. A job that fails rolls it back; the batch then runs
-        again with a savepoint per job, so that only the failing job fails (its neighbours'
-        ops are pure but for the database, so running them again is safe)."""
-        results = await self._transaction(batch, savepoints=False)
-        if len(batch) > 1 and any(error is not None for _, _, error in results):
-            results = await self._transaction(batch, savepoints=True)
-        for job, result, error in results:
-            if job.future.done():
-                continue
-            if error is not None:
-                job.future.set_exception(error)
-            else:
-                job.future.set_result(result)
-
-    async def _transaction(self, batch: list[_Job], savepoints: bool) -> list[_Result]:
-        assert self._pool is not None
-        results: list[_Result] = []
-        try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                tx = PostgresTx(conn)
-                for job in batch:
-                    results.append(await _run_job(conn, tx, job, savepoints))
-                    if results[-1][2] is not None and not savepoints:
-                        raise _Abandon
-            self.commits += 1
-            return results
-        except _Abandon:
-            return results + [(job, None, _ABANDONED) for job in batch[len(results) :]]
-        except Exception as e:  # the batch failed: every job in it did
-            failure = store_error(e) if isinstance(e, (asyncpg.PostgresError, *_UNAVAILABLE)) else e
-            return [(job, None, failure) for job in batch]
+def _batch_error(e: Exception) -> Exception:
+    return store_error(e) if isinstance(e, (asyncpg.PostgresError, *_UNAVAILABLE)) else e
 
 
-async def _run_job(conn: asyncpg.Connection, tx: PostgresTx, job: _Job, savepoint: bool) -> _Result:
-    """Run one job, in a savepoint if asked, so that its failure fails only itself."""
-    try:
-        if not savepoint:
-            return job, await job.op(tx), None
-        async with conn.transaction():
-            return job, await job.op(tx), None
-    except Exception as e:  # one job's failure must not fail the batch
-        return job, None, e
-
-
-class _Abandon(Exception):
-    """A job failed in a batch without savepoints: roll back, run the batch again with them."""
-
-
-_ABANDONED = StoreError("the batch was rolled back")
+def _deadlocked(e: StoreError) -> bool:
+    """PostgreSQL broke a deadlock (or a serialization failure) by failing this transaction:
+    running it again is safe and will succeed."""
+    return isinstance(e.__cause__, asyncpg.DeadlockDetectedError | asyncpg.SerializationError)
 
 
 def _scrub(message: str, dsn: str) -> str:

@@ -61,8 +61,10 @@ class Runner:
     """What the SQL modules need of a backend: run an op in a write transaction (committed
     durably before it returns) or as a read."""
 
-    async def _write(self, op: Op[T], urgent: bool = False) -> T:
-        """`urgent`: someone waits for this commit to answer (a journal append)."""
+    async def _write(self, op: Op[T], urgent: bool = False, serial: bool = False) -> T:
+        """`urgent`: someone waits for this commit to answer (a journal append). `serial`: a
+        judge-and-start write, that holds the starts lock: a backend may commit several in one
+        transaction, one after the other."""
         raise NotImplementedError
 
     async def _read(self, op: Op[T]) -> T:

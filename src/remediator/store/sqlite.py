@@ -270,7 +270,7 @@ class SqliteStore(
         finally:
             conn.close()
 
-    async def _write(self, op: Op[T], urgent: bool = False) -> T:
+    async def _write(self, op: Op[T], urgent: bool = False, serial: bool = False) -> T:
         if self._writer is None:
             raise StoreUnavailable("the store is not open")
         result: T = await self._writer.submit(op, urgent)

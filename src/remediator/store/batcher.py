@@ -1,0 +1,192 @@
+"""Group commit on PostgreSQL: writes of one kind queue, and one task commits all that wait in
+one transaction. A job that fails rolls the transaction back; the batch then runs again with a
+savepoint per job, so that only the failing job fails (ops change nothing but the database, so
+running them again is safe)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import asyncpg
+
+from remediator.errors import StoreError
+from remediator.store.sql import Op, Tx
+
+T = TypeVar("T")
+Transaction = Callable[[], AbstractAsyncContextManager[tuple[asyncpg.Connection, Tx]]]
+
+
+@dataclass(slots=True)
+class _Job:
+    op: Op[Any]
+    future: asyncio.Future[Any]
+
+
+_Result = tuple[_Job, Any, BaseException | None]
+
+
+class _Abandon(Exception):
+    """A job failed in a batch without savepoints: roll back, run the batch again with them."""
+
+
+_ABANDONED = StoreError("the batch was rolled back")
+
+
+class Batcher:
+    def __init__(
+        self, name: str, transaction: Transaction, wrap: Callable[[Exception], Exception]
+    ) -> None:
+        """`wrap`: the backend's errors as the store's (a failure of the whole batch)."""
+        self.name = name
+        self._transaction = transaction
+        self._wrap = wrap
+        self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._jobs = asyncio.Queue()
+        self._task = asyncio.create_task(self._loop(), name=f"remediator-postgres-{self.name}")
+
+    async def stop(self) -> None:
+        """Commit what is queued, then stop."""
+        if self._task is not None:
+            self._jobs.put_nowait(None)
+            await self._task
+            self._task = None
+
+    async def submit(self, op: Op[T]) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._jobs.put_nowait(_Job(op, future))
+        return await future
+
+    async def _loop(self) -> None:
+        while (batch := await self._next_batch()) is not None:
+            await self._commit(batch)
+
+    async def _next_batch(self) -> list[_Job] | None:
+        first = await self._jobs.get()
+        if first is None:
+            return None
+        batch = [first]
+        while not self._jobs.empty():
+            job = self._jobs.get_nowait()
+            if job is None:
+                self._jobs.put_nowait(None)  # finish this batch, then stop
+                break
+            batch.append(job)
+        return batch
+
+    async def _commit(self, batch: list[_Job]) -> None:
+        results = await self._run(batch, savepoints=False)
+        if len(batch) > 1 and any(error is not None for _, _, error in results):
+            results = await self._run(batch, savepoints=True)
+        for job, result, error in results:
+            if job.future.done():
+                continue
+            if error is not None:
+                job.future.set_exception(error)
+            else:
+                job.future.set_result(result)
+
+    async def _run(self, batch: list[_Job], savepoints: bool) -> list[_Result]:
+        results: list[_Result] = []
+        try:
+            async with self._transaction() as (conn, tx):
+                for job in batch:
+                    results.append(await _run_job(conn, tx, job, savepoints))
+                    if results[-1][2] is not None and not savepoints:
+                        raise _Abandon
+            return results
+        except _Abandon:
+            return results + [(job, None, _ABANDONED) for job in batch[len(results) :]]
+        except Exception as e:  # the batch failed: every job in it did
+            failure = self._wrap(e)
+            return [(job, None, failure) for job in batch]
+
+
+async def _run_job(conn: asyncpg.Connection, tx: Tx, job: _Job, savepoint: bool) -> _Result:
+    """Run one job, in a savepoint if asked, so that its failure fails only itself."""
+    try:
+        if not savepoint:
+            return job, await job.op(tx), None
+        async with conn.transaction():
+            return job, await job.op(tx), None
+    except Exception as e:  # one job's failure must not fail the batch
+        return job, None, e
+
+
+# PostgreSQL's own: a batch of journal entries in two statements, whatever its size. The ids are
+# taken from the journal's sequence first, in order, so that each entry knows its own.
+_TAKE_IDS = "SELECT nextval(pg_get_serial_sequence('journal', 'id')) FROM generate_series(1, $1)"
+_INSERT_JOURNAL = (
+    "INSERT INTO journal (id, received_at, body) "
+    "SELECT * FROM unnest($1::bigint[], $2::float8[], $3::text[])"
+)
+
+
+@dataclass(slots=True)
+class _Entry:
+    body: str
+    at: float
+    future: asyncio.Future[int]
+
+
+class JournalAppender:
+    """Group commit of journal appends: every entry queued since the last commit goes in one
+    transaction of two statements. If it fails, every entry in it fails (the webhook answers
+    503 and Alertmanager sends it again)."""
+
+    def __init__(self, transaction: Transaction, wrap: Callable[[Exception], Exception]) -> None:
+        self._transaction = transaction
+        self._wrap = wrap
+        self._entries: asyncio.Queue[_Entry | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._entries = asyncio.Queue()
+        self._task = asyncio.create_task(self._loop(), name="remediator-postgres-journal")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._entries.put_nowait(None)
+            await self._task
+            self._task = None
+
+    async def append(self, body: str, at: float) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._entries.put_nowait(_Entry(body, at, future))
+        return await future
+
+    async def _loop(self) -> None:
+        while True:
+            first = await self._entries.get()
+            if first is None:
+                return
+            batch = [first]
+            while not self._entries.empty():
+                entry = self._entries.get_nowait()
+                if entry is None:
+                    self._entries.put_nowait(None)  # commit this batch, then stop
+                    break
+                batch.append(entry)
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[_Entry]) -> None:
+        try:
+            async with self._transaction() as (conn, _):
+                ids = [r[0] for r in await conn.fetch(_TAKE_IDS, len(batch))]
+                bodies, ats = [e.body for e in batch], [e.at for e in batch]
+                await conn.execute(_INSERT_JOURNAL, ids, ats, bodies)
+        except Exception as e:  # the batch failed: every entry in it did
+            failure = self._wrap(e)
+            for entry in batch:
+                if not entry.future.done():
+                    entry.future.set_exception(failure)
+            return
+        for entry, journal_id in zip(batch, ids, strict=True):
+            if not entry.future.done():
+                entry.future.set_result(int(journal_id))
