@@ -7,11 +7,23 @@ CONFIG ?= examples/remediator.yaml
 
 .PHONY: run test check lint typecheck bench system-deps clean docs
 
-$(BIN)/remediator: pyproject.toml
+# What `make run` needs: the package and its runtime dependencies, not the dev tools.
+$(VENV)/.runtime: pyproject.toml
+	@scripts/ensure-python.sh $(PYTHON)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+# What tests, checks and tools need besides: the dev extras (pytest, ruff, mypy, ...).
+$(BIN)/pytest: pyproject.toml
 	@scripts/ensure-python.sh $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@ $(VENV)/.runtime
+
+$(BIN)/remediator: $(BIN)/pytest
 	@touch $@
 
 $(STATE)/webhook-token $(STATE)/api-token:
@@ -19,7 +31,7 @@ $(STATE)/webhook-token $(STATE)/api-token:
 	@echo "generated $@"
 
 ## run: start the daemon on SQLite with the shipped rules (Slack to the log)
-run: $(BIN)/remediator $(STATE)/webhook-token $(STATE)/api-token
+run: $(VENV)/.runtime $(STATE)/webhook-token $(STATE)/api-token
 	$(BIN)/remediator check --config $(CONFIG)
 	$(BIN)/remediator serve --config $(CONFIG)
 

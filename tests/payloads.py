@@ -12,7 +12,7 @@ def fingerprint(labels: dict[str, str]) -> str:
     """A stable 16-hex-digit fingerprint of the label set (Alertmanager's is FNV-64a; tests only
     need stability and distinctness)."""
     text = "\xff".join(f"{k}\xff{v}" for k, v in sorted(labels.items()))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256(text.encode(errors="surrogatepass")).hexdigest()[:16]
 
 
 def alert(

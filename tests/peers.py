@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -192,8 +193,9 @@ class DaemonProcess:
     """`remediator serve` in its own process on a free loopback port. The webhook and API tokens
     are the tests' (TEST_WEBHOOK_TOKEN, TEST_API_TOKEN in its environment)."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, *args: str) -> None:
         self.config = config
+        self.args = args  # more options for `serve`
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -210,6 +212,7 @@ class DaemonProcess:
                     str(self.config),
                     "--listen",
                     f"127.0.0.1:{self.port}",
+                    *self.args,
                 ],
                 env=self.env,
                 stdin=subprocess.DEVNULL,
@@ -259,3 +262,25 @@ class DaemonProcess:
 
     def log(self) -> str:
         return (self.config.parent / "daemon.log").read_text()
+
+
+def start_serve(config: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`remediator serve` in its own process, ready (synchronous, for hypothesis and
+    schemathesis tests); its output goes to daemon.log beside the config. The caller kills it."""
+    argv = [str(REMEDIATOR), "serve", "--config", str(config), "--listen", f"127.0.0.1:{port}"]
+    log_path = config.parent / "daemon.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+        )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log_path.read_text()
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"the daemon did not become ready:\n{log_path.read_text()}")

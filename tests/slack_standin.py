@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import itertools
 import json
 import time
 import uuid
@@ -77,6 +78,7 @@ class SlackAPI:
         self.lose_answers = 0  # post, then drop the connection instead of answering
         self.rate_limit: int | None = None  # calls per second before 429
         self.retry_after = 1
+        self.delay = 0.0  # seconds before each answer: a slow Slack
         self._window: list[float] = []
         self._ts = 0
         self.sockets: list[web.WebSocketResponse] = []  # open Socket Mode connections
@@ -112,6 +114,8 @@ class SlackAPI:
 
     async def api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.failures > 0:
             self.failures -= 1
             self.calls.append((method, 500))
@@ -388,6 +392,13 @@ def signed(body: bytes, timestamp: int | str | None = None, secret: str = SECRET
     }
 
 
+_TRIGGERS = itertools.count(1)
+
+
+def _trigger_id() -> str:
+    return f"{next(_TRIGGERS)}.2.3"
+
+
 def command(
     text: str, user: str = "U0ADMIN", response_url: str = "", command_name: str = "/remediate"
 ) -> bytes:
@@ -405,7 +416,7 @@ def command(
             "text": text,
             "api_app_id": "A0APP",
             "response_url": response_url,
-            "trigger_id": "1.2.3",
+            "trigger_id": _trigger_id(),  # unique per request, as Slack's
         }
     ).encode()
 
@@ -420,6 +431,7 @@ def click(
     """A block_actions interaction's form body."""
     payload = {
         "type": "block_actions",
+        "trigger_id": _trigger_id(),
         "user": {"id": user, "username": user.lower()},
         "team": {"id": "T0TEAM"},
         "api_app_id": "A0APP",

@@ -28,6 +28,7 @@ class Seen:
     headers: dict[str, str]
     body: bytes
     at: float
+    raw_query: str = ""  # as sent, still percent-encoded (`query` is decoded once)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -72,6 +73,7 @@ class StandIn:
                 dict(request.headers),
                 body,
                 time.time(),
+                request.raw_path.partition("?")[2],
             )
         )
         return await handler(request)  # type: ignore[no-any-return]

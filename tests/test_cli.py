@@ -16,6 +16,8 @@ import pytest
 from remediator.actions.http import KEYS as HTTP_KIND_KEYS
 from remediator.config import TOP_KEYS as CONFIG_TOP_KEYS
 from remediator.config import load_config
+from remediator.store.records import AuditEntry
+from remediator.store.sqlite import SqliteStore
 from tests.conftest import base_config
 from tests.peers import REMEDIATOR
 from tests.standins import KafkaConnect, Recorder
@@ -158,15 +160,19 @@ def test_check_prints_every_problem_with_file_path_and_value(
     ]
 
 
-@pytest.mark.parametrize("args", [("--config", "missing.yaml"), ()])
-def test_check_without_a_config_file(remediator: Run, args: tuple[str, ...]) -> None:
-    result = remediator("check", *args)
-
-    shown = args[1] if args else "remediator.yaml"
+def test_check_without_a_config_file(remediator: Run) -> None:
+    result = remediator("check", "--config", "missing.yaml")
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == (
-        f"{shown}: cannot read: No such file or directory\n1 problem(s) in the configuration\n"
+        "missing.yaml: cannot read: No such file or directory\n1 problem(s) in the configuration\n"
     )
+    searched = remediator("check")
+    assert (searched.returncode, searched.stdout) == (1, "")
+    assert searched.stderr.splitlines() == [
+        "no config file: give --config, set REMEDIATOR_CONFIG, or create one of remediator.yaml, "
+        "~/.config/remediator/remediator.yaml, /etc/remediator/remediator.yaml",
+        "1 problem(s) in the configuration",
+    ]
 
 
 def test_check_names_a_secret_that_is_not_set(remediator: Run, tour_config: Path) -> None:
@@ -183,12 +189,21 @@ def test_check_names_a_secret_that_is_not_set(remediator: Run, tour_config: Path
 
 # --- simulate -------------------------------------------------------------------------------
 
+NOT_EVALUATED = (
+    "not evaluated: the kill switch at runtime (the config's default was used), mutes, circuit "
+    "breakers, cooldowns, budgets, one action at a time per target\n"
+)
+PRECONDITION = (
+    "      only if: connector {connector} on kafka-connect: state in ['FAILED', 'UNASSIGNED']\n"
+)
+
 TOUR = {
     "connector-down.json": (
         "ConnectorDown (firing) -> rule cdc-connector-down "
         "[alertname=ConnectorDown, connector=postgres-sink-connector]: tier restart\n"
         "    restart_connector (kafka_connect on kafka-connect): POST http://127.0.0.1:8083/"
         "connectors/postgres-sink-connector/restart?includeTasks=true&onlyFailed=true\n"
+        + PRECONDITION
     ),
     "connector-down-resolved.json": (
         "ConnectorDown (resolved) -> rule cdc-connector-down "
@@ -208,6 +223,7 @@ TOUR = {
         "PUT http://127.0.0.1:8081/v1/config/ingestion.enabled\n"
         "    rollback_feature_flag (http on feature-flags): "
         "PATCH http://127.0.0.1:8082/v1/flags/ingestion_v2_enabled\n"
+        "      approval required: a person approves it before it runs\n"
     ),
     "ingestion-error-rate-resolved.json": (
         "IngestionHighErrorRate (resolved) -> rule ingestion-error-rate "
@@ -223,7 +239,7 @@ def test_simulate_the_tour(remediator: Run, tour_config: Path, tmp_path: Path, n
     result = remediator("simulate", "--config", "remediator.yaml", payload(name))
 
     assert (result.returncode, result.stderr) == (0, "")
-    assert result.stdout == TOUR[name]
+    assert result.stdout == TOUR[name] + NOT_EVALUATED
     assert not (tmp_path / "state").exists()  # the store was not even created
 
 
@@ -262,6 +278,7 @@ def test_simulate_json(remediator: Run, tour_config: Path) -> None:
                     "kind": "http",
                     "target": "feature-flags",
                     "request": "PATCH http://127.0.0.1:8082/v1/flags/ingestion_v2_enabled",
+                    "approval": "required",
                 },
             ],
         }
@@ -284,7 +301,7 @@ def test_simulate_an_alert_no_rule_matches(
     result = remediator("simulate", "--config", "remediator.yaml", edited_payload(tmp_path, rename))
 
     assert (result.returncode, result.stderr) == (0, "")
-    assert result.stdout == "DiskFull (firing): no rule matches\n"
+    assert result.stdout == "DiskFull (firing): no rule matches\n" + NOT_EVALUATED
 
 
 def test_simulate_shows_a_request_that_cannot_be_built(
@@ -302,7 +319,7 @@ def test_simulate_shows_a_request_that_cannot_be_built(
         "ConnectorDown (firing) -> rule cdc-connector-down "
         "[alertname=ConnectorDown, connector=]: tier restart\n"
         "    restart_connector (kafka_connect on kafka-connect): "
-        "cannot build the request: label 'connector' is missing\n"
+        "cannot build the request: label 'connector' is missing\n" + PRECONDITION + NOT_EVALUATED
     )
 
 
@@ -401,3 +418,23 @@ def test_history_without_a_store(remediator: Run, tour_config: Path, tmp_path: P
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == "no history yet: state/remediator.db does not exist\n"
     assert not (tmp_path / "state").exists()
+
+
+def test_history_prints_escape_sequences_escaped(
+    remediator: Run, tour_config: Path, tmp_path: Path
+) -> None:
+    async def write() -> None:
+        store = SqliteStore(tmp_path / "state" / "remediator.db")
+        await store.open()
+        entry = AuditEntry(
+            kind="audit", event="mute", message="reason \x1b]0;pwned\x07\nforged", at=0.0
+        )
+        await store.put_setting("x", 1, 0.0, entry)
+        await store.close()
+
+    asyncio.run(write())
+    result = remediator("history", "--config", "remediator.yaml")
+    assert result.returncode == 0
+    assert "\x1b" not in result.stdout
+    assert "\x07" not in result.stdout
+    assert "reason \\x1b]0;pwned\\x07\\nforged" in result.stdout

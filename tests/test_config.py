@@ -150,7 +150,6 @@ def test_the_shipped_rule_packs_load(write: Write) -> None:
             page=True,
         ),
     )
-    assert config.policy("pause_ingestion").once_per_incident
     assert ingestion.on_resolved == (ResolvedStep("resume_ingestion", ("pause_ingestion",)),)
     assert config.policy("rollback_feature_flag").destructive
     assert config.policy("rollback_migration").destructive
@@ -246,7 +245,8 @@ def test_unknown_keys_in_a_rule_file(write: Write, text: str, message: str) -> N
         (
             "server: {port: 9095}\n",
             CONNECT,
-            "server.port: unknown key 'port' (known: listen, max_body_bytes, shutdown_grace)",
+            "server.port: unknown key 'port' (known: body_timeout, idle_timeout, listen, "
+            "max_body_bytes, max_connections, shutdown_grace)",
         ),
         (
             "executor: {workers: 4}\n",
@@ -528,8 +528,7 @@ def test_bad_rules(write: Write, text: str, message: str) -> None:
         ("'{alertname=\"A\"'", "missing closing '}' in '{alertname=\"A\"'"),
         (
             "'{alertname=~\"(\"}'",
-            "invalid regex '(' in matcher 'alertname=~\"(\"': "
-            "missing ), unterminated subpattern at position 0",
+            "invalid regex '(' in matcher 'alertname=~\"(\"': missing ): (",
         ),
         ("'alertname==A'", "unknown operator '==' in matcher 'alertname==A'"),
         (

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
+from remediator.alerts import parse_notification
 from remediator.config import load_config
 from remediator.store.sqlite import SqliteStore
-from tests.conftest import Running, StartDaemon, base_config
+from tests.conftest import API_TOKEN, Running, StartDaemon, base_config
 from tests.payloads import alert, notification
 from tests.standins import KafkaConnect, Recorder
 
@@ -366,3 +367,80 @@ async def test_an_undo_action_uses_what_the_action_it_undoes_returned(
         ("POST", "/things"),
         ("DELETE", "/things/%2Fthings"),
     ]
+
+
+async def test_a_poisoned_notification_is_quarantined_and_its_neighbours_decided(
+    cdc: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A notification that fails to decide (here a lone surrogate, which the edge now refuses:
+    as if journaled by an older version) used to drop its whole batch, after every restart."""
+    daemon = cdc.daemon
+    bodies = [json.dumps(notification(connector_down(connector=f"c{i}"))) for i in range(19)]
+    bodies.insert(7, json.dumps(notification(connector_down(connector="\ud800"))))
+    ids = [await daemon.store.append_journal(body, 0.0) for body in bodies]
+    for journal_id, body in zip(ids, bodies, strict=True):  # one batch, as under load
+        daemon.engine.submit(journal_id, parse_notification(json.loads(body)))
+    await cdc.settle()
+    incidents = (await cdc.api("/api/v1/incidents?limit=100"))["items"]
+    assert sorted(i["key"]["connector"] for i in incidents) == sorted(f"c{i}" for i in range(19))
+    poisoned = ids[7]
+    [(quarantined, reason)] = await daemon.store.quarantined_journal()
+    assert quarantined == poisoned
+    assert reason.startswith("UnicodeEncodeError")
+    [entry] = [e for e in await history(cdc) if e["event"] == "journal_quarantined"]
+    assert entry["detail"]["journal_id"] == poisoned
+    assert f"journal entry {poisoned} quarantined" in caplog.text
+    metrics = (await cdc.client.get("/metrics")).text
+    assert "remediator_notifications_quarantined_total 1.0" in metrics
+    assert await daemon.store.unprocessed_journal() == []  # a restart does not retry it
+
+
+async def test_an_unreadable_journal_row_is_quarantined_at_start(
+    write_config: Callable[..., Path], start_daemon: StartDaemon, kafka_connect: KafkaConnect
+) -> None:
+    config = load_config(
+        write_config(
+            base_config({"kafka-connect": kafka_connect.server.url}, "rule_files: [cdc.yaml]\n"),
+            cdc=CDC,
+        )
+    )
+    store = SqliteStore(config.store_path)
+    await store.open()
+    bad = await store.append_journal("\ufeff" + json.dumps(notification(connector_down())), 0.0)
+    await store.append_journal(json.dumps(notification(connector_down(connector="ok"))), 0.0)
+    await store.close()
+    running = await start_daemon(config)
+    await running.settle()
+    assert restarts(kafka_connect) == ["/connectors/ok/restart?includeTasks=true&onlyFailed=true"]
+    [(quarantined, reason)] = await running.daemon.store.quarantined_journal()
+    assert (quarantined, reason.split(":")[0]) == (bad, "unreadable")
+
+
+async def test_bogus_label_values_do_not_open_the_targets_breaker(
+    cdc: Running, kafka_connect: KafkaConnect
+) -> None:
+    """Three alerts naming connectors that do not exist (404, the request's own data) used to
+    open kafka-connect's breaker for 10 minutes and refuse the legitimate restart after them."""
+    for i in range(3):
+        await cdc.post_alerts(notification(connector_down(connector=f"bogus-{i}")))
+        await cdc.settle()
+    await cdc.post_alerts(notification(connector_down()))
+    await cdc.settle()
+    assert restarts(kafka_connect)[-1].startswith("/connectors/postgres-sink-connector/restart")
+    [circuit] = (await cdc.api("/api/v1/circuits"))["items"]
+    assert (circuit["state"], circuit["failures"]) == ("closed", 0)
+
+
+@pytest.mark.parametrize("rate", ["NaN", "+Inf", "-Inf"])
+async def test_a_value_that_is_not_finite_is_answered_as_null(
+    ingestion: Ingestion, rate: str
+) -> None:
+    """Prometheus values may be NaN or ±Inf; the API used to answer bare NaN (invalid JSON)."""
+    running, _, _ = ingestion
+    await running.post_alerts(notification(error_rate(rate)))
+    await running.settle()
+    r = await running.client.get(
+        "/api/v1/incidents", headers={"Authorization": f"Bearer {API_TOKEN}"}
+    )
+    [incident] = json.loads(r.text, parse_constant=lambda c: pytest.fail(f"bare {c}"))["items"]
+    assert incident["value"] is None

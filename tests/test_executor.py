@@ -595,3 +595,22 @@ async def test_a_claim_that_ended_before_the_wait_is_not_missed() -> None:
     turns.ended(on("t", 1))
     async with asyncio.timeout(1.0):
         await turns.wait("t", seen)
+
+
+async def test_a_waiter_whose_poll_ran_out_leaves_the_queue() -> None:
+    """Found by the soak (bench/soak.py): a waiter's poll timing out cancels its future but left
+    it queued; the next claim to end on the target then set a cancelled future's result
+    (InvalidStateError), and that claim was reported 'failed unexpectedly'."""
+    turns = Turns(poll=0.01)
+    await turns.wait("t", turns.seen("t"))  # nobody ends a claim: the poll runs out
+    woken: list[str] = []
+
+    async def waiter() -> None:
+        await turns.wait("t", turns.seen("t"))
+        woken.append("next")
+
+    task = asyncio.create_task(waiter())
+    await asyncio.sleep(0)
+    turns.ended(on("t", 1))  # raised InvalidStateError before
+    await task
+    assert woken == ["next"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+import time
 
 import pytest
 from hypothesis import given
@@ -240,8 +241,8 @@ def test_escaped_quote_does_not_end_a_value_before_a_comma() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ('job=~"a("', "invalid regex 'a(' in matcher 'job=~\"a(\"': missing ), unterminated"),
-        ("job=~*", "invalid regex '*' in matcher 'job=~*': nothing to repeat"),
+        ('job=~"a("', "invalid regex 'a(' in matcher 'job=~\"a(\"': missing ): a("),
+        ("job=~*", "invalid regex '*' in matcher 'job=~*': no argument for repetition operator"),
         ('{a="x", job!~"[z-a]"}', "invalid regex '[z-a]' in matcher 'job!~\"[z-a]\"'"),
         ("foo==bar", "unknown operator '==' in matcher 'foo==bar'"),
         ("foo~=bar", "unknown operator '~=' in matcher 'foo~=bar'"),
@@ -280,21 +281,19 @@ def test_parse_errors_name_the_input(spec: str, message: str) -> None:
 @pytest.mark.parametrize(
     ("regex", "reason"),
     [
-        ("(?=a)a", "lookahead"),
-        ("(?!a).", "negative lookahead"),
-        ("(?<=a)b", "lookbehind"),
-        ("(?<!a)b", "negative lookbehind"),
-        ("(a)\\\\1", "backreferences"),
-        ("(?P<x>a)(?P=x)", "named backreferences"),
-        ("(?>a)", "atomic groups"),
-        ("a*+", "possessive"),
-        ("a++", "possessive"),
-        ("(?(1)a|b)", "conditional groups"),
-        ("a(?#note)", "comments"),
-        ("(?x)a b", "flags"),
-        ("(?a)\\\\w", "flags"),
-        ("[[:alpha:]]+", "POSIX classes"),
-        ("[^[:digit:]]", "POSIX classes"),
+        ("(?=a)a", "invalid perl operator: (?="),
+        ("(?!a).", "invalid perl operator: (?!"),
+        ("(?<=a)b", "invalid perl operator: (?<="),
+        ("(?<!a)b", "invalid perl operator: (?<!"),
+        ("(a)\\\\1", "invalid escape sequence: \\1"),
+        ("(?P<x>a)(?P=x)", "invalid perl operator: (?P"),
+        ("(?>a)", "invalid perl operator: (?>"),
+        ("a*+", "bad repetition operator: *+"),
+        ("a++", "bad repetition operator: ++"),
+        ("(?(1)a|b)", "invalid perl operator: (?("),
+        ("a(?#note)", "invalid perl operator: (?#"),
+        ("(?x)a b", "invalid perl operator: (?x"),
+        ("(?a)\\\\w", "invalid perl operator: (?a"),
     ],
 )
 def test_python_only_regex_syntax_is_refused(regex: str, reason: str) -> None:
@@ -306,7 +305,7 @@ def test_python_only_regex_syntax_is_refused(regex: str, reason: str) -> None:
 
 @pytest.mark.parametrize(
     "regex",
-    ["[(?=]", "[\\\\1]", "(?P<name>a)", "(?i:a)", "(?ms)^a$", "[]a]", "[^]a]", "a+?", "\\\\++"],
+    ["[(?=]", "(?P<name>a)", "(?i:a)", "(?ms)^a$", "[]a]", "[^]a]", "a+?", "\\\\++"],
 )
 def test_re2_syntax_that_looks_python_only_is_accepted(regex: str) -> None:
     parse_matcher(f'job=~"{regex}"')
@@ -359,7 +358,7 @@ def test_constructor_validates_and_accepts_operator_spelling() -> None:
     assert Matcher("job", "=~", "a") == Matcher("job", MatchOp.RE, "a")  # type: ignore[arg-type]
     with pytest.raises(MatcherError, match="empty label name"):
         Matcher("", MatchOp.EQ, "x")
-    expected = "invalid regex 'a(' in matcher 'job=~\"a(\"': missing ), unterminated subpattern"
+    expected = "invalid regex 'a(' in matcher 'job=~\"a(\"': missing ): a("
     with pytest.raises(MatcherError, match=re.escape(expected)):
         Matcher("job", MatchOp.RE, "a(")
 
@@ -425,3 +424,17 @@ def test_str_round_trips(name: str, op: MatchOp, value: str) -> None:
 def test_braced_set_equals_list_of_singles(pairs: list[tuple[str, str]]) -> None:
     singles = [f'{name}!="{om_escape(value)}"' for name, value in pairs]
     assert parse_matchers("{" + ",".join(singles) + "}") == parse_matchers(singles)
+
+
+def test_posix_classes_match_as_in_alertmanager() -> None:
+    assert parse_matcher('job=~"[[:alpha:]]+"').matches({"job": "api"})
+    assert not parse_matcher('job=~"[^[:digit:]]+"').matches({"job": "a1"})
+
+
+def test_a_backtracking_regex_takes_linear_time() -> None:
+    """(a+)+$ against 'aaa…b' backtracks exponentially in Python's re (seconds at 30
+    characters); RE2 answers at once, so a mute or a rule cannot stall the daemon."""
+    matcher = parse_matcher('job=~"(a+)+$"')
+    started = time.process_time()
+    assert not matcher.matches({"job": "a" * 50_000 + "b"})
+    assert time.process_time() - started < 0.5

@@ -179,7 +179,7 @@ async def test_rejects_an_oversized_chunked_body_without_content_length(daemon: 
             "line 1 column 2 (char 1)",
         ),
         (b"", "invalid JSON: Expecting value: line 1 column 1 (char 0)"),
-        (b"\xff\xfe", "invalid JSON: "),
+        (b"\xff\xfe", "the body starts with a byte-order mark"),
     ],
 )
 async def test_rejects_invalid_json_with_400(daemon: Running, raw: bytes, message: str) -> None:
@@ -259,7 +259,10 @@ async def test_probes(daemon: Running) -> None:
     r = await daemon.client.get("/healthz")
     assert (r.status_code, r.json()) == (200, {"status": "ok"})
     r = await daemon.client.get("/readyz")
-    assert (r.status_code, r.json()) == (200, {"status": "ready", "rules": 1})
+    assert (r.status_code, r.json()) == (
+        200,
+        {"status": "ready", "rules": 1, "dry_run": False, "killswitch": False},
+    )
 
 
 async def test_readyz_fails_without_rules(
@@ -268,7 +271,12 @@ async def test_readyz_fails_without_rules(
     running = await start_daemon(write_config(base_config({})))
     r = await running.client.get("/readyz")
     assert r.status_code == 503
-    assert r.json() == {"status": "not ready", "problems": ["no rules loaded"]}
+    assert r.json() == {
+        "status": "not ready",
+        "problems": ["no rules loaded"],
+        "dry_run": False,
+        "killswitch": False,
+    }
 
 
 async def test_metrics_exports_the_declared_series_at_zero(daemon: Running) -> None:

@@ -11,18 +11,18 @@ from typing import Any
 from aiohttp import web
 
 from remediator.control import Control, mute_view
+from remediator.edge import RequestError, error, read_body, reply
 from remediator.engine import Engine
-from remediator.errors import ControlError
-from remediator.schema import Secret, parse_duration
+from remediator.errors import ControlError, PayloadError
+from remediator.schema import INT64_MAX, Secret, decimal, parse_duration
 from remediator.types import Store
+from remediator.wire import decode
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_PAGE = 500
+MAX_BODY = 64 * 1024
+BODY_TIMEOUT = 15.0
 APPROVAL_STATUSES = ("pending", "approved", "denied", "expired", "cancelled", "all")
-
-
-def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
 
 
 class Api:
@@ -72,20 +72,12 @@ class Api:
             return error(404, f"no incident {path_id(request)}")
         rule = self.engine.index.get(record["rule"])
         record["tier_name"] = rule.tier_name(record["tier"]) if rule else None
-        return web.json_response(record)
+        return reply(record)
 
     async def close_incident(self, request: web.Request) -> web.Response:
         body = await json_body(request)
-        reason = text(body, "reason").strip()
-        if not reason:
-            return error(400, "reason: say why the incident is closed by hand")
-        incident_id = path_id(request)
-        closed = await self.engine.close(incident_id, reason, actor(body))
-        if closed is None:
-            if await self.store.incident(incident_id) is None:
-                return error(404, f"no incident {incident_id}")
-            return error(409, f"incident {incident_id} is not open")
-        return web.json_response({"id": closed.id, "status": closed.status})
+        closed = await self.control.close(path_id(request), text(body, "reason"), actor(body))
+        return reply({"id": closed.id, "status": closed.status})
 
     async def actions(self, request: web.Request) -> web.Response:
         limit, before = page_params(request)
@@ -100,7 +92,7 @@ class Api:
     # -- kill switch ---------------------------------------------------------------------------
 
     async def killswitch(self, request: web.Request) -> web.Response:
-        return web.json_response(asdict(await self.control.killswitch()))
+        return reply(asdict(await self.control.killswitch()))
 
     async def set_killswitch(self, request: web.Request) -> web.Response:
         body = await json_body(request)
@@ -108,13 +100,13 @@ class Api:
         if not isinstance(on, bool):
             return error(400, "on: expected true or false")
         switch = await self.control.set_killswitch(on, actor(body), text(body, "reason"))
-        return web.json_response(asdict(switch))
+        return reply(asdict(switch))
 
     # -- mutes ---------------------------------------------------------------------------------
 
     async def mutes(self, request: web.Request) -> web.Response:
         everything = request.query.get("all") in ("1", "true")
-        return web.json_response({"items": await self.control.mutes(everything)})
+        return reply({"items": await self.control.mutes(everything)})
 
     async def add_mute(self, request: web.Request) -> web.Response:
         body = await json_body(request)
@@ -131,11 +123,11 @@ class Api:
             reason=text(body, "reason"),
             by=actor(body),
         )
-        return web.json_response(mute_view(mute, self.control.clock.now()), status=201)
+        return reply(mute_view(mute, self.control.clock.now()), status=201)
 
     async def end_mute(self, request: web.Request) -> web.Response:
         await self.control.end_mute(path_id(request), actor(await json_body(request, {})))
-        return web.json_response({"status": "ended"})
+        return reply({"status": "ended"})
 
     # -- approvals -----------------------------------------------------------------------------
 
@@ -145,7 +137,7 @@ class Api:
             expected = ", ".join(APPROVAL_STATUSES[:-1]) + f" or {APPROVAL_STATUSES[-1]}"
             return error(400, f"status: expected {expected}, got {status!r}")
         items = await self.control.approvals(None if status == "all" else status)
-        return web.json_response({"items": items})
+        return reply({"items": items})
 
     async def decide(self, request: web.Request) -> web.Response:
         body = await json_body(request)
@@ -155,7 +147,7 @@ class Api:
         approval = await self.control.decide(
             path_id(request), decision == "approve", actor(body), text(body, "reason")
         )
-        return web.json_response(asdict(approval) | {"request": approval.request})
+        return reply(asdict(approval) | {"request": approval.request})
 
     async def ack(self, request: web.Request) -> web.Response:
         """Take ownership of an incident: acknowledges its page and stops its escalation path."""
@@ -166,13 +158,13 @@ class Api:
     # -- circuit breakers ----------------------------------------------------------------------
 
     async def circuits(self, request: web.Request) -> web.Response:
-        return web.json_response({"items": await self.control.circuits()})
+        return reply({"items": await self.control.circuits()})
 
     async def reset_circuit(self, request: web.Request) -> web.Response:
         await self.control.reset_circuit(
             request.match_info["target"], actor(await json_body(request, {}))
         )
-        return web.json_response({"status": "closed"})
+        return reply({"status": "closed"})
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -181,19 +173,20 @@ class Api:
 async def json_body(request: web.Request, default: dict[str, Any] | None = None) -> dict[str, Any]:
     if not request.can_read_body and default is not None:
         return default
+    raw = await read_body(request, MAX_BODY, BODY_TIMEOUT)
     try:
-        body = await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(reason="expected a JSON object body") from None
+        body = decode(raw)
+    except PayloadError as e:
+        raise RequestError(400, f"expected a JSON object body: {e}") from None
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(reason="expected a JSON object body")
+        raise RequestError(400, "expected a JSON object body")
     return body
 
 
 def text(body: dict[str, Any], key: str) -> str:
     value = body.get(key, "")
     if not isinstance(value, str):
-        raise web.HTTPBadRequest(reason=f"{key}: expected a string")
+        raise RequestError(400, f"{key}: expected a string")
     return value
 
 
@@ -203,20 +196,19 @@ def actor(body: dict[str, Any]) -> str:
 
 
 def path_id(request: web.Request) -> int:
-    try:
-        return int(request.match_info["id"])
-    except ValueError:
-        raise web.HTTPBadRequest(reason="the id in the path must be an integer") from None
+    found = decimal(request.match_info["id"])
+    if found is None:
+        raise RequestError(400, f"the id in the path must be an integer from 0 to {INT64_MAX}")
+    return found
 
 
 def page_params(request: web.Request) -> tuple[int, int | None]:
-    try:
-        limit = int(request.query.get("limit", "50"))
-        before = int(request.query["before"]) if "before" in request.query else None
-    except ValueError:
-        raise web.HTTPBadRequest(reason="limit and before must be integers") from None
+    limit = decimal(request.query.get("limit", "50"))
+    before = decimal(request.query["before"]) if "before" in request.query else None
+    if limit is None or ("before" in request.query and before is None):
+        raise RequestError(400, f"limit and before must be integers from 0 to {INT64_MAX}")
     if not 1 <= limit <= MAX_PAGE:
-        raise web.HTTPBadRequest(reason=f"limit must be between 1 and {MAX_PAGE}")
+        raise RequestError(400, f"limit must be between 1 and {MAX_PAGE}")
     return limit, before
 
 
@@ -226,7 +218,7 @@ def page_response(request: web.Request, items: list[Any], next_before: int | Non
         query = dict(request.query)
         query["before"] = str(next_before)
         body["next"] = str(request.rel_url.with_query(query))
-    return web.json_response(body)
+    return reply(body)
 
 
 def bearer_authorized(header: str, token: Secret) -> bool:

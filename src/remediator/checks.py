@@ -118,11 +118,17 @@ class PromQLCheck:
             body = response.json()
         except (httpx.HTTPError, ValueError) as e:
             return CheckResult(False, f"query {query!r} failed: {type(e).__name__}: {e}")
+        if not isinstance(body, dict):
+            return CheckResult(False, f"query {query!r}: not a Prometheus answer: {body!r:.200}")
         if body.get("status") != "success":
             return CheckResult(
                 False, f"query {query!r} failed: {body.get('errorType')}: {body.get('error')}"
             )
-        return self._judge(query, sample_values(body.get("data", {})))
+        try:
+            values = sample_values(body.get("data", {}))
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+            return CheckResult(False, f"query {query!r}: not a Prometheus query result")
+        return self._judge(query, values)
 
     def _judge(self, query: str, values: list[float]) -> CheckResult:
         if not values:

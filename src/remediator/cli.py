@@ -1,5 +1,6 @@
-"""The `remediator` command: serve, check, simulate, history, and the verbs that steer a running
-daemon (killswitch, mutes, approvals, circuits). Wiring only."""
+"""The `remediator` command: serve, check, simulate, history, the verbs that steer a running
+daemon (killswitch, mutes, approvals, circuits), and those that read the rules and the past
+without touching anything live (docs, replay, backtest). Wiring only."""
 
 from __future__ import annotations
 
@@ -8,46 +9,78 @@ import asyncio
 import getpass
 import json
 import logging
+import os
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from remediator import __version__, cli_offline
+from remediator import __version__, cli_offline, cli_remote, logs
 from remediator.alerts import parse_notification
+from remediator.cli_remote import Remote, RemoteError, add_remote_options, remote
 from remediator.config import Config, load_config
-from remediator.errors import ConfigError, PayloadError, StoreError
-from remediator.schema import decimal
+from remediator.errors import ConfigError, ListenError, PayloadError, StoreError
+from remediator.safetext import visible
+from remediator.schema import decimal, secrets_optional
 from remediator.server import Daemon
-from remediator.simulate import simulate
+from remediator.simulate import Known, not_evaluated, simulate
 from remediator.store.factory import build_store
 from remediator.store.records import RESOLVED_STEP
 
-DEFAULT_CONFIG = "remediator.yaml"
+CONFIG_ENV = "REMEDIATOR_CONFIG"
+CONFIG_SEARCH = (
+    Path("remediator.yaml"),
+    Path("~/.config/remediator/remediator.yaml"),
+    Path("/etc/remediator/remediator.yaml"),
+)
+SEARCHED = ", ".join(str(p) for p in CONFIG_SEARCH)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # the executor logs each outcome itself
-    try:
-        config = load_config(args.config, strict=args.strict)
-    except ConfigError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        print(f"{len(e.problems)} problem(s) in the configuration", file=sys.stderr)
-        return 1
-    for warning in config.warnings:
-        logging.getLogger("remediator.config").warning("%s", warning)
+    logs.setup(args.log_level, args.log_format)
+    config: Config | None = None
+    if not (getattr(args.command, "remote", False) and args.url):  # --url needs no config
+        try:
+            config = _load(args)
+        except ConfigError as e:
+            for problem in e.problems:
+                print(problem, file=sys.stderr)
+            print(f"{len(e.problems)} problem(s) in the configuration", file=sys.stderr)
+            return 1
+        for warning in config.warnings:
+            logging.getLogger("remediator.config").warning("%s", warning)
     try:
         return int(args.command(config, args))
     except StoreError as e:
         print(f"store error: {e}", file=sys.stderr)
         return 1
+    except ListenError as e:
+        print(e, file=sys.stderr)
+        return 1
+
+
+def config_path(given: str | None) -> Path:
+    """--config, else $REMEDIATOR_CONFIG, else the first of CONFIG_SEARCH that exists."""
+    if given:
+        return Path(given)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    for candidate in CONFIG_SEARCH:
+        if candidate.expanduser().is_file():
+            return candidate.expanduser()
+    raise ConfigError(
+        [f"no config file: give --config, set {CONFIG_ENV}, or create one of {SEARCHED}"]
+    )
+
+
+def _load(args: argparse.Namespace) -> Config:
+    """The config; a verb that only reads does not need the secrets it does not read."""
+    path = config_path(args.config)
+    if getattr(args.command, "remote", False) or args.command in (cmd_history, cmd_simulate):
+        with secrets_optional():
+            return load_config(path, strict=args.strict)
+    return load_config(path, strict=args.strict)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,10 +88,22 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"remediator {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--config", default=DEFAULT_CONFIG, help=f"main config file (default: {DEFAULT_CONFIG})"
+        "--config",
+        help=f"the main config file (default: ${CONFIG_ENV}, else the first of {SEARCHED})",
     )
     common.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="the least severe level logged (default: info; APScheduler's timer lines and "
+        "httpx's requests only at debug)",
+    )
+    common.add_argument(
+        "--log-format",
+        default="text",
+        choices=logs.FORMATS,
+        help="text for people, or json: one object a line with UTC timestamps and the "
+        "incident, rule and claim ids as fields (default: text)",
     )
     common.add_argument(
         "--strict",
@@ -77,18 +122,29 @@ def _parser() -> argparse.ArgumentParser:
     sim = sub.add_parser(
         "simulate", parents=[common], help="show what a webhook payload would do, changing nothing"
     )
-    sim.add_argument("payload", type=Path, help="an Alertmanager webhook body (JSON)")
+    sim.add_argument(
+        "payload",
+        nargs="?",
+        default="-",
+        help="an Alertmanager webhook body (JSON); - or nothing: read it from stdin",
+    )
     sim.add_argument("--json", action="store_true", help="print JSON")
+    add_remote_options(sim, getpass.getuser())
     sim.set_defaults(command=cmd_simulate)
 
-    history = sub.add_parser("history", parents=[common], help="the audit trail, newest first")
-    history.add_argument("--limit", type=int, default=20)
+    remote = argparse.ArgumentParser(add_help=False, parents=[common])
+    add_remote_options(remote, getpass.getuser())
+
+    history = sub.add_parser(
+        "history",
+        parents=[remote],
+        help="the audit trail, newest first",
+        description="The audit trail, newest first: decisions, actions, controls. With --url "
+        "from the running daemon's API; otherwise from the store file the config names.",
+    )
+    history.add_argument("--limit", type=int, default=20, help="how many lines (default: 20)")
     history.add_argument("--json", action="store_true", help="print JSON lines")
     history.set_defaults(command=cmd_history)
-
-    remote = argparse.ArgumentParser(add_help=False, parents=[common])
-    remote.add_argument("--url", help="the daemon's base URL (default: from server.listen)")
-    remote.add_argument("--by", default=getpass.getuser(), help="who is asking, for the audit")
 
     ks = sub.add_parser("killswitch", parents=[remote], help="show or flip the kill switch")
     ks.add_argument("state", choices=["on", "off", "status"], nargs="?", default="status")
@@ -116,6 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     circuits.add_argument("verb", choices=["list", "reset"], nargs="?", default="list")
     circuits.add_argument("target", nargs="?")
     circuits.set_defaults(command=cmd_circuits)
+    cli_remote.register(sub, remote)
     cli_offline.register(sub, common)
     return parser
 
@@ -128,29 +185,38 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
         if port is None:
             print(f"--listen: expected HOST:PORT, got {args.listen!r}", file=sys.stderr)
             return 2
-    asyncio.run(Daemon(config, given_store=build_store(config.store)).serve(host or None, port))
+    load = partial(load_config, strict=args.strict)  # a reload reads it as the start did
+    daemon = Daemon(config, given_store=build_store(config.store), load=load)
+    asyncio.run(daemon.serve(host or None, port))
     return 0
 
 
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
     files = ", ".join(str(p) for p in config.rule_files) or "none"
     print(
-        f"{args.config}: OK: {len(config.rules)} rules, {len(config.actions)} actions, "
+        f"{config.path}: OK: {len(config.rules)} rules, {len(config.actions)} actions, "
         f"{len(config.targets)} targets (rule files: {files})"
     )
     return 0
 
 
 def cmd_simulate(config: Config, args: argparse.Namespace) -> int:
+    source = "stdin" if args.payload == "-" else args.payload
     try:
-        notification = parse_notification(json.loads(args.payload.read_text(encoding="utf-8")))
+        text = sys.stdin.read() if args.payload == "-" else Path(args.payload).read_text("utf-8")
+        notification = parse_notification(json.loads(text))
     except OSError as e:
-        print(f"{args.payload}: cannot read: {e.strerror}", file=sys.stderr)
+        print(f"{source}: cannot read: {e.strerror}", file=sys.stderr)
         return 1
     except (ValueError, PayloadError) as e:
-        print(f"{args.payload}: {e}", file=sys.stderr)
+        print(f"{source}: {e}", file=sys.stderr)
         return 1
-    outcomes = simulate(config, notification)
+    try:
+        known = cli_remote.known(Remote.of(config, args)) if args.url else Known()
+    except RemoteError as e:
+        print(e, file=sys.stderr)
+        return 1
+    outcomes = simulate(config, notification, known)
     if args.json:
         print(json.dumps([o.as_dict() for o in outcomes], indent=2))
         return 0
@@ -164,9 +230,20 @@ def cmd_simulate(config: Config, args: argparse.Namespace) -> int:
         print(f"{o.alert} ({o.status}) -> rule {o.rule} [{key}]{value}{note}: {_step(o.tier)}")
         for a in o.actions:
             print(f"    {a['action']} ({a['kind']} on {a['target']}): {a['request']}")
+            _flags(a)
         if not o.actions:
             print("    no actions")
+    print(f"not evaluated: {', '.join(not_evaluated(known))}")
     return 0
+
+
+def _flags(action: dict[str, str]) -> None:
+    if "approval" in action:
+        print("      approval required: a person approves it before it runs")
+    if "precondition" in action:
+        print(f"      only if: {action['precondition']}")
+    if "guardrail" in action:
+        print(f"      {action['guardrail']}")
 
 
 def _step(tier: str | None) -> str:
@@ -175,7 +252,15 @@ def _step(tier: str | None) -> str:
     return f"tier {tier or 'none'}"
 
 
-def cmd_history(config: Config, args: argparse.Namespace) -> int:
+def cmd_history(config: Config | None, args: argparse.Namespace) -> int:
+    if args.url or config is None:
+        try:
+            entries = cli_remote.history(Remote.of(config, args), max(1, args.limit), args.json)
+        except RemoteError as e:
+            print(e, file=sys.stderr)
+            return 1
+        _print_history(entries, args.json)
+        return 0
     if config.store.postgres is None and not config.store_path.exists():
         print(f"no history yet: {config.store_path} does not exist")
         return 0
@@ -188,65 +273,24 @@ def cmd_history(config: Config, args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    for entry in asyncio.run(read()):
-        if args.json:
-            print(json.dumps(entry))
-            continue
-        incident = f"incident {entry['incident_id']}" if entry["incident_id"] else "-"
-        print(
-            f"{entry['at']}  {incident:<12} {entry['rule']:<28} {entry['event']:<11} "
-            f"{entry['message']}"
-        )
+    _print_history(asyncio.run(read()), args.json)
     return 0
 
 
-class Remote:
-    """The daemon's /api/v1, with the API token from the config."""
-
-    def __init__(self, config: Config, args: argparse.Namespace) -> None:
-        host = config.server.host if config.server.host not in ("0.0.0.0", "::") else "127.0.0.1"
-        self.base = args.url or f"http://{host}:{config.server.port}"
-        token = config.api_token.reveal() if config.api_token else ""
-        self.headers = {"Authorization": f"Bearer {token}"}
-        self.by = args.by
-
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        try:
-            r = httpx.request(
-                method,
-                f"{self.base}/api/v1{path}",
-                headers=self.headers,
-                json=None if body is None else {**body, "by": self.by},
-                timeout=10.0,
-            )
-        except httpx.HTTPError as e:
-            raise RemoteError(f"cannot reach the daemon at {self.base}: {e}") from None
-        if r.status_code >= 400:
-            try:
-                message = r.json()["error"]
-            except (ValueError, KeyError, TypeError):
-                message = r.text[:200]
-            raise RemoteError(f"{method} {path}: HTTP {r.status_code}: {message}")
-        return r.json()
+cmd_history.remote = True  # type: ignore[attr-defined]  # with --url it needs no config
 
 
-class RemoteError(Exception):
-    pass
+def _print_history(entries: list[dict[str, Any]], as_json: bool) -> None:
+    for entry in entries:
+        if as_json:
+            print(json.dumps(entry))
+            continue
+        incident = f"incident {entry['incident_id']}" if entry["incident_id"] else "-"
+        rule, message = visible(str(entry["rule"])), visible(str(entry["message"]))
+        print(f"{entry['at']}  {incident:<12} {rule:<28} {entry['event']:<11} {message}")
 
 
-def _remote(command: Any) -> Any:
-    def run(config: Config, args: argparse.Namespace) -> int:
-        try:
-            command(Remote(config, args), args)
-        except RemoteError as e:
-            print(e, file=sys.stderr)
-            return 1
-        return 0
-
-    return run
-
-
-@_remote
+@remote
 def cmd_killswitch(remote: Remote, args: argparse.Namespace) -> None:
     if args.state == "status":
         state = remote.call("GET", "/killswitch")
@@ -260,7 +304,7 @@ def cmd_killswitch(remote: Remote, args: argparse.Namespace) -> None:
     print(f"kill switch is {'ON' if state['on'] else 'off'}{by}")
 
 
-@_remote
+@remote
 def cmd_mutes(remote: Remote, args: argparse.Namespace) -> None:
     if args.verb == "add":
         mute = remote.call(
@@ -291,7 +335,7 @@ def cmd_mutes(remote: Remote, args: argparse.Namespace) -> None:
         )
 
 
-@_remote
+@remote
 def cmd_approvals(remote: Remote, args: argparse.Namespace) -> None:
     if args.verb in ("approve", "deny"):
         if args.id is None:
@@ -308,7 +352,7 @@ def cmd_approvals(remote: Remote, args: argparse.Namespace) -> None:
         )
 
 
-@_remote
+@remote
 def cmd_circuits(remote: Remote, args: argparse.Namespace) -> None:
     if args.verb == "reset":
         if not args.target:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from remediator import commands
 from remediator.actions import ActionRegistry, ParseEnv, default_registry
 from remediator.alerts import parse_time
 from remediator.checks import (
@@ -64,7 +65,16 @@ TOP_KEYS = frozenset(
 )
 RULE_FILE_KEYS = frozenset({"actions", "rules"})
 RULE_FILE_ENTRY_KEYS = frozenset({"path", "enable", "disable"})
-SERVER_KEYS = frozenset({"listen", "max_body_bytes", "shutdown_grace"})
+SERVER_KEYS = frozenset(
+    {
+        "listen",
+        "max_body_bytes",
+        "shutdown_grace",
+        "idle_timeout",
+        "body_timeout",
+        "max_connections",
+    }
+)
 AUTH_KEYS = frozenset({"bearer_token_env", "bearer_token_file", "basic_auth"})
 API_AUTH_KEYS = frozenset({"bearer_token_env", "bearer_token_file"})
 BASIC_KEYS = frozenset({"username", "password_env", "password_file"})
@@ -121,6 +131,7 @@ VERBS = (
     "mute",
     "unmute",
     "killswitch",
+    "close",
 )
 ACTION_VERBS = ("pause", "resume", "restart", "rollback")
 READ_VERBS = ("help", "status", "history")
@@ -145,8 +156,18 @@ VALUE_KEYS = frozenset({"annotation", "label"})
 TIER_KEYS = frozenset({"name", "when", "actions", "escalate_after", "repeats", "approval", "page"})
 REPEATS_KEYS = frozenset({"count", "within"})
 GUARDRAIL_KEYS = frozenset(
-    {"killswitch", "dry_run", "budget", "circuit_breaker", "approval_timeout", "storm"}
+    {
+        "killswitch",
+        "dry_run",
+        "budget",
+        "circuit_breaker",
+        "approval_timeout",
+        "storm",
+        "on_killswitch",
+        "on_mute",
+    }
 )
+HOLD_OR_DROP = ("hold", "drop")
 BUDGET_KEYS = frozenset({"max", "per"})
 STORM_KEYS = frozenset({"incidents", "within", "summary_every"})
 WINDOW_KEYS = frozenset(
@@ -162,6 +183,9 @@ class ServerConfig:
     port: int = 9095
     max_body_bytes: int = 1 << 20
     shutdown_grace: float = 20.0
+    idle_timeout: float = 15.0  # a connection without a whole request header by then is closed
+    body_timeout: float = 15.0  # reading a request's body takes at most this
+    max_connections: int = 512  # open connections; more are closed at once (see edge.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +219,10 @@ class Guardrails:
     breaker: Breaker | None = DEFAULT_BREAKER
     approval_timeout: float = 1800.0
     storm: Storm = field(default_factory=Storm)
+    # what the kill switch and mutes do to an action they stop: drop it (refused for good), or
+    # hold it until they lift and judge it again then
+    on_killswitch: str = "drop"
+    on_mute: str = "drop"
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,6 +447,9 @@ class _Loader:
             port=port,
             max_body_bytes=node.opt("max_body_bytes", lambda n: n.integer(minimum=1024), 1 << 20),
             shutdown_grace=node.opt("shutdown_grace", Node.duration, 20.0),
+            idle_timeout=node.opt("idle_timeout", Node.duration, 15.0),
+            body_timeout=node.opt("body_timeout", Node.duration, 15.0),
+            max_connections=node.opt("max_connections", lambda n: n.integer(minimum=8), 512),
         )
 
     def _webhook_auth(self, node: Node | None) -> WebhookAuth:
@@ -828,8 +859,20 @@ def _verbs(node: Node | None, actions: dict[str, Action]) -> dict[str, dict[str,
     for verb, item in node.items():
         if verb not in ACTION_VERBS:
             raise item.fail(f"unknown verb {verb!r} (known: {', '.join(ACTION_VERBS)})")
-        verbs[verb] = {name: _action_ref(ref, actions) for name, ref in item.items()}
+        verbs[verb] = {name: _verb_action(ref, actions) for name, ref in item.items()}
     return verbs
+
+
+def _verb_action(node: Node, actions: dict[str, Action]) -> str:
+    """An action a command can run: what it reads beyond labels, no command can give."""
+    name = _action_ref(node, actions)
+    _, problem = commands.needs(actions[name])
+    if problem is not None:
+        raise node.fail(
+            f"action {name!r} cannot run from a command: {problem} (a command gives only "
+            "label=value parameters)"
+        )
+    return name
 
 
 def _directory(node: Node, base_dir: Path) -> Path:
@@ -906,6 +949,8 @@ def _guardrails(node: Node | None) -> Guardrails:
     breaker = node.get("circuit_breaker")
     return Guardrails(
         killswitch=node.opt("killswitch", Node.boolean, False),
+        on_killswitch=node.opt("on_killswitch", lambda n: n.choice(HOLD_OR_DROP), "drop"),
+        on_mute=node.opt("on_mute", lambda n: n.choice(HOLD_OR_DROP), "drop"),
         dry_run=node.opt("dry_run", Node.boolean, False),
         budget=node.opt("budget", _budget, None),
         breaker=DEFAULT_BREAKER

@@ -4,11 +4,11 @@ mutes, approvals and circuit breakers. Every change is audited with who asked an
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from remediator import guardrails
+from remediator import commands, guardrails
 from remediator.clock import Clock, iso
 from remediator.config import Config
 from remediator.errors import Conflict, ControlError, NotFound
@@ -61,6 +61,8 @@ class Control:
         self.clock = clock
         self._announced_mutes: set[int] = set()
         self.acked: Callable[[int], None] = lambda incident_id: None  # the engine's cache
+        # the engine's close (set by the daemon): incident id, reason, by -> closed or None
+        self.closer: Callable[[int, str, str], Awaitable[Incident | None]] | None = None
 
     async def load(self) -> None:
         """The kill switch as last set at runtime, else as configured; gauges from the store."""
@@ -114,6 +116,10 @@ class Control:
         self.executor.state.killswitch = on
         self.metrics.killswitch.set(1 if on else 0)
         await self.notifier.publish([entry])
+        if not on:
+            await self.executor.release(
+                f"the kill switch was turned off by {by}", lambda c: c.hold_until is None
+            )
         return await self.killswitch()
 
     # -- mutes ---------------------------------------------------------------------------------
@@ -183,6 +189,9 @@ class Control:
             raise NotFound(f"no active mute {mute_id}")
         await self.refresh_gauges()
         await self.notifier.publish([entry])
+        await self.executor.release(
+            f"mute {mute_id} was ended by {by}", lambda c: f"by mute {mute_id} (" in c.detail
+        )
 
     async def mutes(self, include_inactive: bool = False) -> list[dict[str, Any]]:
         now = self.clock.now()
@@ -242,15 +251,35 @@ class Control:
         self.acked(incident_id)
         await self.notifier.publish([entry])
 
-    async def manual_action(self, verb: str, target: str, by: str) -> Claim:
-        """`/remediate pause ingestion`: the configured action, through the same guardrails,
-        executor and audit as an automatic one, under an incident of its own (status manual)."""
+    async def close(self, incident_id: int, reason: str, by: str) -> Incident:
+        """Close an open incident by hand: nothing runs; audited and told in Slack."""
+        if not reason.strip():
+            raise ControlError("say why the incident is closed by hand (a reason)")
+        closed = None if self.closer is None else await self.closer(incident_id, reason, by)
+        if closed is not None:
+            return closed
+        incident = await self.store.incident(incident_id)
+        if incident is None:
+            raise NotFound(f"no incident {incident_id}")
+        raise Conflict(f"incident {incident_id} is {incident['status']}, not open")
+
+    async def manual_action(
+        self, verb: str, target: str, by: str, params: Mapping[str, str] | None = None
+    ) -> Claim:
+        """`/remediate restart kafka-connect connector=postgres-sink`: the configured action,
+        with the parameters as its labels, through the same guardrails, executor and audit as
+        an automatic one, under an incident of its own (status manual)."""
         actions = self.config.slack.verbs.get(verb, {})
         if target not in actions:
             known = ", ".join(sorted(actions)) or "none configured"
             raise NotFound(f"unknown target {target!r} for {verb} (known: {known})")
         name = actions[target]
         action = self.config.actions[name]
+        given = {"alertname": commands.MANUAL_ALERTNAME, **(params or {})}
+        lacking = commands.missing(action, given)
+        if lacking:
+            wanted = " ".join(f"{label}=<value>" for label in lacking)
+            raise ControlError(f"{verb} {target} ({name}) needs {wanted}")
         now = self.clock.now()
         incident = Incident(
             id=-1,
@@ -263,7 +292,7 @@ class Control:
             tier_at=now,
             updated_at=now,
         )
-        labels = {"verb": verb, "target": target, "requested_by": by}
+        labels = {**given, "verb": verb, "target": target, "requested_by": by}
         changes = Changes(at=now)
         changes.incidents.append(IncidentWrite(incident, labels, labels, {}))
         changes.claims.append(

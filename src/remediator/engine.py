@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import uuid
 from collections import Counter, OrderedDict, defaultdict, deque
@@ -21,6 +20,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 
+from remediator import wire
 from remediator.alerts import Alert, Notification, parse_notification
 from remediator.clock import Clock
 from remediator.config import Config
@@ -168,9 +168,9 @@ class Engine:
         await self._adopt()
         for journal_id, body in await self.store.unprocessed_journal():
             try:
-                self.submit(journal_id, parse_notification(json.loads(body)))
-            except (ValueError, PayloadError) as e:  # cannot happen for what ingest accepted
-                log.error("journal entry %d is unreadable, skipping it: %s", journal_id, e)
+                self.submit(journal_id, parse_notification(wire.decode(body)))
+            except PayloadError as e:  # only rows written before ingest read as strictly
+                await self._quarantine(journal_id, f"unreadable: {e}")
         self._worker = asyncio.create_task(self._work(), name="remediator-engine")
         self.started = True
 
@@ -224,6 +224,13 @@ class Engine:
             self._remember_resolved((incident.rule, fingerprint, starts_at))
         changes.audit.append(_closed_entry(closed, reason, by, now))
         applied = await self.store.apply(changes)
+        log.info(
+            "incident %d closed by %s: %s",
+            closed.id,
+            by,
+            reason,
+            extra={"incident_id": closed.id, "rule": closed.rule},
+        )
         self._closed((incident.rule, incident.key))
         self.metrics.incidents_open.labels(incident.rule).set(self._open_per_rule[incident.rule])
         self.metrics.decisions.labels(incident.rule, "closed").inc()
@@ -307,13 +314,53 @@ class Engine:
             try:
                 async with self._between:
                     await self._process_until_committed(batch)
-            except Exception:
-                log.exception("the engine could not process a batch of %d events", len(batch))
+            except Exception as e:
+                async with self._between:
+                    await self._isolate(batch, e)
             finally:
                 for _ in batch:
                     self._queue.task_done()
                 self.backlog_alerts -= sum(_alerts(e) for e in batch)
                 self.metrics.journal_backlog.set(self._queue.qsize())
+
+    async def _isolate(self, batch: list[Event], error: Exception) -> None:
+        """A batch failed for a reason other than the store's availability: decide its events
+        one by one, so that one poisoned notification cannot take its neighbours with it. An
+        event that fails alone is quarantined (a notification) or logged (a tick, which the
+        next one repeats)."""
+        if len(batch) == 1:
+            await self._failed(batch[0], error)
+            return
+        log.warning("a batch of %d events failed (%s); deciding them one by one", len(batch), error)
+        for event in batch:
+            try:
+                await self._process_until_committed([event])
+            except Exception as e:
+                await self._failed(event, e)
+
+    async def _failed(self, event: Event, error: Exception) -> None:
+        if isinstance(event, Received):
+            log.error("journal entry %d cannot be decided", event.journal_id, exc_info=error)
+            await self._quarantine(event.journal_id, f"{type(error).__name__}: {error}")
+        else:
+            log.error("the engine could not process %s", type(event).__name__, exc_info=error)
+
+    async def _quarantine(self, journal_id: int, reason: str) -> None:
+        """Set an undecidable notification aside: marked processed, its reason kept, audited,
+        counted and logged, naming its journal id."""
+        log.error("journal entry %d quarantined: %s", journal_id, reason)
+        self.metrics.quarantined.inc()
+        audit = AuditEntry(
+            kind="audit",
+            event="journal_quarantined",
+            message=f"journal entry {journal_id} could not be decided and was set aside: {reason}",
+            at=self.clock.now(),
+            detail={"journal_id": journal_id, "reason": reason},
+        )
+        try:
+            await self.store.quarantine_journal(journal_id, reason, audit)
+        except Exception as e:  # the store is down too: replay retries the entry at start
+            log.error("journal entry %d could not be marked quarantined: %s", journal_id, e)
 
     async def _next_batch(self, first: Event | None) -> tuple[list[Event], Event | None]:
         """Events in arrival order, at most BATCH_LIMIT of them with BATCH_ALERTS alerts (a

@@ -41,6 +41,11 @@ class StoreInUse(StoreError):
     """Another process owns the store (a second daemon on one SQLite file)."""
 
 
+class ListenError(RemediatorError):
+    """The daemon cannot listen where it was told to (the port is in use, the address is not
+    this host's)."""
+
+
 class ControlError(RemediatorError):
     """An operator's request cannot be carried out; `status` is the HTTP status that says why."""
 

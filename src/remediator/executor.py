@@ -90,7 +90,10 @@ class Turns:
                 async with asyncio.timeout(self.poll):  # not wait_for: 3.11's can swallow a cancel
                     await turn
         finally:
-            if not turn.done():
+            # a waiter whose poll ran out leaves (its future is then cancelled, so done() is
+            # true): left in the queue, a later pass_on would set the result of a cancelled
+            # future (InvalidStateError) and lose that claim's turn and outcome
+            with contextlib.suppress(ValueError):
                 self._waiters[target].remove(turn)
 
     def pass_on(self, claim: Claim) -> None:
@@ -322,6 +325,8 @@ class Executor:
             dry_run=g.dry_run or (rule is not None and rule.dry_run),
             cooldown=None if rule is None or undo else rule.cooldown,
             during_maintenance="drop" if rule and rule.during_maintenance == "drop" else "hold",
+            on_killswitch="hold" if g.on_killswitch == "hold" else "drop",
+            on_mute="hold" if g.on_mute == "hold" else "drop",
             global_budget=None if undo else g.budget,
             action_budget=None if undo else own.budget,
             breaker=self.config.breaker(claim.target),
@@ -351,8 +356,11 @@ class Executor:
             claim.id, HELD, verdict.reason, entry, (CLAIMED,), hold_until=verdict.until
         )
         if held:
+            log.info("%s", entry.message, extra=claim_fields(claim))
             await self.notifier.publish([entry])
             self.wake()
+        if held and verdict.guardrail == "killswitch" and not self.state.killswitch:
+            await self._release(claim, "the kill switch was turned off as it was held")
 
     async def _ask_approval(self, claim: Claim, action: Action, request: Mapping[str, Any]) -> None:
         now = self.clock.now()
@@ -454,6 +462,7 @@ class Executor:
             result.status_code,
             result.exit_code,
             result.output,
+            result.ok or result.sick_target,
         )
         return result, attempt
 
@@ -484,7 +493,7 @@ class Executor:
             return  # already finished
         self.metrics.actions.labels(claim.kind, status).inc()
         level = logging.INFO if status in (SUCCEEDED, DRY_RUN) else logging.WARNING
-        log.log(level, "%s", written.message)
+        log.log(level, "%s", written.message, extra=claim_fields(claim))
         await self.notifier.publish([written])
         if status == FAILED:
             await self.refresh_circuit(claim.target, claim)
@@ -507,15 +516,25 @@ class Executor:
     # -- timers: held claims and verification ---------------------------------------------------
 
     async def release_held(self, now: float) -> None:
-        """Claims held for a maintenance window that has ended go back to the guardrails."""
+        """Claims held until a time (a maintenance window's or a mute's end) that has come go
+        back to the guardrails."""
         for claim in await self.store.claims_in((HELD,)):
-            if claim.hold_until is None or claim.hold_until > now:
-                continue
-            released = await self.store.set_claim(
-                claim.id, CLAIMED, "released: the maintenance window ended", None, (HELD,)
-            )
-            if released:
-                self.submit([replace(claim, status=CLAIMED, hold_until=None)])
+            if claim.hold_until is not None and claim.hold_until <= now:
+                await self._release(claim, "the maintenance window or mute that held it is over")
+
+    async def release(self, reason: str, which: Callable[[Claim], bool]) -> None:
+        """Held claims whose hold has lifted (the kill switch turned off, a mute ended early) go
+        back to the guardrails: each is judged again, through every one of them."""
+        for claim in await self.store.claims_in((HELD,)):
+            if which(claim):
+                await self._release(claim, reason)
+
+    async def _release(self, claim: Claim, reason: str) -> None:
+        entry = self._entry(claim, "released", f"{reason}; judged again through every guardrail")
+        if await self.store.set_claim(claim.id, CLAIMED, f"released: {reason}", entry, (HELD,)):
+            log.info("%s", entry.message, extra=claim_fields(claim))
+            await self.notifier.publish([entry])
+            self.submit([replace(claim, status=CLAIMED, hold_until=None)])
 
     async def poll_verifications(self, now: float) -> None:
         """Check every verification that is due; the checks run concurrently."""
@@ -599,6 +618,17 @@ class Executor:
         )
         applied = await self.store.apply(Changes(at=entry.at, audit=[entry]))
         await self.notifier.publish(applied.audit)
+
+
+def claim_fields(claim: Claim) -> dict[str, object]:
+    """The ids a log record about a claim carries as fields (see logs.py)."""
+    return {
+        "incident_id": claim.incident_id,
+        "rule": claim.rule,
+        "claim_id": claim.id,
+        "action": claim.action,
+        "target": claim.target,
+    }
 
 
 def _may_run_resolved(claim: Claim) -> bool:

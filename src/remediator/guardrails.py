@@ -164,6 +164,8 @@ class Policy:
     dry_run: bool = False
     cooldown: float | None = None
     during_maintenance: Literal["hold", "drop"] = "hold"
+    on_killswitch: Literal["hold", "drop"] = "drop"
+    on_mute: Literal["hold", "drop"] = "drop"
     global_budget: Budget | None = None
     action_budget: Budget | None = None
     breaker: Breaker | None = None
@@ -232,11 +234,18 @@ def decide(policy: Policy, ask: Ask, facts: Facts) -> Verdict:
 
 
 def _killswitch(policy: Policy, ask: Ask, facts: Facts) -> Verdict | None:
+    if facts.killswitch and policy.on_killswitch == "hold":
+        return Verdict(
+            "hold",
+            "killswitch",
+            "held while the kill switch is on; judged again when it is turned off",
+        )
     if facts.killswitch:
         return Verdict(
             "refuse",
             "killswitch",
-            "the kill switch is on: remediator takes no action until it is turned off",
+            "the kill switch is on: dropped (guardrails.on_killswitch: drop), it will not run "
+            "when the switch is turned off",
         )
     return None
 
@@ -247,13 +256,22 @@ def _dry_run(policy: Policy, ask: Ask, facts: Facts) -> Verdict | None:
 
 def _mutes(policy: Policy, ask: Ask, facts: Facts) -> Verdict | None:
     for mute in facts.mutes:
-        if mute.covers(ask.rule, ask.target, ask.labels, ask.now):
+        if not mute.covers(ask.rule, ask.target, ask.labels, ask.now):
+            continue
+        if policy.on_mute == "hold":
             return Verdict(
-                "refuse",
+                "hold",
                 "mute",
-                f"muted by mute {mute.id} ({mute.reason}, by "
-                f"{mute.created_by}) for {format_duration(mute.until - ask.now)} more",
+                f"held by mute {mute.id} ({mute.reason}, by {mute.created_by}); judged again "
+                f"when it ends, in {format_duration(mute.until - ask.now)} at the latest",
+                until=mute.until,
             )
+        return Verdict(
+            "refuse",
+            "mute",
+            f"muted by mute {mute.id} ({mute.reason}, by "
+            f"{mute.created_by}) for {format_duration(mute.until - ask.now)} more",
+        )
     return None
 
 

@@ -56,6 +56,12 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        self.quarantined = Counter(
+            "remediator_notifications_quarantined_total",
+            "Acknowledged notifications the engine could not decide, even alone: set aside "
+            "(journal row kept, audit event journal_quarantined) so their neighbours are decided.",
+            registry=registry,
+        )
         self.webhook_duration = Histogram(
             "remediator_webhook_duration_seconds",
             "Time from receiving a webhook to acknowledging it (journal written).",
@@ -179,6 +185,12 @@ class Metrics:
         self.journal_backlog = Gauge(
             "remediator_journal_backlog",
             "Acknowledged notifications not yet processed.",
+            registry=registry,
+        )
+        self.dry_run = Gauge(
+            "remediator_dry_run",
+            "1 while guardrails.dry_run is on: every rule records what it would do, and does "
+            "nothing (a rule's own dry_run is not counted here).",
             registry=registry,
         )
         self.store_pruned = Counter(

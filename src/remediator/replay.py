@@ -10,14 +10,13 @@ own.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from remediator import report
+from remediator import report, wire
 from remediator.alerts import parse_notification
 from remediator.clock import iso
 from remediator.config import Config
@@ -83,7 +82,7 @@ async def decide(config: Config, journal: Sequence[Received], since: float, unti
     async with Sandbox(config) as box:
         for done, (journal_id, at, body) in enumerate(journal, 1):
             try:
-                notification = parse_notification(json.loads(body))
+                notification = parse_notification(wire.decode(body))  # as the engine reads it
             except (ValueError, PayloadError) as e:
                 notes.append(f"journal entry {journal_id} is unreadable, skipped: {e}")
                 continue

@@ -11,12 +11,15 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+INT64_MAX = 2**63 - 1
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?")
 _DURATION_UNITS = (86400.0, 3600.0, 60.0, 1.0, 0.001)
 
@@ -54,9 +57,13 @@ class Secret:
 
 
 def decimal(text: str) -> int | None:
-    """A non-negative integer written in ASCII digits, or None. (str.isdigit() also accepts
-    superscripts and other scripts' digits, which int() refuses or reads unexpectedly.)"""
-    return int(text) if text.isascii() and text.isdigit() else None
+    """A non-negative integer written in ASCII digits that a signed 64-bit column can hold, or
+    None. (str.isdigit() also accepts superscripts and other scripts' digits, which int()
+    refuses or reads unexpectedly.)"""
+    if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > 19:
+        return None
+    value = int(text)
+    return value if value <= INT64_MAX else None
 
 
 def parse_duration(text: str) -> float:
@@ -232,9 +239,25 @@ class Node:
         return None
 
 
+_SECRETS_OPTIONAL: ContextVar[bool] = ContextVar("secrets_optional", default=False)
+
+
+@contextmanager
+def secrets_optional() -> Iterator[None]:
+    """For verbs that only read (history, simulate): a credential that is not set reads as an
+    empty Secret instead of a problem, so they need only what they read."""
+    token = _SECRETS_OPTIONAL.set(True)
+    try:
+        yield
+    finally:
+        _SECRETS_OPTIONAL.reset(token)
+
+
 def _secret_from_env(node: Node) -> Secret:
     variable = node.string()
     value = os.environ.get(variable)
+    if not value and _SECRETS_OPTIONAL.get():
+        return Secret("", f"${variable} (not set)")
     if not value:
         raise node.fail(f"environment variable {variable!r} is not set or empty")
     return Secret(value, f"${variable}")
@@ -245,6 +268,8 @@ def _secret_from_file(node: Node, base_dir: Path) -> Secret:
     try:
         value = path.read_text(encoding="utf-8").strip()
     except OSError as e:
+        if _SECRETS_OPTIONAL.get():
+            return Secret("", f"{path} (unreadable)")
         raise node.fail(f"cannot read secret file {str(path)!r}: {e.strerror}") from None
     if not value:
         raise node.fail(f"secret file {str(path)!r} is empty")

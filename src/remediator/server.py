@@ -10,8 +10,8 @@ import asyncio
 import base64
 import binascii
 import hmac
-import json
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -20,15 +20,22 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    ProcessCollector,
+    generate_latest,
+)
 
+from remediator import __version__, openapi, wire
 from remediator.alerts import parse_notification
-from remediator.api import Api, api_auth, error
+from remediator.api import Api, api_auth
 from remediator.clock import Clock, SystemClock
 from remediator.config import Config, WebhookAuth, load_config
 from remediator.control import Control
+from remediator.edge import EdgeRunner, RequestError, edge_checks, error, read_body, reply
 from remediator.engine import Engine
-from remediator.errors import PayloadError, StoreError
+from remediator.errors import ListenError, PayloadError, StoreError
 from remediator.executor import Executor
 from remediator.metrics import Metrics
 from remediator.paging.desk import PagerDesk
@@ -48,27 +55,6 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BACKLOG_RETRY_AFTER = 5  # seconds; Alertmanager retries on its own backoff anyway
-CHUNK = 64 * 1024
-
-
-@web.middleware
-async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error answers JSON naming the problem; never a traceback."""
-    try:
-        return await handler(request)
-    except web.HTTPException as e:
-        if e.status < 400:
-            raise
-        return error(
-            e.status,
-            e.reason,
-            headers={
-                k: v for k, v in e.headers.items() if k.lower() in ("allow", "www-authenticate")
-            },
-        )
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error(500, "internal error; see the daemon's log")
 
 
 @dataclass
@@ -110,25 +96,23 @@ class Routes:
                 "too many alerts wait for a decision; retry later",
                 headers={"Retry-After": str(BACKLOG_RETRY_AFTER)},
             )
-        limit = self.config.server.max_body_bytes
-        body = await read_limited(request, limit)
-        if body is None:
-            return error(413, f"body larger than the limit of {limit} bytes")
+        server = self.config.server
         try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as e:
-            return error(400, f"invalid JSON: {e}")
-        try:
-            notification = parse_notification(data)
+            body = await read_body(request, server.max_body_bytes, server.body_timeout)
+            text = wire.utf8(body)
+            notification = parse_notification(wire.decode(text))
+        except RequestError as e:
+            return error(e.status, e.message)
         except PayloadError as e:
             return error(400, str(e))
         try:
-            journal_id = await self.store.append_journal(body.decode(), self.clock.now())
+            # the journal holds exactly the text the decision path read, so a replay reads it too
+            journal_id = await self.store.append_journal(text, self.clock.now())
         except StoreError as e:
             log.error("cannot journal a notification, answering 503 so Alertmanager retries: %s", e)
             return error(503, "store unavailable; retry")
         self.engine.submit(journal_id, notification)
-        return web.json_response(
+        return reply(
             {"status": "accepted", "journal_id": journal_id, "alerts": len(notification.alerts)}
         )
 
@@ -148,7 +132,10 @@ class Routes:
         except StoreError as e:
             problems.append(f"store unreachable: {e}")
         # Slack is delivery only: a refused token is said here, and does not make us unready
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {
+            "dry_run": self.config.guardrails.dry_run,
+            "killswitch": self.engine.executor.state.killswitch,
+        }
         if self.slack_token is not None and self.slack_token.problem:
             extra["warnings"] = [self.slack_token.problem]
         if problems:
@@ -173,6 +160,7 @@ class Routes:
 _OUTCOMES = {
     200: "accepted",
     401: "unauthorized",
+    408: "timeout",
     413: "too_large",
     415: "unsupported_media_type",
     503: "unavailable",
@@ -210,26 +198,22 @@ def challenge(auth: WebhookAuth) -> str:
     return ", ".join(schemes)
 
 
-async def read_limited(request: web.Request, limit: int) -> bytes | None:
-    """The body, or None if it is larger than `limit` (checked before and while reading)."""
-    if request.content_length is not None and request.content_length > limit:
-        return None
-    body = bytearray()
-    while chunk := await request.content.read(CHUNK):
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
+def slack_mode(config: Config) -> str:
+    s = config.slack
+    posts = f"Web API at {s.base_url}" if s.token is not None else "to the log (no bot token)"
+    commands = "commands on /slack/*" if s.signing_secret is not None else "no commands"
+    return f"{posts}, {commands}"
 
 
 def create_app(routes: Routes, api: Api) -> web.Application:
-    app = web.Application(middlewares=[json_errors])
+    app = web.Application(middlewares=[edge_checks])
     app.router.add_post("/alerts", routes.alerts)
     app.router.add_get("/healthz", routes.healthz)
     app.router.add_get("/readyz", routes.readyz)
     app.router.add_get("/metrics", routes.metrics_endpoint)
     app.router.add_post("/-/reload", api_auth(routes.config.api_token)(routes.reload))
     api.register(app, routes.config.api_token)
+    app.router.add_get("/api/v1/openapi.json", api_auth(routes.config.api_token)(openapi.serve))
     return app
 
 
@@ -257,6 +241,8 @@ class Daemon:
 
     def __post_init__(self, given_store: Store | None) -> None:
         self.metrics = Metrics(self.registry)
+        ProcessCollector(registry=self.registry)  # process_*: CPU, memory, file descriptors
+        self.metrics.dry_run.set(1 if self.config.guardrails.dry_run else 0)
         self.metrics.declare(
             [r.name for r in self.config.rules],
             sorted({a.kind for a in self.config.actions.values()}),
@@ -305,6 +291,7 @@ class Daemon:
             slack_token=self.slack_token,
         )
         self.control.acked = self.engine.acked
+        self.control.closer = self.engine.close
         self.app = create_app(self.routes, Api(self.store, self.engine, self.control))
         self.slack_app: SlackApp | None = None
         slack = self.config.slack
@@ -328,6 +315,7 @@ class Daemon:
     async def _swap(self, config: Config) -> None:
         async with self.engine.between_batches():
             self.config = config
+            self.metrics.dry_run.set(1 if config.guardrails.dry_run else 0)
             self.metrics.declare(
                 [r.name for r in config.rules],
                 sorted({a.kind for a in config.actions.values()}),
@@ -362,7 +350,9 @@ class Daemon:
             self.slack_token.start()
         if self.socket_mode is not None:
             self.socket_mode.start()
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5.0)
+        self._runner = EdgeRunner(
+            self.app, self.config.server, access_log=None, shutdown_timeout=5.0
+        )
         await self._runner.setup()
         site = web.TCPSite(
             self._runner,
@@ -378,6 +368,19 @@ class Daemon:
                 host or self.config.server.host,
                 self.port,
             )
+
+    async def banner(self, host: str) -> str:
+        """One line saying what this daemon is: version, address, store, rules, Slack, dry-run
+        and kill switch."""
+        c = self.config
+        files = ", ".join(str(p) for p in c.rule_files) or "the main file"
+        switch = await self.control.killswitch()
+        return (
+            f"remediator {__version__} listening on {host}:{self.port}; "
+            f"store: sqlite {c.store_path}; {len(c.rules)} rules from {files}; "
+            f"Slack: {slack_mode(c)}; dry-run: {'ON' if c.guardrails.dry_run else 'off'}; "
+            f"kill switch: {'ON' if switch.on else 'off'} (from the {switch.source})"
+        )
 
     async def stop(self) -> None:
         """Stop accepting, finish queued decisions, give running actions the grace period,
@@ -403,19 +406,23 @@ class Daemon:
         await self.store.close()
 
     async def serve(self, host: str | None = None, port: int | None = None) -> None:
-        """Run until SIGTERM or SIGINT."""
+        """Run until SIGTERM or SIGINT; SIGHUP reloads the config. ListenError if the address
+        cannot be had (everything opened by then is closed again)."""
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
-        await self.start(host, port)
-        log.info(
-            "remediator listening on %s:%d with %d rules",
-            host or self.config.server.host,
-            self.port,
-            len(self.config.rules),
+        address = (
+            f"{host or self.config.server.host}:{self.config.server.port if port is None else port}"
         )
+        try:
+            await self.start(host, port)
+        except OSError as e:
+            await self.stop()
+            why = os.strerror(e.errno).lower() if e.errno else str(e)
+            raise ListenError(f"cannot listen on {address}: {why}") from None
+        log.info("%s", await self.banner(host or self.config.server.host))
         await stopping.wait()
         log.info(
             "shutting down: no new webhooks; running actions get %gs",

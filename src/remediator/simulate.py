@@ -1,16 +1,24 @@
-"""What a payload would do, computed with the daemon's own rules, touching nothing."""
+"""What a payload would do, computed with the daemon's own rules, touching nothing.
+
+The guardrails are judged with what is known: the config (dry-run, maintenance windows, the kill
+switch's default) and, given the running daemon's answers (`Known`), its kill switch, mutes and
+open circuits. What could not be judged is listed (`not_evaluated`), never silently passed.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from remediator import guardrails
 from remediator.actions.base import RenderContext
 from remediator.alerts import Notification
 from remediator.config import Config
 from remediator.errors import RenderError
 from remediator.incidents import Firing, open_incident
-from remediator.rules import RuleIndex
+from remediator.rules import Rule, RuleIndex
 from remediator.store.records import RESOLVED_STEP
 
 
@@ -31,9 +39,39 @@ class Outcome:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def simulate(config: Config, notification: Notification) -> list[Outcome]:
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What the running daemon said (None: not asked)."""
+
+    killswitch: bool | None = None
+    mutes: Sequence[guardrails.Mute] | None = None
+    open_circuits: frozenset[str] | None = None
+    now: float = field(default_factory=time.time)
+
+
+ALWAYS_UNKNOWN = ("cooldowns", "budgets", "one action at a time per target")
+
+
+def not_evaluated(known: Known) -> list[str]:
+    """The guardrails a simulation could not judge."""
+    missing = [
+        name
+        for name, value in (
+            ("the kill switch at runtime (the config's default was used)", known.killswitch),
+            ("mutes", known.mutes),
+            ("circuit breakers", known.open_circuits),
+        )
+        if value is None
+    ]
+    return [*missing, *ALWAYS_UNKNOWN]
+
+
+def simulate(
+    config: Config, notification: Notification, known: Known | None = None
+) -> list[Outcome]:
     """As if the store were empty: every firing alert opens an incident, every resolved one
     would run its rule's on_resolved actions if the incident's actions had run."""
+    known = known or Known()
     index = RuleIndex(config.rules)
     outcomes = []
     for alert in notification.alerts:
@@ -69,10 +107,49 @@ def simulate(config: Config, notification: Notification) -> list[Outcome]:
                     value,
                     note,
                     step,
-                    [_preview(config, n, ctx) for n in names],
+                    [
+                        {**_preview(config, n, ctx), **_judge(config, rule, step, n, ctx, known)}
+                        for n in names
+                    ],
                 )
             )
     return outcomes
+
+
+def _judge(
+    config: Config, rule: Rule, step: str | None, name: str, ctx: RenderContext, known: Known
+) -> dict[str, str]:
+    """What the guardrails that can be judged say, and what a person must know: approval,
+    precondition. Keys only when they have something to say."""
+    action, policy = config.actions[name], config.policy(name)
+    tier = next((t for t in rule.tiers if t.name == step), None)
+    approval = policy.destructive or (tier is not None and tier.approval)
+    g = config.guardrails
+    verdict = guardrails.decide(
+        guardrails.Policy(
+            dry_run=g.dry_run or rule.dry_run,
+            during_maintenance="drop" if rule.during_maintenance == "drop" else "hold",
+            on_killswitch="hold" if g.on_killswitch == "hold" else "drop",
+            on_mute="hold" if g.on_mute == "hold" else "drop",
+            approval_required=approval,
+        ),
+        guardrails.Ask(rule.name, name, action.target, ctx.labels, known.now),
+        guardrails.Facts(
+            killswitch=g.killswitch if known.killswitch is None else known.killswitch,
+            mutes=known.mutes or (),
+            windows=config.windows,
+        ),
+    )
+    said: dict[str, str] = {}
+    if approval:
+        said["approval"] = "required"
+    if policy.precondition is not None:
+        said["precondition"] = policy.precondition.describe()
+    if known.open_circuits is not None and action.target in known.open_circuits:
+        said["guardrail"] = f"circuit_breaker: the circuit of {action.target!r} is open"
+    elif verdict.outcome not in ("allow", "ask_approval"):
+        said["guardrail"] = f"{verdict.outcome} by {verdict.guardrail}: {verdict.reason}"
+    return said
 
 
 def _preview(config: Config, name: str, ctx: RenderContext) -> dict[str, str]:

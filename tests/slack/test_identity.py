@@ -65,7 +65,10 @@ async def test_a_working_token_logs_the_bots_identity(
         "(T0TEAM, https://example.slack.com/)"
     ) in caplog.messages
     ready = await running.client.get("/readyz")
-    assert (ready.status_code, ready.json()) == (200, {"status": "ready", "rules": 1})
+    assert (ready.status_code, ready.json()) == (
+        200,
+        {"status": "ready", "rules": 1, "dry_run": False, "killswitch": False},
+    )
 
 
 async def test_a_refused_token_is_logged_with_its_fix_and_shown_on_readyz(
@@ -94,7 +97,13 @@ async def test_a_refused_token_is_logged_with_its_fix_and_shown_on_readyz(
     ready = await running.client.get("/readyz")
     assert (ready.status_code, ready.json()) == (
         200,
-        {"status": "ready", "rules": 1, "warnings": [problem]},
+        {
+            "status": "ready",
+            "rules": 1,
+            "warnings": [problem],
+            "dry_run": False,
+            "killswitch": False,
+        },
     )
 
 

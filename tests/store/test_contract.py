@@ -306,3 +306,31 @@ async def test_an_incident_record_has_its_claims_attempts_and_audit(store: AnySt
     )
     assert [e["message"] for e in record["audit"]] == ["opened", "done"]
     assert await store.incident_record(c.incident_id + 100) is None
+
+
+async def test_a_quarantined_journal_entry_is_processed_kept_and_audited(store: AnyStore) -> None:
+    bad = await store.append_journal('{"poison": true}', 1.0)
+    good = await store.append_journal("{}", 1.0)
+    entry = AuditEntry("audit", "journal_quarantined", f"journal entry {bad}", 2.0)
+    await store.quarantine_journal(bad, "UnicodeEncodeError: x", entry)
+    assert await store.unprocessed_journal() == [(good, "{}")]  # a restart does not retry it
+    assert await store.quarantined_journal() == [(bad, "UnicodeEncodeError: x")]
+    [line] = (await store.history(10, None)).items
+    assert (line["event"], line["message"]) == ("journal_quarantined", f"journal entry {bad}")
+
+
+async def test_a_failure_of_the_requests_own_data_does_not_count_for_the_breaker(
+    store: AnyStore,
+) -> None:
+    """Failures on the target count; one whose attempt says the target refused the request's
+    data (target_fault false, e.g. a 404 for a connector that does not exist) is skipped, and
+    does not end the count either."""
+    for n, (fault, finished) in enumerate([(True, 10.0), (False, 11.0), (True, 12.0)]):
+        applied = await store.apply(
+            Changes(at=1.0, incidents=[new_incident(key=f"c{n}")], claims=[claim(-1)])
+        )
+        [c] = applied.claims
+        assert await store.start_claim(c.id, 2.0, {})
+        attempt = Attempt(c.id, 1, 2.0, finished, False, "HTTP 5xx or 404", target_fault=fault)
+        await store.finish_claim(c.id, "failed", "x", finished, audit("x"), last_attempt=attempt)
+    assert await store.target_failures("connect") == [10.0, 12.0]

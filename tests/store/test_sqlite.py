@@ -59,3 +59,26 @@ async def test_an_unwritable_path_is_a_store_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(StoreError, match="cannot open"):
         await SqliteStore(tmp_path / "file" / "r.db").open()
+
+
+async def test_the_state_directory_and_database_are_private(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "r.db"
+    s = SqliteStore(path)
+    await s.open()
+    await s.append_journal("{}", 0.0)
+    await s.close()
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    for file in path.parent.iterdir():
+        assert file.stat().st_mode & 0o777 == 0o600, file
+
+
+async def test_a_database_made_readable_by_an_older_version_is_made_private(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "r.db"
+    path.touch(mode=0o644)
+    path.chmod(0o644)
+    s = SqliteStore(path)
+    await s.open()
+    await s.close()
+    assert path.stat().st_mode & 0o777 == 0o600

@@ -200,6 +200,14 @@ class AttemptContext:
     session: aiohttp.ClientSession | None = None
 
 
+TARGET_REFUSES_US = frozenset({401, 403, 407, 408, 429})
+
+
+def request_fault(status: int) -> bool:
+    """A 4xx that refuses the request's data rather than saying the target is unwell."""
+    return 400 <= status < 500 and status not in TARGET_REFUSES_US
+
+
 @dataclass(frozen=True, slots=True)
 class AttemptResult:
     """The outcome of one attempt. `retryable` says whether another attempt could succeed."""
@@ -211,3 +219,14 @@ class AttemptResult:
     exit_code: int | None = None
     output: str = ""
     retry_after: float | None = None
+    # whether a failure says the target is sick; None: judged from status_code (see below)
+    target_fault: bool | None = None
+
+    @property
+    def sick_target(self) -> bool:
+        """Whether this failure counts towards the target's circuit breaker: connection errors,
+        timeouts, 5xx, 401/403/407 (the target refuses us), 408 and 429 count; any other 4xx
+        is the target refusing this request's own data (a bogus label value), and does not."""
+        if self.target_fault is not None:
+            return self.target_fault
+        return self.status_code is None or not request_fault(self.status_code)

@@ -55,6 +55,8 @@ _AS_TEXT = {"text", "varchar", "bpchar", "name", "unknown", "uuid", "json", "jso
 # SQLSTATEs after which another attempt can succeed: the transaction was rolled back and the
 # cause is passing (a lock, a failover, the server starting or overloaded, a statement timeout).
 _RETRYABLE_CLASSES = ("08", "53")
+# data exception, integrity constraint violation: the alert's values, not a sick database
+_DATA_CLASSES = ("22", "23")
 _RETRYABLE_STATES = {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "25006"}
 
 
@@ -143,7 +145,7 @@ class SqlAction:
                 status = statement.get_statusmsg()
                 self._check_count(status)
         except _Refused as e:
-            return AttemptResult(False, str(e))
+            return AttemptResult(False, str(e), target_fault=False)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as e:
             return self._failure("failed", e)
         output = {"status": status, "rows": _row_count(status)}
@@ -165,7 +167,12 @@ class SqlAction:
         retryable = _retryable(error, state)
         message = self._scrub(str(error).strip() or type(error).__name__)
         shown = f"{type(error).__name__}" + (f" [{state}]" if state else "") + f": {message}"
-        return AttemptResult(False, f"{what}: {shown}", retryable=retryable)
+        return AttemptResult(
+            False,
+            f"{what}: {shown}",
+            retryable=retryable,
+            target_fault=state is None or state[:2] not in _DATA_CLASSES,
+        )
 
     def _scrub(self, message: str) -> str:
         """Error messages never carry the DSN or its password."""

@@ -10,37 +10,41 @@ store read or write, and a manual action's outcome follows through `response_url
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from aiohttp import web
 from slack_sdk.signature import Clock as SlackClock
 from slack_sdk.signature import SignatureVerifier
 
+from remediator import commands, wire
 from remediator.clock import Clock, iso
 from remediator.config import READ_VERBS, Config
 from remediator.control import Control
-from remediator.errors import ControlError
+from remediator.edge import RequestError, error, read_body
+from remediator.errors import ControlError, PayloadError
 from remediator.metrics import Metrics
 from remediator.schema import decimal, parse_duration
 from remediator.slack.fixes import explain
+from remediator.slack.templates import slack_escape
 from remediator.store.records import FINISHED, AuditEntry, Claim
 from remediator.types import Store
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
+REPLAY_WINDOW = 300.0  # Slack's own: older timestamps fail the signature check
+MAX_SEEN = 100_000
 GROUP_CACHE = 60.0
 MANUAL_REPORT_TIMEOUT = 600.0
 STATUS_SHOWN = 20  # open incidents listed by `status`, newest first
 HELP = """*{command}* verbs:
-`status [incident|target]` · `history [n]` · `ack <incident>`
-`pause|resume|restart|rollback <target>` (targets: {targets})
+`status [incident|target]` · `history [n]` · `ack <incident>` · `close <incident> <reason>`
+`pause|resume|restart|rollback <target> [label=value ...]` (targets: {targets})
 `approve <id>` · `deny <id> [reason]`
 `mute <rule|target> <duration> <reason>` · `unmute <id>`
 `killswitch on|off|status [reason]`"""
@@ -81,6 +85,7 @@ class SlackApp:
         self.verifier = (
             None if secret is None else SignatureVerifier(secret.reveal(), clock=_SlackClock(clock))
         )
+        self.replays = Replays(clock)
         self._groups: dict[str, tuple[float, frozenset[str]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -114,9 +119,10 @@ class SlackApp:
         if isinstance(form, web.Response):
             return form
         try:
-            payload = json.loads(form.get("payload", ""))
-        except ValueError:
-            payload = None
+            payload = wire.decode(form.get("payload", ""))
+        except PayloadError as e:
+            self.metrics.slack_requests.labels("interactions", "invalid").inc()
+            return error(400, f"not a block_actions payload: {e}")
         return await self.interaction(payload)
 
     # -- a command or a click, however it arrived (HTTP, or Socket Mode's websocket) -------------
@@ -129,25 +135,24 @@ class SlackApp:
         handler = VERBS.get(verb)
         if handler is None:
             self.metrics.slack_requests.labels("commands", "invalid").inc()
-            return ephemeral(f"Unknown verb {verb!r}.\n" + self._help())
+            return ephemeral(f"Unknown verb {slack_escape(repr(verb))}.\n" + self._help())
         if not await self._authorised(verb, who):
             return await self._refuse(verb, who, "commands")
         self.metrics.slack_requests.labels("commands", "ok").inc()
         try:
             text = await handler(self, who, args)
         except (ControlError, UsageError) as e:
-            return ephemeral(f":warning: {e}")
+            return ephemeral(f":warning: {slack_escape(str(e))}")
         return ephemeral(text)
 
     async def interaction(self, payload: Any) -> web.Response:
         """A click's payload (block_actions); the answer only acknowledges it."""
         try:
-            action = payload["actions"][0]
-            verb, approval_id = action["action_id"], int(action["value"])
-            who = Request(payload["user"]["id"], payload.get("response_url", ""))
-        except (ValueError, KeyError, IndexError, TypeError):
+            verb, approval_id, who = _block_action(payload)
+        except (PayloadError, KeyError, IndexError, TypeError) as e:
             self.metrics.slack_requests.labels("interactions", "invalid").inc()
-            return web.json_response({"error": "not a block_actions payload"}, status=400)
+            detail = f": {e}" if isinstance(e, PayloadError) else ""
+            return error(400, f"not a block_actions payload{detail}")
         if payload.get("type") != "block_actions" or verb not in ("approve", "deny"):
             self.metrics.slack_requests.labels("interactions", "invalid").inc()
             return web.Response(status=200)
@@ -159,7 +164,7 @@ class SlackApp:
         try:
             await self.control.decide(approval_id, verb == "approve", who.actor)
         except ControlError as e:  # expired, already decided, unknown: say so to the clicker
-            self._later(self._respond(who, f":warning: {e}"))
+            self._later(self._respond(who, f":warning: {slack_escape(str(e))}"))
         return web.Response(status=200)  # the message itself is updated through the outbox
 
     # -- checks --------------------------------------------------------------------------------
@@ -167,9 +172,11 @@ class SlackApp:
     async def _verified_form(
         self, request: web.Request, endpoint: str
     ) -> dict[str, str] | web.Response:
-        body = await request.content.read(MAX_BODY + 1)
-        if len(body) > MAX_BODY:
-            return web.json_response({"error": "body too large"}, status=413)
+        try:  # the whole body, however many segments it came in, before the signature is checked
+            body = await read_body(request, MAX_BODY, self.config.server.body_timeout)
+        except RequestError as e:
+            self.metrics.slack_requests.labels(endpoint, "invalid").inc()
+            return error(e.status, e.message)
         timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
         signature = request.headers.get("X-Slack-Signature", "")
         try:
@@ -183,14 +190,15 @@ class SlackApp:
             valid = False
         if not valid:
             self.metrics.slack_requests.labels(endpoint, "unauthorized").inc()
-            return web.json_response(
-                {"error": "missing, stale or wrong Slack signature"}, status=401
-            )
+            return error(401, "missing, stale or wrong Slack signature")
+        if not self.replays.first(signature, float(timestamp)):
+            self.metrics.slack_requests.labels(endpoint, "unauthorized").inc()
+            return error(401, "this signed request was already received (a replay)")
         try:
-            parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True)
-        except UnicodeDecodeError:
-            return web.json_response({"error": "the body is not UTF-8"}, status=400)
-        return {k: v[0] for k, v in parsed.items()}
+            return _form(body)
+        except PayloadError as e:
+            self.metrics.slack_requests.labels(endpoint, "invalid").inc()
+            return error(400, str(e))
 
     async def _authorised(self, verb: str, who: Request) -> bool:
         access = self.slack.access.get(verb)
@@ -258,7 +266,8 @@ class SlackApp:
         task.add_done_callback(self._tasks.discard)
 
     async def _respond(self, who: Request, text: str, public: bool = False) -> None:
-        if not who.response_url.startswith(("https://", "http://")):
+        if not response_url_allowed(who.response_url, self.slack.base_url):
+            log.warning("slack: not answering through a response_url outside Slack's hosts")
             return
         body = {
             "response_type": "in_channel" if public else "ephemeral",
@@ -278,7 +287,7 @@ class SlackApp:
                 if current is None or current.status in FINISHED:
                     break
                 await asyncio.sleep(0.2)
-        outcome = f"{current.status}: {current.detail}" if current else "unknown"
+        outcome = f"{current.status}: {slack_escape(current.detail)}" if current else "unknown"
         await self._respond(who, f"{what}: {outcome}", public=True)
 
     def _help(self) -> str:
@@ -288,6 +297,63 @@ class SlackApp:
 
 class UsageError(Exception):
     pass
+
+
+class Replays:
+    """Signatures seen within Slack's five-minute window: the same signed request is taken
+    once. Held in memory (a restart forgets them; the window bounds what a replay could do
+    after one); at most MAX_SEEN, oldest first out."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._seen: dict[str, float] = {}
+
+    def first(self, signature: str, timestamp: float) -> bool:
+        now = self.clock.now()
+        while self._seen and (
+            len(self._seen) >= MAX_SEEN or next(iter(self._seen.values())) < now - REPLAY_WINDOW
+        ):
+            del self._seen[next(iter(self._seen))]
+        if signature in self._seen:
+            return False
+        self._seen[signature] = max(timestamp, now)
+        return True
+
+
+def response_url_allowed(url: str, base_url: str) -> bool:
+    """Slack's response URLs are https on hooks.slack.com; the host of a configured base_url
+    (a Slack stand-in, an Enterprise Grid proxy) is trusted the same way."""
+    parts = urlsplit(url)
+    trusted = {"hooks.slack.com", urlsplit(base_url).hostname}
+    secure = parts.scheme == "https" or urlsplit(base_url).scheme == "http"
+    return secure and parts.hostname in trusted and parts.username is None
+
+
+def _form(body: bytes) -> dict[str, str]:
+    """A signed form body's fields (the first of each), refusing what cannot be stored."""
+    text = wire.utf8(body)
+    try:
+        parsed = parse_qs(text, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise PayloadError("a form field is not UTF-8") from None
+    form = {k: v[0] for k, v in parsed.items()}
+    wire.check(form)
+    return form
+
+
+def _block_action(payload: Any) -> tuple[str, int, Request]:
+    """verb, approval id and who of a button click's payload; PayloadError or a lookup error if
+    it is not one."""
+    wire.check(payload)  # what Socket Mode delivers, too, must be storable
+    action = payload["actions"][0]
+    verb, value, user = action["action_id"], action["value"], payload["user"]["id"]
+    response_url = payload.get("response_url", "")
+    if not all(isinstance(v, str) for v in (verb, value, user, response_url)):
+        raise PayloadError("actions[0].action_id, actions[0].value, user.id: expected strings")
+    approval_id = decimal(value)
+    if approval_id is None:
+        raise PayloadError(f"actions[0].value: expected an approval id, got {value!r}")
+    return verb, approval_id, Request(user, response_url)
 
 
 class _SlackClock(SlackClock):
@@ -326,7 +392,8 @@ async def _status(app: SlackApp, who: Request, args: list[str]) -> str:
         f"{open_count} · approvals waiting: {pending}"
     ]
     lines += [
-        f"• incident {i['id']} `{i['rule']}` {_key(i['key'])} tier {i['tier']}" for i in page.items
+        f"• incident {i['id']} `{slack_escape(i['rule'])}` {_key(i['key'])} tier {i['tier']}"
+        for i in page.items
     ]
     if open_count > len(page.items):
         more = open_count - len(page.items)
@@ -341,11 +408,11 @@ async def _incident_status(app: SlackApp, incident_id: int) -> str:
     rule = app.config.rule(incident["rule"])
     tier_name = (rule.tier_name(incident["tier"]) if rule else None) or "none"
     ran = sorted(await app.store.ran_actions(incident_id))
-    owner = f" · owner {incident['acked_by']}" if incident["acked_by"] else ""
+    owner = f" · owner {slack_escape(incident['acked_by'])}" if incident["acked_by"] else ""
     return (
-        f"Incident {incident_id} `{incident['rule']}` {_key(incident['key'])}: "
-        f"*{incident['status']}*, tier `{tier_name}`{owner}\n"
-        f"Opened {incident['opened_at']} · actions run: {', '.join(ran) or 'none'}"
+        f"Incident {incident_id} `{slack_escape(incident['rule'])}` {_key(incident['key'])}: "
+        f"*{incident['status']}*, tier `{slack_escape(tier_name)}`{owner}\n"
+        f"Opened {incident['opened_at']} · actions run: {slack_escape(', '.join(ran) or 'none')}"
     )
 
 
@@ -353,11 +420,13 @@ async def _target_status(app: SlackApp, target: str) -> str:
     circuits = {c["target"]: c for c in await app.control.circuits()}
     if target not in circuits:
         raise UsageError(
-            f"unknown target or incident {target!r} (targets: {', '.join(sorted(circuits))})"
+            f"unknown target or incident {slack_escape(repr(target))} "
+            f"(targets: {', '.join(sorted(circuits))})"
         )
     c = circuits[target]
     mutes = [m for m in await app.control.mutes() if m["target"] == target]
-    muted = f" · muted until {mutes[0]['until']} ({mutes[0]['reason']})" if mutes else ""
+    reason = slack_escape(mutes[0]["reason"]) if mutes else ""
+    muted = f" · muted until {mutes[0]['until']} ({reason})" if mutes else ""
     return f"Target `{target}`: circuit *{c['state']}* ({c['failures']} failures){muted}"
 
 
@@ -366,30 +435,49 @@ async def _history(app: SlackApp, who: Request, args: list[str]) -> str:
     if n is None:
         raise UsageError(f"usage: {app.slack.command} history [n]")
     page = await app.store.history(max(1, min(n, 50)), None)
-    lines = [f"`{e['at']}` {e['rule'] or '-'} *{e['event']}* {e['message']}" for e in page.items]
+    lines = [
+        f"`{e['at']}` {slack_escape(e['rule'] or '-')} *{e['event']}* {slack_escape(e['message'])}"
+        for e in page.items
+    ]
     return "\n".join(lines) or "no history yet"
 
 
 def _manual(verb: str) -> Handler:
     async def run(app: SlackApp, who: Request, args: list[str]) -> str:
-        if len(args) != 1:
-            raise UsageError(f"usage: {app.slack.command} {verb} <target>")
-        claim = await app.control.manual_action(verb, args[0], who.actor)
-        what = f"{verb} {args[0]} ({claim.action}), asked by <@{who.user_id}>"
+        usage = f"usage: {app.slack.command} {verb} <target> [label=value ...]"
+        if not args:
+            raise UsageError(usage)
+        try:
+            params = commands.parameters(args[1:])
+        except ValueError as e:
+            raise UsageError(f"{e}; {usage}") from None
+        claim = await app.control.manual_action(verb, args[0], who.actor, params)
+        target = slack_escape(args[0])
+        what = f"{verb} {target} ({claim.action}), asked by <@{slack_escape(who.user_id)}>"
         app._later(app._report_when_done(who, claim, what))
         return (
-            f"Requested {verb} of `{args[0]}` ({claim.action}), through the usual "
+            f"Requested {verb} of `{target}` ({claim.action}), through the usual "
             f"guardrails; incident {claim.incident_id}. The outcome will follow here."
         )
 
     return run
 
 
+async def _close(app: SlackApp, who: Request, args: list[str]) -> str:
+    incident_id = _number(args, f"{app.slack.command} close <incident> <reason>")
+    if len(args) < 2:
+        raise UsageError(f"usage: {app.slack.command} close <incident> <reason>")
+    await app.control.close(incident_id, " ".join(args[1:]), who.actor)
+    return f"Incident {incident_id} closed; nothing was run for it."
+
+
 async def _approve(app: SlackApp, who: Request, args: list[str]) -> str:
     approval = await app.control.decide(
         _number(args, f"{app.slack.command} approve <id>"), True, who.actor
     )
-    return f"Approved {approval.action} on `{approval.target}` (approval {approval.id})."
+    return (
+        f"Approved {approval.action} on `{slack_escape(approval.target)}` (approval {approval.id})."
+    )
 
 
 async def _deny(app: SlackApp, who: Request, args: list[str]) -> str:
@@ -397,7 +485,9 @@ async def _deny(app: SlackApp, who: Request, args: list[str]) -> str:
     approval = await app.control.decide(
         _number(args, f"{app.slack.command} deny <id> [reason]"), False, who.actor, reason
     )
-    return f"Denied {approval.action} on `{approval.target}` (approval {approval.id})."
+    return (
+        f"Denied {approval.action} on `{slack_escape(approval.target)}` (approval {approval.id})."
+    )
 
 
 async def _ack(app: SlackApp, who: Request, args: list[str]) -> str:
@@ -423,7 +513,8 @@ async def _mute(app: SlackApp, who: Request, args: list[str]) -> str:
         reason=reason,
         by=who.actor,
     )
-    return f"Mute {mute.id} on {'rule' if is_rule else 'target'} `{name}` until {iso(mute.until)}."
+    kind = "rule" if is_rule else "target"
+    return f"Mute {mute.id} on {kind} `{slack_escape(name)}` until {iso(mute.until)}."
 
 
 async def _unmute(app: SlackApp, who: Request, args: list[str]) -> str:
@@ -440,7 +531,7 @@ async def _killswitch(app: SlackApp, who: Request, args: list[str]) -> str:
         switch = await app.control.set_killswitch(state == "on", who.actor, " ".join(args[1:]))
     else:
         raise UsageError(f"usage: {app.slack.command} killswitch on|off|status [reason]")
-    by = f" (set by {switch.by} at {switch.at})" if switch.source == "runtime" else ""
+    by = f" (set by {slack_escape(switch.by)} at {switch.at})" if switch.source == "runtime" else ""
     return f"Kill switch is *{'ON' if switch.on else 'off'}*{by}."
 
 
@@ -452,7 +543,7 @@ def _number(args: list[str], usage: str) -> int:
 
 
 def _key(key: Mapping[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in key.items())
+    return slack_escape(" ".join(f"{k}={v}" for k, v in key.items()))
 
 
 VERBS: dict[str, Handler] = {
@@ -465,5 +556,6 @@ VERBS: dict[str, Handler] = {
     "mute": _mute,
     "unmute": _unmute,
     "killswitch": _killswitch,
+    "close": _close,
     **{verb: _manual(verb) for verb in ("pause", "resume", "restart", "rollback")},
 }

@@ -109,6 +109,8 @@ class Composer:
             return [self._reply(facts, "circuit_opened", mention=self._forced(facts))]
         if event in ACTION_OUTCOMES:
             return [self._reply(facts, "action_refused")]
+        if event == "released":
+            return [self._reply(facts, "status_update", next_steps="judging it again")]
         if event in ("verified", "verification_failed"):
             return [self._reply(facts, "verification")]
         if event == "approval_requested" and facts.approval is not None:

@@ -172,16 +172,39 @@ class LogSender:
     ) -> tuple[str, str]:
         self._n += 1
         where = f"{channel or 'default'}" + (f" thread {thread_ts}" if thread_ts else "")
-        log.info("slack (no token) [%s]: %s", where, payload.get("text", ""))
+        log.info("slack (no token) [%s]: %s", where, whole_text(payload))
         return channel or "log", f"log.{self._n}"
 
     async def update(self, channel: str, ts: str, payload: Mapping[str, Any]) -> None:
-        log.info("slack (no token) [%s update %s]: %s", channel, ts, payload.get("text", ""))
+        log.info("slack (no token) [%s update %s]: %s", channel, ts, whole_text(payload))
 
     async def find(
         self, channel: str, thread_ts: str | None, marker: int, since: float
     ) -> tuple[str, str] | None:
         return None  # the log never loses an answer
+
+
+def whole_text(payload: Mapping[str, Any]) -> str:
+    """Everything a message says, as people would read it: its blocks' and attachments' text
+    (headers, sections, fields, context, buttons), or its `text` when it has no blocks."""
+    texts: list[str] = []
+    _collect(payload.get("blocks", []), texts)
+    for attachment in payload.get("attachments", []):
+        _collect(attachment.get("blocks", []), texts)
+    return "\n".join(texts) if texts else str(payload.get("text", ""))
+
+
+def _collect(node: Any, texts: list[str]) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _collect(item, texts)
+    elif isinstance(node, dict):
+        text = node.get("text")
+        if isinstance(text, str):
+            texts.append(text)
+        for key in ("text", "fields", "elements", "accessory"):
+            if not isinstance(node.get(key), str):
+                _collect(node.get(key), texts)
 
 
 class Outbox:

@@ -178,7 +178,8 @@ async def _start_claim(tx: Tx, claim_id: int, at: float, request: Mapping[str, A
 async def _insert_attempt(tx: Tx, attempt: Attempt) -> None:
     await tx.execute(
         "INSERT INTO attempts (claim_id, attempt, started_at, finished_at, ok, "
-        "status_code, exit_code, detail, output) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "status_code, exit_code, detail, output, target_fault) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         attempt.claim_id,
         attempt.attempt,
         attempt.started_at,
@@ -188,6 +189,7 @@ async def _insert_attempt(tx: Tx, attempt: Attempt) -> None:
         attempt.exit_code,
         attempt.detail,
         attempt.output,
+        int(attempt.target_fault),
     )
     sql = "UPDATE claims SET attempts = ? WHERE id = ?"
     await tx.execute(sql, attempt.attempt, attempt.claim_id)
@@ -247,12 +249,15 @@ async def target_history(tx: Tx, claim: Claim, since: float) -> TargetHistory:
 
 async def breaker_failures(tx: Tx, target: str) -> list[float]:
     """The target's failures (as guardrails.breaker_failure counts them) since its last success
-    and its last reset, oldest first: its outcomes read newest first until a success."""
+    and its last reset, oldest first: its outcomes read newest first until a success. An action
+    whose request's own data was refused (an attempt without target_fault) is neither: it says
+    nothing about the target."""
     reset = await tx.fetchval("SELECT MAX(at) FROM circuit_resets WHERE target = ?", target)
     sql = (  # walks claims_target_status from the newest
         f"SELECT id, finished_at, status, verify_status FROM claims WHERE target = ? "
         f"AND status IN ({marks(guardrails.BREAKER_OUTCOMES)}) AND finished_at > ? "
         "AND (finished_at < ? OR (finished_at = ? AND id < ?)) "
+        "AND id NOT IN (SELECT claim_id FROM attempts WHERE target_fault = 0) "
         "ORDER BY finished_at DESC, id DESC LIMIT ?"
     )
     failures: list[float] = []

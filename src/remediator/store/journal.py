@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from remediator.store.audit import insert_audit
+from remediator.store.records import AuditEntry
 from remediator.store.sql import Runner, Tx
 
 
@@ -12,6 +14,27 @@ class JournalSQL(Runner):
             return int(await tx.fetchval(sql, at, body))
 
         return await self._write(op, urgent=True)
+
+    async def quarantine_journal(self, journal_id: int, reason: str, audit: AuditEntry) -> None:
+        """Set an entry the engine could not decide aside: marked processed, its reason kept,
+        audited, in one transaction."""
+
+        async def op(tx: Tx) -> None:
+            sql = (
+                "UPDATE journal SET processed_at = ?, quarantined_at = ?, quarantine_reason = ? "
+                "WHERE id = ?"
+            )
+            await tx.execute(sql, audit.at, audit.at, reason, journal_id)
+            await insert_audit(tx, audit)
+
+        await self._write(op)
+
+    async def quarantined_journal(self) -> list[tuple[int, str]]:
+        async def op(tx: Tx) -> list[tuple[int, str]]:
+            sql = "SELECT id, quarantine_reason FROM journal WHERE quarantined_at IS NOT NULL"
+            return [(r["id"], r["quarantine_reason"]) for r in await tx.fetch(sql)]
+
+        return await self._read(op)
 
     async def unprocessed_journal(self) -> list[tuple[int, str]]:
         async def op(tx: Tx) -> list[tuple[int, str]]:

@@ -89,6 +89,7 @@ class Attempt:
     status_code: int | None = None
     exit_code: int | None = None
     output: str = ""
+    target_fault: bool = True  # counts towards the circuit breaker (AttemptResult.sick_target)
 
 
 @dataclass(frozen=True, slots=True)

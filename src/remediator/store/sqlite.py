@@ -10,6 +10,7 @@ thread and never wait for a commit. One process owns the file (lock.py)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import sqlite3
 import threading
@@ -34,6 +35,15 @@ from remediator.store.retention import RetentionSQL
 from remediator.store.sql import Op, Row, run_sync
 
 T = TypeVar("T")
+
+
+def private(path: Path) -> None:
+    """The state directory (created 0700) and the database file (0600: it holds alerts, the
+    audit and Slack references); SQLite gives its -wal and -shm files the database's mode."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -223,7 +233,7 @@ class SqliteStore(
 
     async def open(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private(self.path)
         except OSError as e:
             raise StoreUnavailable(f"cannot open {self.path}: {e}") from e
         if self._lock is not None:
