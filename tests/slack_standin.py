@@ -1,11 +1,13 @@
 """Slack's Web API on 127.0.0.1, answering as Slack does, and request signing as Slack signs.
 
-Methods: auth.test, chat.postMessage, chat.update, usergroups.users.list, plus `response_url`
-endpoints (/response/<name>). Errors are HTTP 200 with {"ok": false, "error": ...}, as Slack
-answers them: a channel in `outside` answers not_in_channel (the bot is not a member), a method
-whose scope is not in `scopes` missing_scope with `needed`. `rate_limit` makes it answer 429 with
-Retry-After beyond N calls per second; `failures` makes the next calls answer 500;
-`stop()`/`start(port)` take it off the network entirely.
+Methods: auth.test, chat.postMessage (with `metadata`), chat.update, conversations.history and
+conversations.replies (by channel ID only, as Slack; metadata shown with `include_all_metadata`),
+usergroups.users.list, plus `response_url` endpoints (/response/<name>). Errors are HTTP 200 with
+{"ok": false, "error": ...}, as Slack answers them: a channel in `outside` answers not_in_channel
+(the bot is not a member), a method whose scope is not in `scopes` missing_scope with `needed`.
+`rate_limit` makes it answer 429 with Retry-After beyond N calls per second; `failures` makes the
+next calls answer 500; `lose_answers` makes chat.postMessage post, then drop the connection
+instead of answering, N times; `stop()`/`start(port)` take it off the network entirely.
 
 Socket Mode as Slack runs it: apps.connections.open (with the xapp- app-level token) answers a
 websocket URL; on connecting, Slack sends `hello`, then envelopes (`send_envelope`), each of which
@@ -38,6 +40,8 @@ BOT = {"user": "remediator", "user_id": "U0BOT", "bot_id": "B0BOT", "team": "Exa
 SCOPES = {
     "chat.postMessage": "chat:write",
     "chat.update": "chat:write",
+    "conversations.history": "channels:history",
+    "conversations.replies": "channels:history",
     "usergroups.users.list": "usergroups:read",
 }
 SECRET = "test-signing-secret"
@@ -52,6 +56,7 @@ class Message:
     attachments: list[Any]
     thread_ts: str | None
     updates: list[dict[str, Any]] = field(default_factory=list)
+    metadata: dict[str, Any] | None = None
 
     @property
     def current_text(self) -> str:
@@ -65,11 +70,12 @@ class SlackAPI:
         self.channels = channels or {"#alerts": "C0ALERTS", "#cdc": "C0CDC"}
         self.usergroups = usergroups or {}
         self.outside: set[str] = set()  # channel IDs the bot is not a member of
-        self.scopes = {"chat:write", "usergroups:read", "commands"}
+        self.scopes = {"chat:write", "channels:history", "usergroups:read", "commands"}
         self.messages: list[Message] = []  # posts, in the order Slack accepted them
         self.responses: dict[str, list[dict[str, Any]]] = {}  # response_url name -> bodies
         self.calls: list[tuple[str, int]] = []  # (method, HTTP status) of every call
         self.failures = 0
+        self.lose_answers = 0  # post, then drop the connection instead of answering
         self.rate_limit: int | None = None  # calls per second before 429
         self.retry_after = 1
         self.delay = 0.0  # seconds before each answer: a slow Slack
@@ -139,11 +145,52 @@ class SlackAPI:
             "auth.test": self.auth_test,
             "chat.postMessage": self.post,
             "chat.update": self.update,
+            "conversations.history": self.history,
+            "conversations.replies": self.replies,
             "usergroups.users.list": self.group,
         }.get(method)
         if handler is None:
             return _error("unknown_method")
-        return handler(args)
+        response = handler(args)
+        if method == "chat.postMessage" and self.lose_answers > 0 and response.status == 200:
+            self.lose_answers -= 1
+            assert request.transport is not None
+            request.transport.close()  # posted; the answer never arrives
+        return response
+
+    def history(self, args: dict[str, Any]) -> web.Response:
+        channel = args.get("channel", "")
+        if channel not in self.channels.values():
+            return _error("channel_not_found")
+        oldest = float(args.get("oldest") or 0)
+        found = [
+            m
+            for m in self.messages
+            if m.channel == channel and m.thread_ts is None and float(m.ts) >= oldest
+        ]
+        return self._listing(reversed(found), args)
+
+    def replies(self, args: dict[str, Any]) -> web.Response:
+        channel, ts = args.get("channel", ""), args.get("ts", "")
+        if channel not in self.channels.values():
+            return _error("channel_not_found")
+        thread = [m for m in self.messages if m.channel == channel and ts in (m.ts, m.thread_ts)]
+        if not thread:
+            return _error("thread_not_found")
+        return self._listing(thread, args)
+
+    @staticmethod
+    def _listing(found: Any, args: dict[str, Any]) -> web.Response:
+        metadata = str(args.get("include_all_metadata", "")).lower() in ("1", "true")
+        messages = []
+        for m in found:
+            shown: dict[str, Any] = {"type": "message", "text": m.text, "ts": m.ts}
+            if m.thread_ts:
+                shown["thread_ts"] = m.thread_ts
+            if metadata and m.metadata:
+                shown["metadata"] = m.metadata
+            messages.append(shown)
+        return web.json_response({"ok": True, "messages": messages, "has_more": False})
 
     def auth_test(self, args: dict[str, Any]) -> web.Response:
         return web.json_response({"ok": True, **BOT, "is_enterprise_install": False})
@@ -156,6 +203,10 @@ class SlackAPI:
             return _error("not_in_channel")
         if not args.get("text") and not args.get("blocks") and not args.get("attachments"):
             return _error("no_text")
+        try:
+            metadata = _metadata(args.get("metadata"))
+        except ValueError:
+            return _error("invalid_metadata_format")
         thread = args.get("thread_ts")
         if thread and not any(m.ts == thread and m.channel == channel for m in self.messages):
             return _error("thread_not_found")
@@ -169,6 +220,7 @@ class SlackAPI:
                 _json(args.get("blocks")),
                 _json(args.get("attachments")),
                 thread,
+                metadata=metadata,
             )
         )
         return web.json_response(
@@ -284,6 +336,17 @@ class SlackAPI:
             return False
         self._window.append(now)
         return True
+
+
+def _metadata(value: Any) -> dict[str, Any] | None:
+    """chat.postMessage's `metadata`: {event_type, event_payload}, as JSON text or an object;
+    ValueError for anything else (Slack: invalid_metadata_format)."""
+    if value in (None, ""):
+        return None
+    data = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(data, dict) or not {"event_type", "event_payload"} <= set(data):
+        raise ValueError(f"invalid metadata {value!r}")
+    return data
 
 
 def _fresh(api: SlackAPI) -> web.Application:

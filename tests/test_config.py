@@ -141,8 +141,14 @@ def test_the_shipped_rule_packs_load(write: Write) -> None:
     assert ingestion.value == ValueSource("annotation", "error_rate")
     assert ingestion.tiers == (
         Tier(0, "notify", Condition(">", 0.05), ()),
-        Tier(1, "pause", Condition(">", 0.1), ("pause_ingestion",)),
-        Tier(2, "rollback", Condition(">", 0.2), ("pause_ingestion", "rollback_feature_flag")),
+        Tier(1, "pause", Condition(">", 0.1), ("pause_ingestion",), page=True),
+        Tier(
+            2,
+            "rollback",
+            Condition(">", 0.2),
+            ("pause_ingestion", "rollback_feature_flag"),
+            page=True,
+        ),
     )
     assert ingestion.on_resolved == (ResolvedStep("resume_ingestion", ("pause_ingestion",)),)
     assert config.policy("rollback_feature_flag").destructive

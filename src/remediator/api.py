@@ -35,6 +35,7 @@ class Api:
         guard = api_auth(token)
         routes = [
             ("GET", "/api/v1/incidents", self.incidents),
+            ("POST", "/api/v1/incidents/{id}/ack", self.ack),
             ("GET", "/api/v1/incidents/{id}", self.incident),
             ("POST", "/api/v1/incidents/{id}/close", self.close_incident),
             ("GET", "/api/v1/actions", self.actions),
@@ -147,6 +148,12 @@ class Api:
             path_id(request), decision == "approve", actor(body), text(body, "reason")
         )
         return reply(asdict(approval) | {"request": approval.request})
+
+    async def ack(self, request: web.Request) -> web.Response:
+        """Take ownership of an incident: acknowledges its page and stops its escalation path."""
+        incident_id = path_id(request)
+        await self.control.ack(incident_id, actor(await json_body(request, {})))
+        return web.json_response({"incident": incident_id, "status": "acknowledged"})
 
     # -- circuit breakers ----------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import glob
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +29,7 @@ from remediator.checks import (
 from remediator.errors import ConfigError
 from remediator.guardrails import Breaker, Budget, Window
 from remediator.matchers import MatcherError, parse_matchers
+from remediator.paging.policy import Paging, parse_paging
 from remediator.rules import (
     Repeats,
     ResolvedStep,
@@ -59,6 +60,7 @@ TOP_KEYS = frozenset(
         "guardrails",
         "maintenance_windows",
         "slack",
+        "paging",
     }
 )
 RULE_FILE_KEYS = frozenset({"actions", "rules"})
@@ -147,10 +149,11 @@ RULE_KEYS = frozenset(
         "cooldown",
         "during_maintenance",
         "slack",
+        "escalation",
     }
 )
 VALUE_KEYS = frozenset({"annotation", "label"})
-TIER_KEYS = frozenset({"name", "when", "actions", "escalate_after", "repeats", "approval"})
+TIER_KEYS = frozenset({"name", "when", "actions", "escalate_after", "repeats", "approval", "page"})
 REPEATS_KEYS = frozenset({"count", "within"})
 GUARDRAIL_KEYS = frozenset(
     {
@@ -232,6 +235,8 @@ class ActionPolicy:
     verify: Verification | None = None
     announce: str = ""  # the Slack template telling its success: paused, resumed, rolled_back
     on_interrupted: str | None = None  # retry | verify | escalate; None: the kind's default
+    # a higher tier listing it does not run it again once it took effect for the incident
+    once_per_incident: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +284,7 @@ class Config:
     guardrails: Guardrails = field(default_factory=Guardrails)
     windows: tuple[Window, ...] = ()
     slack: SlackConfig = field(default_factory=SlackConfig)
+    paging: Paging = field(default_factory=Paging)
     # what was skipped and why (a pack's rule whose target is not configured); errors with strict
     warnings: tuple[str, ...] = ()
     _rules_by_name: dict[str, Rule] = field(init=False, repr=False, compare=False)
@@ -375,9 +381,22 @@ class _Loader:
             slack=self._check(partial(self._slack, root.get("slack"), actions)) or SlackConfig(),
             warnings=tuple(self._skip_warnings()),
         )
+        paging = self._check(partial(self._paging, root, config))
         if self.problems:
             raise ConfigError(self.problems)
-        return config
+        return replace(config, paging=paging or Paging())
+
+    def _paging(self, root: Node, config: Config) -> Paging:
+        """The `paging` section, and every rule's `escalation` naming one of its policies."""
+        paging = parse_paging(root.get("paging"), self.base_dir, config.slack.page_group)
+        for rule in config.rules:
+            if rule.escalation and rule.escalation not in paging.policies:
+                known = ", ".join(sorted(paging.policies)) or "none defined"
+                self.problems.append(
+                    f"{rule.source}.escalation: unknown escalation policy "
+                    f"{rule.escalation!r} (known: {known})"
+                )
+        return paging
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -701,6 +720,7 @@ class _Loader:
             during_maintenance=node.opt(
                 "during_maintenance", lambda n: n.choice(("hold", "drop")), "hold"
             ),
+            escalation=node.opt("escalation", Node.string, ""),
         )
 
     def _action_ref(self, node: Node, actions: dict[str, Action]) -> str:
@@ -721,6 +741,7 @@ class _Loader:
             repeats=node.opt("repeats", _repeats, None),
             approval=node.opt("approval", lambda n: n.choice(("required", "none")), "none")
             == "required",
+            page=node.opt("page", Node.boolean, False),
         )
 
     def _resolved_step(self, node: Node, actions: dict[str, Action]) -> ResolvedStep:
@@ -914,6 +935,7 @@ def _action_policy(node: Node, env: ParseEnv) -> ActionPolicy:
             "",
         ),
         on_interrupted=on_interrupted,
+        once_per_incident=node.opt("once_per_incident", Node.boolean, False),
     )
 
 

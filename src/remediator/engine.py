@@ -46,6 +46,7 @@ from remediator.incidents import (
 )
 from remediator.metrics import Metrics
 from remediator.rules import Rule, RuleIndex
+from remediator.severity import rank
 from remediator.store.records import (
     RESOLVED_STEP,
     SKIPPED,
@@ -491,10 +492,30 @@ class Engine:
             transition = on_firing(incident, rule, event)
             if transition.incident is incident:
                 return  # a repeat of what is known: nothing to decide
+        transition, keep = await self._ranked(transition, incident, alert)
         batch.closed.discard((rule.name, key))
         batch.open[(rule.name, key)] = transition.incident
-        self._record(rule, AlertData.of(alert, batch.external_url), transition, batch, now)
+        data = AlertData.of(alert, batch.external_url)
+        await self._record(rule, data, transition, batch, now, keep_labels=keep)
         self._instance(rule, alert, transition.incident, "firing", batch, now)
+
+    async def _ranked(
+        self, t: Transition, before: Incident | None, alert: Alert
+    ) -> tuple[Transition, bool]:
+        """The incident's severity is the highest of its alerts while it is open: a milder alert
+        neither lowers it nor replaces the labels and annotations shown (True: keep them)."""
+        own = alert.labels.get(self.config.slack.severity_label, "")
+        shown = None if before is None else await self._severity(before)
+        keep = shown is not None and rank(own) > rank(shown)
+        severity = shown if keep and shown is not None else own
+        return replace(t, incident=replace(t.incident, severity=severity)), keep
+
+    async def _severity(self, incident: Incident) -> str:
+        """The severity shown for an open incident: cached, or read once from its labels."""
+        if incident.severity is not None:
+            return incident.severity
+        labels, _ = await self.store.incident_alert(incident.id)
+        return labels.get(self.config.slack.severity_label, "")
 
     async def _starts(
         self,
@@ -534,7 +555,9 @@ class Engine:
             batch.open.pop((rule.name, key), None)
             batch.closed.add((rule.name, key))
         self._remember_resolved((rule.name, *alert.instance))
-        self._record(rule, AlertData.of(alert, batch.external_url), transition, batch, now)
+        # what is shown stays the most severe alert's, through the resolution
+        data = AlertData.of(alert, batch.external_url)
+        await self._record(rule, data, transition, batch, now, keep_labels=True)
         self._instance(rule, alert, transition.incident, "resolved", batch, now)
 
     async def _tick(self, batch: _Batch, now: float) -> None:
@@ -546,7 +569,8 @@ class Engine:
             transition = on_tick(current, rule, now)
             if transition.decisions:
                 batch.open[ref] = transition.incident
-                self._record(rule, await self._alert_of(current), transition, batch, now)
+                alert = await self._alert_of(current)
+                await self._record(rule, alert, transition, batch, now, keep_labels=True)
         batch.changes.audit.extend(self.storm.tick(now))
 
     async def _verify_failed(self, event: VerifyFailed, batch: _Batch, now: float) -> None:
@@ -560,7 +584,8 @@ class Engine:
         transition = on_verify_failed(current, rule, claim.step, event.detail, now)
         if transition.decisions:
             batch.open[ref] = transition.incident
-            self._record(rule, await self._alert_of(current), transition, batch, now)
+            alert = await self._alert_of(current)
+            await self._record(rule, alert, transition, batch, now, keep_labels=True)
 
     async def _alert_of(self, incident: Incident) -> AlertData:
         labels, annotations = await self.store.incident_alert(incident.id)
@@ -569,27 +594,50 @@ class Engine:
 
     # -- recording -----------------------------------------------------------------------------
 
-    def _record(
+    async def _record(
         self,
         rule: Rule,
         alert: AlertData,
         t: Transition,
         batch: _Batch,
         now: float,
+        keep_labels: bool = False,
     ) -> None:
+        """Write the incident and its decisions; `keep_labels`: the stored labels and
+        annotations stay (a milder alert's, or a resolving one's, do not replace them)."""
         incident = t.incident
         batch.changes.incidents.append(
             IncidentWrite(
                 incident,
                 dict(zip(rule.incident_key, incident.key, strict=True)),
-                labels=alert.labels,
-                annotations=alert.annotations,
+                labels=None if keep_labels else alert.labels,
+                annotations=None if keep_labels else alert.annotations,
                 generator_url=alert.generator_url,
                 external_url=alert.external_url,
             )
         )
+        done = await self._done_once(rule, incident, t.decisions, batch.changes)
         for decision in t.decisions:
-            self._decide(rule, alert, incident, decision, batch.changes, now)
+            self._decide(rule, alert, incident, decision, batch.changes, now, done)
+
+    async def _done_once(
+        self, rule: Rule, incident: Incident, decisions: Sequence[Decision], changes: Changes
+    ) -> set[str]:
+        """The once_per_incident actions of the tiers to run that already took, or may still
+        take, effect for the incident: claimed earlier in this batch, or in the store."""
+        once = {
+            name
+            for d in decisions
+            if isinstance(d, RunTier)
+            for name in rule.tiers[d.tier].actions
+            if self.config.policy(name).once_per_incident
+        }
+        if not once:
+            return set()
+        done = {c.action for c in changes.claims if c.incident_id == incident.id}
+        if incident.id > 0:
+            done |= await self.store.done_actions(incident.id)
+        return done & once
 
     def _instance(
         self,
@@ -621,11 +669,15 @@ class Engine:
         decision: Decision,
         changes: Changes,
         now: float,
+        done: set[str],
     ) -> None:
         if isinstance(decision, RunTier):
             tier = rule.tiers[decision.tier]
             for name in tier.actions:
-                self._claim(rule, alert, incident, tier.name, name, now, changes)
+                if name in done:
+                    changes.audit.append(not_repeated(rule, incident, tier.name, name, now))
+                else:
+                    self._claim(rule, alert, incident, tier.name, name, now, changes)
             return
         entry = describe(rule, incident, decision, now)
         if isinstance(decision, Opened):
@@ -815,6 +867,21 @@ def _read_value(rule: Rule, alert: Alert) -> tuple[float | None, str | None]:
         return None, None
     value = rule.value.read(alert)
     return (None, value) if isinstance(value, str) else (value, None)
+
+
+def not_repeated(rule: Rule, incident: Incident, tier: str, action: str, now: float) -> AuditEntry:
+    """The audit line for a once_per_incident action a higher tier lists again."""
+    return AuditEntry(
+        kind="action",
+        event="not_repeated",
+        message=f"{action}: not repeated at tier {tier!r}: it runs once per incident and "
+        "already took effect",
+        at=now,
+        incident_id=incident.id,
+        rule=rule.name,
+        tier=tier,
+        action=action,
+    )
 
 
 def describe(

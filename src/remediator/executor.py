@@ -29,7 +29,7 @@ import httpx
 
 from remediator import guardrails, interrupted
 from remediator.actions.base import AttemptContext, AttemptResult, RenderContext
-from remediator.clock import Clock
+from remediator.clock import Clock, iso
 from remediator.config import Config
 from remediator.errors import RenderError
 from remediator.guardrails import Ask, Facts, Mute, Policy, Verdict
@@ -53,6 +53,7 @@ from remediator.store.records import (
     VERIFY_PENDING,
     Attempt,
     AuditEntry,
+    Changes,
     Claim,
     MuteRow,
     TargetHistory,
@@ -149,6 +150,7 @@ class Executor:
         self._turns = Turns(WAIT_POLL)
         self._tasks: set[asyncio.Task[None]] = set()
         self._polling: set[int] = set()
+        self._open_circuits: set[str] = set()  # targets whose opening was announced
         # set by the daemon: timers to re-arm, and the engine's handler for failed verification
         self.wake: Callable[[], None] = lambda: None
         self.verify_failed: Callable[[Claim, str], None] = lambda claim, detail: None
@@ -528,7 +530,7 @@ class Executor:
         log.log(level, "%s", written.message, extra=claim_fields(claim))
         await self.notifier.publish([written])
         if status == FAILED:
-            await self.refresh_circuit(claim.target)
+            await self.refresh_circuit(claim.target, claim)
         elif status == SUCCEEDED and self.config.breaker(claim.target) is not None:
             self.metrics.circuit_open.labels(claim.target).set(0)  # a success closes it
 
@@ -594,7 +596,7 @@ class Executor:
                 detail = f"not verified within {verification.within:g}s: {result.detail}"
                 await self._verified(claim, VERIFY_FAILED, detail)
                 self.verify_failed(claim, result.detail)
-                await self.refresh_circuit(claim.target)
+                await self.refresh_circuit(claim.target, claim)
             else:
                 await self.store.set_verification(
                     claim.id,
@@ -617,14 +619,39 @@ class Executor:
         if written is not None:
             await self.notifier.publish([written])
 
-    async def refresh_circuit(self, target: str) -> None:
+    async def refresh_circuit(self, target: str, failed: Claim | None = None) -> None:
+        """The target's breaker gauge from its failures; when `failed` (a claim that just failed,
+        or failed its verification) opened it, say so in that claim's incident."""
         breaker = self.config.breaker(target)
         if breaker is None:
             return
         failures = await self.store.target_failures(target)
         until = guardrails.circuit_open_until(failures, breaker)
-        is_open = until is not None and self.clock.now() < until
+        now = self.clock.now()
+        is_open = until is not None and now < until
         self.metrics.circuit_open.labels(target).set(1 if is_open else 0)
+        if not is_open:
+            self._open_circuits.discard(target)
+        elif target not in self._open_circuits:
+            self._open_circuits.add(target)
+            if failed is not None and until is not None:
+                await self._circuit_opened(failed, len(failures), until)
+
+    async def _circuit_opened(self, claim: Claim, failures: int, until: float) -> None:
+        entry = AuditEntry(
+            kind="action",
+            event="circuit_opened",
+            message=f"Circuit breaker of {claim.target} OPEN after {failures} failures: "
+            f"remediator stops acting on it until {iso(until)}, then lets one attempt through",
+            at=self.clock.now(),
+            incident_id=claim.incident_id,
+            rule=claim.rule,
+            tier=claim.step,
+            action=claim.action,
+            detail={"claim_id": claim.id, "target": claim.target, "until": iso(until)},
+        )
+        applied = await self.store.apply(Changes(at=entry.at, audit=[entry]))
+        await self.notifier.publish(applied.audit)
 
 
 def claim_fields(claim: Claim) -> dict[str, object]:

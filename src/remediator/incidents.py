@@ -31,6 +31,8 @@ class Incident:
     updated_at: float
     resolved_at: float | None = None
     acked: bool = False  # a human owns it: time no longer escalates it
+    # the highest severity of its alerts so far (severity.py); None: not read from the store yet
+    severity: str | None = None
     # firing alert instances and their latest values; treat as immutable
     instances: Mapping[InstanceId, float | None] = field(default_factory=dict)
 

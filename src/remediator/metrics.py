@@ -166,6 +166,22 @@ class Metrics:
             ["endpoint", "outcome"],
             registry=registry,
         )
+        self.pager_outbox_depth = Gauge(
+            "remediator_pager_outbox_depth",
+            "Pager events (PagerDuty, Opsgenie) waiting to be delivered.",
+            registry=registry,
+        )
+        self.pager_deliveries = Counter(
+            "remediator_pager_deliveries_total",
+            "Pager delivery attempts, by outcome (sent, retried, failed).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.page_escalations = Counter(
+            "remediator_page_escalations_total",
+            "Pages climbed to the next level of their escalation policy, unacknowledged.",
+            registry=registry,
+        )
         self.journal_backlog = Gauge(
             "remediator_journal_backlog",
             "Acknowledged notifications not yet processed.",
@@ -203,6 +219,7 @@ class Metrics:
             self.verifications.labels(outcome)
         for outcome in ("sent", "retried", "failed"):
             self.slack_deliveries.labels(outcome)
+            self.pager_deliveries.labels(outcome)
         for table in PRUNED_TABLES:
             self.store_pruned.labels(table)
         for endpoint in ("commands", "interactions"):

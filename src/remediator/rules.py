@@ -128,6 +128,7 @@ class Tier:
     escalate_after: float | None = None  # still firing this long at this tier: climb
     repeats: Repeats | None = None
     approval: bool = False  # every action of this tier waits for a human's approval
+    page: bool = False  # reaching this tier calls the rule's escalation policy (paging/)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +155,7 @@ class Rule:
     during_maintenance: str = "hold"  # or "drop"
     channel: str = ""  # Slack channel for this rule's incidents ("": the default)
     templates: Mapping[str, str] = field(default_factory=dict)  # template name -> source
+    escalation: str = ""  # the escalation policy that pages for it ("": paging's default)
     previous_names: tuple[str, ...] = ()  # names it had: its incidents and claims follow it
 
     def matches(self, labels: Mapping[str, str]) -> bool:

@@ -1,11 +1,12 @@
 """Timers: escalate-after, verification polls, approval and mute expiry, maintenance windows,
-storm summaries.
+storm summaries, the next level of an unacknowledged page.
 
 Timers are not kept anywhere of their own: each is derived from the store (an incident's tier and
-when it entered it, a claim's hold or verification deadline, an approval's expiry). `next_due`
-computes the earliest; APScheduler wakes us then; `run_due` does whatever is due and re-arms. After
-a restart the same derivation rebuilds every timer, and one that came due while the daemon was
-down fires once, at start. Tests move a FakeClock and call `run_due` themselves.
+when it entered it, a claim's hold or verification deadline, an approval's expiry, a page's level
+and when it was called). `next_due` computes the earliest; APScheduler wakes us then; `run_due`
+does whatever is due and re-arms. After a restart the same derivation rebuilds every timer, and
+one that came due while the daemon was down fires once, at start. Tests move a FakeClock and call
+`run_due` themselves.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from remediator.clock import Clock
 from remediator.control import Control
 from remediator.engine import Engine
 from remediator.executor import Executor
+from remediator.paging.desk import PagerDesk
 from remediator.store.records import HELD
 from remediator.types import Store
 
@@ -31,8 +33,15 @@ JOB = "remediator-timers"
 
 class Timers:
     def __init__(
-        self, engine: Engine, executor: Executor, control: Control, store: Store, clock: Clock
+        self,
+        engine: Engine,
+        executor: Executor,
+        control: Control,
+        store: Store,
+        clock: Clock,
+        paging: PagerDesk | None = None,
     ) -> None:
+        self.paging = paging
         self.engine = engine
         self.executor = executor
         self.control = control
@@ -115,6 +124,8 @@ class Timers:
             await self.control.expire(now)
             await self.executor.release_held(now)
             await self.executor.poll_verifications(now)
+            if self.paging is not None:
+                await self.paging.escalate_due(now)
 
     async def next_due(self) -> float | None:
         times = [
@@ -124,4 +135,6 @@ class Timers:
         ]
         times += [c.hold_until for c in await self.store.claims_in((HELD,))]
         times += [c.verify_next_at for c in await self.store.claims_verifying()]
+        if self.paging is not None:
+            times.append(await self.paging.next_due())
         return min((t for t in times if t is not None), default=None)

@@ -38,6 +38,7 @@ from remediator.engine import Engine
 from remediator.errors import ListenError, PayloadError, StoreError
 from remediator.executor import Executor
 from remediator.metrics import Metrics
+from remediator.paging.desk import PagerDesk
 from remediator.reload import Outcome, Reloader
 from remediator.retention import Pruner, guardrail_horizon
 from remediator.scheduler import Timers
@@ -47,6 +48,7 @@ from remediator.slack.identity import TokenCheck
 from remediator.slack.outbox import Outbox, Sender
 from remediator.slack.socket_mode import SocketMode
 from remediator.store.factory import build_store
+from remediator.store.records import AuditEntry
 from remediator.types import Notifier, Store
 
 log = logging.getLogger(__name__)
@@ -215,6 +217,17 @@ def create_app(routes: Routes, api: Api) -> web.Application:
     return app
 
 
+@dataclass(frozen=True)
+class Notifiers:
+    """Several notifiers told the same audit lines: the Slack outbox and the pager desk."""
+
+    each: tuple[Notifier, ...]
+
+    async def publish(self, entries: list[AuditEntry]) -> None:
+        for notifier in self.each:
+            await notifier.publish(entries)
+
+
 @dataclass
 class Daemon:
     """Everything the `serve` command runs, built from config; tests build their own."""
@@ -237,7 +250,8 @@ class Daemon:
         )
         self.store: Store = given_store or build_store(self.config.store)
         self.outbox = Outbox(self.config, self.store, self.metrics, self.slack_sender)
-        self.notifier: Notifier = self.outbox
+        self.pager_desk = PagerDesk(self.config, self.store, self.metrics, self.clock)
+        self.notifier: Notifier = Notifiers((self.outbox, self.pager_desk))
         self.executor = Executor(self.store, self.config, self.notifier, self.metrics, self.clock)
         self.engine = Engine(
             self.config, self.store, self.executor, self.notifier, self.metrics, self.clock
@@ -245,7 +259,9 @@ class Daemon:
         self.control = Control(
             self.config, self.store, self.executor, self.notifier, self.metrics, self.clock
         )
-        self.timers = Timers(self.engine, self.executor, self.control, self.store, self.clock)
+        self.timers = Timers(
+            self.engine, self.executor, self.control, self.store, self.clock, self.pager_desk
+        )
         self.pruner = Pruner(
             self.store,
             self.config.store.retention,
@@ -253,7 +269,7 @@ class Daemon:
             self.metrics,
             self.clock,
         )
-        self.executor.wake = self.engine.wake = self.timers.poke
+        self.executor.wake = self.engine.wake = self.pager_desk.wake_timers = self.timers.poke
         self.executor.verify_failed = self.engine.verification_failed
         self.engine.storm.metrics_gauge = self.metrics.storm_active.set
         self.reloader = Reloader(
@@ -308,6 +324,7 @@ class Daemon:
             self.executor.reconfigure(config)
             self.control.config = config
             self.outbox.reconfigure(config)
+            self.pager_desk.reconfigure(config)
             if self.slack_app is not None:
                 self.slack_app.reconfigure(config)
             self.routes.config = config
@@ -327,6 +344,7 @@ class Daemon:
         await self.engine.start()
         self.timers.start()
         await self.outbox.start()
+        await self.pager_desk.start()
         self.pruner.start()
         if self.slack_token is not None:
             self.slack_token.start()
@@ -383,6 +401,7 @@ class Daemon:
         if self.slack_token is not None:
             await self.slack_token.stop()
         await self.outbox.stop()
+        await self.pager_desk.stop()
         await self.pruner.stop()
         await self.store.close()
 

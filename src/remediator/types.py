@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     )
     from remediator.guardrails import Verdict
     from remediator.incidents import Incident
+    from remediator.paging.records import PageEvent, PageRow, PageState, Unacked
     from remediator.store.records import (
         Applied,
         Approval,
@@ -92,6 +93,10 @@ class Incidents(Protocol):
 
     async def ran_actions(self, incident_id: int) -> set[str]: ...
     async def ran_actions_of(self, incident_ids: list[int]) -> dict[int, set[str]]: ...
+    async def done_actions(self, incident_id: int) -> set[str]:
+        """Actions of the incident that took or may take effect (once_per_incident)."""
+        ...
+
     async def incident_status(self, incident_id: int) -> str | None: ...
     async def incident_results(self, incident_id: int) -> dict[str, str]:
         """What each action that succeeded for this incident returned (for `$results`)."""
@@ -225,6 +230,29 @@ class Controls(Protocol):
     ) -> bool: ...
 
 
+class PagerOutbox(Protocol):
+    """Pages (store/pages.py): an incident's escalation level and pagers, and the pager
+    outbox, as the pager desk reads and writes them."""
+
+    async def record_pages(
+        self,
+        events: list[PageEvent],
+        states: list[PageState],
+        audit: list[AuditEntry],
+        cursor: int,
+        at: float,
+    ) -> list[AuditEntry]: ...
+    async def page_state(self, incident_id: int) -> PageState | None: ...
+    async def unacked_pages(self) -> list[Unacked]: ...
+    async def escalate_page(
+        self, state: PageState, to_level: int, at: float, audit: AuditEntry
+    ) -> AuditEntry | None: ...
+    async def pages_due(self, now: float, limit: int) -> list[PageRow]: ...
+    async def page_done(self, row_id: int, status: str, at: float, error: str = "") -> None: ...
+    async def page_retry(self, row_id: int, next_at: float, error: str) -> None: ...
+    async def page_stats(self) -> tuple[int, float | None]: ...
+
+
 class SlackOutbox(Protocol):
     """The Slack outbox: audit lines become messages once, delivered in order per thread."""
 
@@ -268,7 +296,9 @@ class Retention(Protocol):
     async def prune_outbox(self, before: float, limit: int) -> int: ...
 
 
-class Store(Journal, Incidents, Claims, Controls, SlackOutbox, Reads, Retention, Protocol):
+class Store(
+    Journal, Incidents, Claims, Controls, SlackOutbox, PagerOutbox, Reads, Retention, Protocol
+):
     """Where the truth lives: every protocol above, on SQLite (one replica) or PostgreSQL,
     built by store.factory.build_store. Every write that returns has been committed durably;
     every failure is a remediator.errors.StoreError."""

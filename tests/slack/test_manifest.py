@@ -27,7 +27,7 @@ HTTP = "manifest.yaml"
 SOCKET = "manifest-socket-mode.yaml"
 # what the code calls: chat.postMessage and chat.update (chat:write), usergroups.users.list
 # (usergroups:read), and the slash command (commands); auth.test needs no scope
-SCOPES = ["chat:write", "usergroups:read", "commands"]
+SCOPES = ["chat:write", "channels:history", "usergroups:read", "commands"]
 
 
 def manifest(name: str) -> dict[str, Any]:

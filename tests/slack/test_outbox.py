@@ -364,3 +364,36 @@ async def test_without_a_token_messages_go_to_the_log(
         "slack (no token) [default]: 🚨 INCIDENT: P1 - Ingestion errors" in m for m in logged
     )
     assert any(":warning: *INGESTION PAUSED*" in m for m in logged)
+
+
+@pytest.mark.parametrize("channel", ["C0ALERTS", "#alerts"])
+async def test_a_lost_answer_does_not_post_a_second_parent(
+    write_config: Callable[..., Path],
+    start_daemon: StartDaemon,
+    slack_api: SlackAPI,
+    target: Recorder,
+    channel: str,
+) -> None:
+    """Slack posted the parent, but its answer never arrived: the retry looks for the message
+    (its metadata names the outbox row) before posting again. A channel given by name is found
+    once a post there told its ID (Slack reads history by ID only)."""
+    main = base_config({"t": target.server.url}, "rule_files: [rules.yaml]\n")
+    settings = slack_config(slack_api).replace("'#alerts'", f"'{channel}'")
+    config = write_config(main + settings, rules=RULES)
+    running = await start_daemon(config)
+    earlier = 0
+    if channel.startswith("#"):  # an earlier incident told the channel's ID
+        await running.post_alerts(rate("0.07", service="warmup"))
+        await delivered(running)
+        earlier = len(slack_api.parents())
+    slack_api.lose_answers = 2  # the parent and its first reply: posted, answers lost
+    await running.post_alerts(rate("0.12"))
+    await delivered(running)
+    parents = slack_api.parents()[earlier:]
+    [parent] = parents
+    assert parent.metadata is not None
+    assert parent.metadata["event_type"] == "remediator_message"
+    texts = [m.text for m in slack_api.thread(parent)]
+    assert len(texts) == len(set(texts)), texts
+    histories = [m for m, _ in slack_api.calls if m.startswith("conversations.")]
+    assert histories == ["conversations.history", "conversations.replies"]

@@ -32,6 +32,7 @@ COMMON_KEYS = frozenset(
         "verify",
         "announce",
         "on_interrupted",
+        "once_per_incident",
     }
 )
 BACKOFF_KEYS = frozenset({"initial", "max", "multiplier"})

@@ -14,6 +14,7 @@ from typing import Any
 from remediator.alerts import parse_time
 from remediator.clock import iso
 from remediator.config import Config, SlackConfig
+from remediator.paging.policy import mention_text, pages
 from remediator.rules import Rule
 from remediator.schema import format_duration
 from remediator.slack.templates import Templates, Trusted, link, slack_escape
@@ -21,7 +22,7 @@ from remediator.store.records import Approval, AuditEntry, OutboxItem
 
 RED, AMBER, GREEN = "#d32f2f", "#f9a825", "#2e7d32"
 TEXT_LIMIT = 2900  # a section's text may be 3000 characters
-ACTION_OUTCOMES = ("refused", "dry_run", "held", "skipped", "precondition_failed", "interrupted")
+ACTION_OUTCOMES = ("refused", "dry_run", "held", "skipped", "precondition_failed")
 # what ended an approval, and the word its request's update uses (cancelled: the incident resolved)
 APPROVAL_DECIDED = {
     "approval_approved": "approved",
@@ -59,6 +60,9 @@ class Composer:
             return self._decision(facts)
         if entry.kind in ("action", "control"):
             return self._action(facts)
+        if entry.kind == "page":
+            mention = Trusted(mention_text(tuple(entry.detail.get("mention") or ())))
+            return [self._reply(facts, "paged", mention=mention or None)]
         return []
 
     # -- incident threads ----------------------------------------------------------------------
@@ -80,7 +84,7 @@ class Composer:
             ]
         if event == "needs_human":
             return [
-                self._reply(facts, "needs_human", mention=self._mention(facts, force=True)),
+                self._reply(facts, "needs_human", mention=self._forced(facts)),
                 self._parent(facts, "update"),
             ]
         next_steps = "keep watching; remediator climbs the ladder if it gets worse"
@@ -98,7 +102,11 @@ class Composer:
         if event == "succeeded":
             return [self._reply(facts, self._success_template(facts.entry.action))]
         if event == "failed":
-            return [self._reply(facts, "action_failed", mention=self._mention(facts, force=True))]
+            return [self._reply(facts, "action_failed", mention=self._forced(facts))]
+        if event == "interrupted":
+            return [self._reply(facts, "action_interrupted", mention=self._forced(facts))]
+        if event == "circuit_opened":
+            return [self._reply(facts, "circuit_opened", mention=self._forced(facts))]
         if event in ACTION_OUTCOMES:
             return [self._reply(facts, "action_refused")]
         if event == "rerun":  # interrupted by the daemon's death, run again (interrupted.py)
@@ -147,6 +155,8 @@ class Composer:
     ) -> OutboxItem:
         ctx = self._context(facts, acting=acting, waiting=waiting)
         incident = ctx["incident"]
+        if incident["status"] == "resolved":
+            ctx["mention"] = None  # resolved: nobody needs to be called to it any more
         text = self._render(facts, "incident", ctx)
         color = GREEN if incident["status"] == "resolved" else AMBER if acting or waiting else RED
         # the header and the notification text carry alert data too: escaped like the rest
@@ -388,6 +398,15 @@ class Composer:
         if severity in self.slack.page_severities or (force and severity):
             return Trusted(f"<!subteam^{slack_escape(self.slack.page_group)}>")
         return None
+
+    def _forced(self, facts: Facts) -> Trusted | None:
+        """The paging group, whatever the severity: unless the rule's escalation policy pages
+        for this line, when the PAGED reply that follows mentions whom it calls."""
+        rule, paging = facts.rule, self.config.paging
+        policy = paging.policy(rule)
+        if policy is not None and pages(facts.entry, rule, policy):
+            return None
+        return self._mention(facts, force=True)
 
     def _context_line(self, facts: Facts, incident: Mapping[str, Any]) -> Trusted:
         view = facts.incident or {}

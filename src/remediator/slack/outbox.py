@@ -37,15 +37,21 @@ log = logging.getLogger(__name__)
 BATCH = 200
 CONCURRENCY = 8
 IDLE_WAIT = 5.0
+MARKER_EVENT = "remediator_message"  # the metadata event type that names the outbox row
+FIND_SLACK = 300.0  # look this much before the row was queued: clocks differ
 RETRYABLE_ERRORS = frozenset(
     {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
 )
 
 
 class Retry(Exception):
-    def __init__(self, reason: str, after: float | None = None) -> None:
+    """Not delivered now. `unsure`: Slack may have taken it anyway (a lost answer, a 5xx), so a
+    post is looked for before it is sent again; a 429 is sure: Slack did not take it."""
+
+    def __init__(self, reason: str, after: float | None = None, unsure: bool = True) -> None:
         super().__init__(reason)
         self.after = after
+        self.unsure = unsure
 
 
 class Refused(Exception):
@@ -54,30 +60,78 @@ class Refused(Exception):
 
 class Sender(Protocol):
     async def post(
-        self, channel: str, payload: Mapping[str, Any], thread_ts: str | None
+        self, channel: str, payload: Mapping[str, Any], thread_ts: str | None, marker: int = 0
     ) -> tuple[str, str]:
-        """Post; returns (channel id, ts)."""
+        """Post; returns (channel id, ts). `marker` (the outbox row) goes in the message's
+        metadata, so that find() can tell whether an earlier attempt was posted."""
         ...
 
     async def update(self, channel: str, ts: str, payload: Mapping[str, Any]) -> None: ...
+
+    async def find(
+        self, channel: str, thread_ts: str | None, marker: int, since: float
+    ) -> tuple[str, str] | None:
+        """The (channel id, ts) of a message posted since `since` carrying `marker`, if Slack
+        shows one; None when it does not (or cannot say: then the message is posted again)."""
+        ...
 
 
 class SlackSender:
     """Slack's Web API through slack_sdk; `base_url` may point at a proxy or a stand-in."""
 
     def __init__(self, token: str, base_url: str, timeout: float = 10.0) -> None:
-        self.client = AsyncWebClient(token=token, base_url=base_url, timeout=int(timeout))
+        # no retries of slack_sdk's own (by default it re-sends once on a connection error,
+        # which posts twice when the first answer was lost): the outbox retries, looking first
+        self.client = AsyncWebClient(
+            token=token, base_url=base_url, timeout=int(timeout), retry_handlers=[]
+        )
 
     async def post(
-        self, channel: str, payload: Mapping[str, Any], thread_ts: str | None
+        self, channel: str, payload: Mapping[str, Any], thread_ts: str | None, marker: int = 0
     ) -> tuple[str, str]:
+        metadata = {"event_type": MARKER_EVENT, "event_payload": {"outbox_id": marker}}
         response = await self._call(
-            self.client.chat_postMessage, channel=channel, thread_ts=thread_ts, **payload
+            self.client.chat_postMessage,
+            channel=channel,
+            thread_ts=thread_ts,
+            metadata=metadata if marker else None,
+            **payload,
         )
         return str(response["channel"]), str(response["ts"])
 
     async def update(self, channel: str, ts: str, payload: Mapping[str, Any]) -> None:
         await self._call(self.client.chat_update, channel=channel, ts=ts, **payload)
+
+    async def find(
+        self, channel: str, thread_ts: str | None, marker: int, since: float
+    ) -> tuple[str, str] | None:
+        """conversations.replies of the thread, or conversations.history of the channel since
+        `since`, with their metadata (needs the channels:history scope; a channel given by name
+        cannot be read: Slack takes IDs there). Slack refusing to show it (missing_scope,
+        channel_not_found): not found. Slack unavailable or rate limiting: Retry, so that a
+        look-up that could not be made never turns into a second post."""
+        args: dict[str, Any] = {"channel": channel, "include_all_metadata": True, "limit": 200}
+        try:
+            if thread_ts:
+                response = await self.client.conversations_replies(ts=thread_ts, **args)
+            else:
+                response = await self.client.conversations_history(
+                    oldest=f"{since - FIND_SLACK:.6f}", **args
+                )
+        except SlackApiError as e:
+            problem = _classify(e)
+            if isinstance(problem, Retry):
+                raise problem from None
+            log.info("slack: cannot look for message %d in %s: %s", marker, channel, problem)
+            return None
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
+            raise Retry(f"looking for message {marker}: {type(e).__name__}: {e}") from None
+        for message in response.get("messages") or []:
+            meta = message.get("metadata") or {}
+            payload = meta.get("event_payload") or {}
+            if meta.get("event_type") == MARKER_EVENT and payload.get("outbox_id") == marker:
+                return channel, str(message["ts"])
+        return None
 
     async def _call(self, method: Any, **kwargs: Any) -> Any:
         try:
@@ -101,9 +155,9 @@ def _classify(e: SlackApiError) -> Exception:
         needed = str(e.response.get("needed", ""))
     if status == 429:
         after = decimal(str(e.response.headers.get("Retry-After", "1")))
-        return Retry("rate limited (429)", 1.0 if after is None else float(after))
+        return Retry("rate limited (429)", 1.0 if after is None else float(after), unsure=False)
     if status >= 500 or error in RETRYABLE_ERRORS:
-        return Retry(f"HTTP {status}: {error or 'server error'}")
+        return Retry(f"HTTP {status}: {error or 'server error'}", unsure=error != "ratelimited")
     return Refused(explain(error, needed) if error else f"HTTP {status}")
 
 
@@ -114,7 +168,7 @@ class LogSender:
         self._n = 0
 
     async def post(
-        self, channel: str, payload: Mapping[str, Any], thread_ts: str | None
+        self, channel: str, payload: Mapping[str, Any], thread_ts: str | None, marker: int = 0
     ) -> tuple[str, str]:
         self._n += 1
         where = f"{channel or 'default'}" + (f" thread {thread_ts}" if thread_ts else "")
@@ -123,6 +177,11 @@ class LogSender:
 
     async def update(self, channel: str, ts: str, payload: Mapping[str, Any]) -> None:
         log.info("slack (no token) [%s update %s]: %s", channel, ts, whole_text(payload))
+
+    async def find(
+        self, channel: str, thread_ts: str | None, marker: int, since: float
+    ) -> tuple[str, str] | None:
+        return None  # the log never loses an answer
 
 
 def whole_text(payload: Mapping[str, Any]) -> str:
@@ -166,6 +225,8 @@ class Outbox:
         self._task: asyncio.Task[None] | None = None
         self._cursor = 0
         self._paused_until = 0.0
+        self._channel_ids: dict[str, str] = {}  # a channel's name -> the ID Slack answered
+        self._unsure: set[int] = set()  # rows whose last attempt may have been posted
         self._slots = asyncio.Semaphore(CONCURRENCY)
         self._rendering = asyncio.Lock()
         self._delivering = asyncio.Lock()
@@ -287,6 +348,8 @@ class Outbox:
             try:
                 sent = await self._send(row)
             except Retry as e:
+                if e.unsure and row.method != "update":
+                    self._unsure.add(row.id)
                 await self._retry(row, e)
                 return 0
             except Refused as e:
@@ -310,7 +373,15 @@ class Outbox:
             parent = await self.store.slack_message(row.parent)
             if parent is not None:
                 channel, thread_ts = parent
-        channel_id, ts = await self.sender.post(channel, row.payload, thread_ts)
+        found = None
+        if row.id in self._unsure:  # an earlier attempt may have been posted, its answer lost
+            where = self._channel_ids.get(channel, channel)  # Slack reads history by ID only
+            found = await self.sender.find(where, thread_ts, row.id, row.created_at)
+        if found is not None:
+            log.info("slack: message %d was posted by an earlier attempt: not again", row.id)
+        channel_id, ts = found or await self.sender.post(channel, row.payload, thread_ts, row.id)
+        self._channel_ids[channel] = channel_id
+        self._unsure.discard(row.id)
         ref = row.ref if row.method == "post" or row.ref else None
         return (ref, channel_id, ts) if ref else None
 

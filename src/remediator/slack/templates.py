@@ -21,13 +21,16 @@ from jinja2.sandbox import SandboxedEnvironment
 
 TEMPLATE_NAMES = (
     "action_failed",
+    "action_interrupted",
     "action_refused",
     "action_taken",
     "approval_decided",
     "approval_request",
+    "circuit_opened",
     "control",
     "incident",
     "needs_human",
+    "paged",
     "paused",
     "resolution",
     "resumed",

@@ -15,9 +15,11 @@ from remediator.store.claims import close_claim
 from remediator.store.records import (
     AWAITING_APPROVAL,
     CLAIMED,
+    HELD,
     INTERRUPTED,
     RUNNING,
     SUCCEEDED,
+    VERIFY_FAILED,
     Applied,
     AuditEntry,
     Changes,
@@ -29,6 +31,8 @@ from remediator.store.records import (
 from remediator.store.sql import Runner, Tx, marks
 
 InstanceKey = tuple[str, str, float]  # (rule, fingerprint, startsAt)
+# claims that took, or may still take, effect (once_per_incident); verification apart
+_MAY_TAKE_EFFECT = (CLAIMED, RUNNING, HELD, AWAITING_APPROVAL, SUCCEEDED, INTERRUPTED)
 
 
 class IncidentsSQL(Runner):
@@ -77,6 +81,21 @@ class IncidentsSQL(Runner):
             return ran
 
         return await self._read(op) if incident_ids else {}
+
+    async def done_actions(self, incident_id: int) -> set[str]:
+        """Actions claimed for this incident that did, or still may, take effect: not failed,
+        refused, skipped, not run for a precondition, dry-run, nor failed their verification.
+        What `once_per_incident` does not repeat."""
+
+        async def op(tx: Tx) -> set[str]:
+            sql = (
+                "SELECT DISTINCT action FROM claims WHERE incident_id = ? AND status IN "
+                "(?, ?, ?, ?, ?, ?) AND (verify_status IS NULL OR verify_status != ?)"
+            )
+            found = await tx.fetch(sql, incident_id, *_MAY_TAKE_EFFECT, VERIFY_FAILED)
+            return {str(r["action"]) for r in found}
+
+        return await self._read(op)
 
     async def incident_status(self, incident_id: int) -> str | None:
         async def op(tx: Tx) -> str | None:

@@ -31,6 +31,7 @@ from remediator.store.incidents import IncidentsSQL
 from remediator.store.journal import JournalSQL
 from remediator.store.migrate import migrate
 from remediator.store.outbox import OutboxSQL
+from remediator.store.pages import PagesSQL
 from remediator.store.reads import ReadsSQL
 from remediator.store.retention import RetentionSQL
 from remediator.store.settings import PostgresSettings
@@ -104,7 +105,14 @@ class PostgresTx:
 
 
 class PostgresStore(
-    JournalSQL, IncidentsSQL, ClaimsSQL, ControlsSQL, OutboxSQL, ReadsSQL, RetentionSQL
+    JournalSQL,
+    IncidentsSQL,
+    ClaimsSQL,
+    ControlsSQL,
+    OutboxSQL,
+    PagesSQL,
+    ReadsSQL,
+    RetentionSQL,
 ):
     """Every store protocol on one PostgreSQL database."""
 

@@ -29,6 +29,7 @@ from remediator.store.journal import JournalSQL
 from remediator.store.lock import InstanceLock
 from remediator.store.migrate import migrate
 from remediator.store.outbox import OutboxSQL
+from remediator.store.pages import PagesSQL
 from remediator.store.reads import ReadsSQL
 from remediator.store.retention import RetentionSQL
 from remediator.store.sql import Op, Row, run_sync
@@ -206,7 +207,14 @@ def _settle_all(outcomes: list[Outcome]) -> None:
 
 
 class SqliteStore(
-    JournalSQL, IncidentsSQL, ClaimsSQL, ControlsSQL, OutboxSQL, ReadsSQL, RetentionSQL
+    JournalSQL,
+    IncidentsSQL,
+    ClaimsSQL,
+    ControlsSQL,
+    OutboxSQL,
+    PagesSQL,
+    ReadsSQL,
+    RetentionSQL,
 ):
     """Every store protocol on one SQLite file. `exclusive`: own the file (the daemon); a
     reader beside it (the CLI's history) opens it without the lock."""
