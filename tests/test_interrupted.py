@@ -185,7 +185,7 @@ async def test_escalate_reports_an_action_killed_mid_request_and_never_repeats_i
     assert "not repeated" in done["detail"]
     await said_in_slack(
         slack_api,
-        ":no_entry_sign: *NOT ACTING: restart_connector*",
+        ":warning: *INTERRUPTED: restart_connector*",
         "a human must check kafka-connect",
     )
 
