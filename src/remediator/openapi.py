@@ -164,6 +164,18 @@ def _paths() -> dict[str, Any]:
                 body={"type": "object", "required": ["reason"], "properties": _BY},
             )
         },
+        "/api/v1/incidents/{id}/ack": {
+            "post": _operation(
+                "Acknowledge an incident: its page is acknowledged and its escalation path stops",
+                {
+                    "type": "object",
+                    "required": ["incident", "status"],
+                    "properties": {"incident": _ID, "status": _TEXT},
+                },
+                parameters=[_path("id", _ID)],
+                body={"type": "object", "properties": {"by": _TEXT}},
+            )
+        },
         "/api/v1/history": {
             "get": _operation(
                 "The audit trail, newest first", _page("AuditEntry"), parameters=_PAGING
