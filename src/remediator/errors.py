@@ -37,6 +37,11 @@ class StoreConflict(StoreError):
     """A write broke a uniqueness or integrity rule (a second open incident for one key)."""
 
 
+class Fenced(StoreError):
+    """A transaction of a deposed leader: its leadership epoch is no longer the store's current
+    one, so it may not open an incident, claim or start an action (store/leadership.py)."""
+
+
 class StoreInUse(StoreError):
     """Another process owns the store (a second daemon on one SQLite file)."""
 

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from remediator.guardrails import Verdict
     from remediator.incidents import Incident
     from remediator.paging.records import PageEvent, PageRow, PageState, Unacked
+    from remediator.store.leadership import Leadership, Replica
     from remediator.store.records import (
         Applied,
         Approval,
@@ -296,8 +297,29 @@ class Retention(Protocol):
     async def prune_outbox(self, before: float, limit: int) -> int: ...
 
 
+class Leaders(Protocol):
+    """The leadership epoch that fences a deposed leader, and each replica's heartbeat
+    (store/leadership.py). `epoch`: the one this process decides in; None: not fenced."""
+
+    epoch: int | None
+
+    async def take_leadership(self, replica: str, at: float) -> int: ...
+    async def leadership(self) -> Leadership: ...
+    async def beat(self, replica: Replica) -> None: ...
+    async def replicas(self) -> list[Replica]: ...
+
+
 class Store(
-    Journal, Incidents, Claims, Controls, SlackOutbox, PagerOutbox, Reads, Retention, Protocol
+    Journal,
+    Incidents,
+    Claims,
+    Controls,
+    SlackOutbox,
+    PagerOutbox,
+    Reads,
+    Retention,
+    Leaders,
+    Protocol,
 ):
     """Where the truth lives: every protocol above, on SQLite (one replica) or PostgreSQL,
     built by store.factory.build_store. Every write that returns has been committed durably;

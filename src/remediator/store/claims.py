@@ -13,6 +13,7 @@ from remediator.guardrails import Verdict
 from remediator.store import rows
 from remediator.store.audit import insert_audit
 from remediator.store.dialect import LOCK_STARTS
+from remediator.store.leadership import fence
 from remediator.store.records import (
     CLAIMED,
     RUNNING,
@@ -49,16 +50,24 @@ class ClaimsSQL(Runner):
         return await self._read(op)
 
     async def start_claim(self, claim_id: int, at: float, request: Mapping[str, Any]) -> bool:
-        return await self._write(lambda tx: _start_claim(tx, claim_id, at, request))
+        epoch = self.epoch
+
+        async def op(tx: Tx) -> bool:
+            await fence(tx, epoch)
+            return await _start_claim(tx, claim_id, at, request)
+
+        return await self._write(op)
 
     async def start_claim_if(
         self, claim: Claim, request: Mapping[str, Any], now: float, since: float, judge: Judge
     ) -> tuple[Verdict | None, bool]:
         """Judge the claim on the store's facts and, if the verdict allows, start it, in one
         transaction that holds the starts lock to its commit: no other claim, in this process
-        or another on the same database, is judged or started in between."""
+        or another on the same database, is judged or started in between. Fenced."""
+        epoch = self.epoch
 
         async def op(tx: Tx) -> tuple[Verdict | None, bool]:
+            await fence(tx, epoch)
             await tx.fetchval(tx.dialect.lock, LOCK_STARTS)
             facts = await target_history(tx, claim, since)
             verdict = judge(facts, await active_mutes(tx, now))
@@ -70,16 +79,25 @@ class ClaimsSQL(Runner):
 
     async def mark_sent(self, claim_id: int, at: float) -> bool:
         """From now on the claim's request may have left: an interruption is no longer a claim
-        that never acted. False if the claim is no longer running."""
+        that never acted. False if the claim is no longer running. Fenced: a deposed leader's
+        request never leaves."""
         sql = "UPDATE claims SET sent_at = ? WHERE id = ? AND status = ? AND sent_at IS NULL"
-        return await self._write(lambda tx: tx.execute(sql, at, claim_id, RUNNING)) == 1
+        epoch = self.epoch
+
+        async def op(tx: Tx) -> int:
+            await fence(tx, epoch)
+            return await tx.execute(sql, at, claim_id, RUNNING)
+
+        return await self._write(op) == 1
 
     async def rerun_claim(self, claim_id: int, detail: str, audit: AuditEntry) -> bool:
         """A running claim interrupted by its holder's death goes back to `claimed`, to be
         judged and run again, with its audit line; it counts one more interruption. False if
-        it was no longer running."""
+        it was no longer running. Fenced."""
+        epoch = self.epoch
 
         async def op(tx: Tx) -> bool:
+            await fence(tx, epoch)
             sql = (
                 "UPDATE claims SET status = ?, detail = ?, started_at = NULL, request = NULL, "
                 "sent_at = NULL, interruptions = interruptions + 1 WHERE id = ? AND status = ?"

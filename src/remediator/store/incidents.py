@@ -12,6 +12,7 @@ from remediator.incidents import Incident
 from remediator.store import rows
 from remediator.store.audit import insert_audit
 from remediator.store.claims import close_claim
+from remediator.store.leadership import fence
 from remediator.store.records import (
     AWAITING_APPROVAL,
     CLAIMED,
@@ -130,7 +131,14 @@ class IncidentsSQL(Runner):
         return await self._read(op)
 
     async def apply(self, changes: Changes) -> Applied:
-        return await self._write(lambda tx: _apply(tx, changes))
+        """Fenced: a deposed leader's batch (it may open incidents and claim) is refused."""
+        epoch = self.epoch
+
+        async def op(tx: Tx) -> Applied:
+            await fence(tx, epoch)
+            return await _apply(tx, changes)
+
+        return await self._write(op)
 
     async def rename_rule(
         self, old: str, new: str, audit: Callable[[int], AuditEntry]

@@ -29,6 +29,7 @@ from remediator.store.controls import ControlsSQL
 from remediator.store.dialect import POSTGRES, Dialect
 from remediator.store.incidents import IncidentsSQL
 from remediator.store.journal import JournalSQL
+from remediator.store.leadership import LeadershipSQL
 from remediator.store.migrate import migrate
 from remediator.store.outbox import OutboxSQL
 from remediator.store.pages import PagesSQL
@@ -113,6 +114,7 @@ class PostgresStore(
     PagesSQL,
     ReadsSQL,
     RetentionSQL,
+    LeadershipSQL,
 ):
     """Every store protocol on one PostgreSQL database."""
 

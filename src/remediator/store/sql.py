@@ -61,6 +61,9 @@ class Runner:
     """What the SQL modules need of a backend: run an op in a write transaction (committed
     durably before it returns) or as a read."""
 
+    # the leadership epoch this process decides in (store/leadership.py); None: not fenced
+    epoch: int | None = None
+
     async def _write(self, op: Op[T], urgent: bool = False, serial: bool = False) -> T:
         """`urgent`: someone waits for this commit to answer (a journal append). `serial`: a
         judge-and-start write, that holds the starts lock: a backend may commit several in one

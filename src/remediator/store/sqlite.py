@@ -26,6 +26,7 @@ from remediator.store.controls import ControlsSQL
 from remediator.store.dialect import SQLITE, Dialect
 from remediator.store.incidents import IncidentsSQL
 from remediator.store.journal import JournalSQL
+from remediator.store.leadership import LeadershipSQL
 from remediator.store.lock import InstanceLock
 from remediator.store.migrate import migrate
 from remediator.store.outbox import OutboxSQL
@@ -215,6 +216,7 @@ class SqliteStore(
     PagesSQL,
     ReadsSQL,
     RetentionSQL,
+    LeadershipSQL,
 ):
     """Every store protocol on one SQLite file. `exclusive`: own the file (the daemon); a
     reader beside it (the CLI's history) opens it without the lock."""
