@@ -49,6 +49,7 @@ class Api:
             ("POST", "/api/v1/approvals/{id}", self.decide),
             ("GET", "/api/v1/circuits", self.circuits),
             ("POST", "/api/v1/circuits/{target}/reset", self.reset_circuit),
+            ("GET", "/api/v1/replicas", self.replicas),
         ]
         for method, path, handler in routes:
             app.router.add_route(method, path, guard(handler))
@@ -154,6 +155,30 @@ class Api:
         incident_id = path_id(request)
         await self.control.ack(incident_id, actor(await json_body(request, {})))
         return web.json_response({"incident": incident_id, "status": "acknowledged"})
+
+    async def replicas(self, request: web.Request) -> web.Response:
+        """The leader, its epoch, and every replica's last heartbeat (leader.py)."""
+        leadership = await self.store.leadership()
+        now = self.control.clock.now()
+        items = [
+            {
+                "name": r.name,
+                "role": r.role,
+                "epoch": r.epoch,
+                "started_at": r.started_at,
+                "heartbeat_at": r.heartbeat_at,
+                "heartbeat_age": round(now - r.heartbeat_at, 3),
+            }
+            for r in await self.store.replicas()
+        ]
+        return reply(
+            {
+                "leader": leadership.leader,
+                "epoch": leadership.epoch,
+                "since": leadership.since,
+                "items": items,
+            }
+        )
 
     # -- circuit breakers ----------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from remediator.alerts import parse_notification
 from remediator.cli_remote import Remote, RemoteError, add_remote_options, remote
 from remediator.config import Config, load_config
 from remediator.errors import ConfigError, ListenError, PayloadError, StoreError
+from remediator.leader import INGEST, ROLES
 from remediator.safetext import visible
 from remediator.schema import decimal, secrets_optional
 from remediator.server import Daemon
@@ -114,6 +115,13 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", parents=[common], help="run the daemon")
     serve.add_argument("--listen", metavar="HOST:PORT", help="override server.listen")
+    serve.add_argument(
+        "--role",
+        choices=ROLES,
+        default="auto",
+        help="auto: lead when elected (PostgreSQL), else acknowledge; ingest: only acknowledge "
+        "webhooks, never lead (default: %(default)s)",
+    )
     serve.set_defaults(command=cmd_serve)
 
     check = sub.add_parser("check", parents=[common], help="validate config and rule files")
@@ -185,8 +193,11 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
         if port is None:
             print(f"--listen: expected HOST:PORT, got {args.listen!r}", file=sys.stderr)
             return 2
+    if args.role == INGEST and config.store.postgres is None:
+        print("--role ingest needs the PostgreSQL store (store.postgres)", file=sys.stderr)
+        return 2
     load = partial(load_config, strict=args.strict)  # a reload reads it as the start did
-    daemon = Daemon(config, given_store=build_store(config.store), load=load)
+    daemon = Daemon(config, given_store=build_store(config.store), load=load, role=args.role)
     asyncio.run(daemon.serve(host or None, port))
     return 0
 

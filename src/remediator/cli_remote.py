@@ -134,7 +134,8 @@ def register(sub: argparse._SubParsersAction, remote_parent: argparse.ArgumentPa
         parents=[remote_parent],
         help="the running daemon at a glance",
         description="Readiness, rules, dry-run, kill switch, open incidents, pending "
-        "approvals, active mutes and open circuits of the running daemon.",
+        "approvals, active mutes and open circuits of the running daemon, and its replicas "
+        "with the leader.",
     )
     status.set_defaults(command=cmd_status)
 
@@ -193,6 +194,10 @@ def cmd_status(remote: Remote, args: argparse.Namespace) -> None:
     print(f"  kill switch: {'ON' if switch['on'] else 'off'} (from the {switch['source']})")
     print(f"  open incidents: {len(open_incidents)}; approvals pending: {len(approvals)}")
     print(f"  active mutes: {len(mutes)}; open circuits: {', '.join(circuits) or 'none'}")
+    replicas = remote.call("GET", "/replicas")
+    print(f"  leader: {replicas['leader'] or 'none'} (epoch {replicas['epoch']})")
+    for r in replicas["items"]:
+        print(f"  replica {r['name']}: {r['role']}, heartbeat {r['heartbeat_age']:g}s ago")
 
 
 def known(remote: Remote) -> Known:

@@ -88,6 +88,8 @@ POSTGRES_KEYS = frozenset(
         "connect_timeout",
         "statement_timeout",
         "application_name",
+        "lease",
+        "heartbeat",
     }
 )
 RETENTION_KEYS = frozenset({"journal", "incidents", "batch", "every"})
@@ -496,12 +498,21 @@ class _Loader:
         dsn = node.secret("dsn", self.base_dir)
         if dsn is None:
             raise node.fail("postgres needs dsn_env or dsn_file (the postgresql:// URI)")
+        lease = node.opt("lease", Node.duration, 8.0)
+        heartbeat = node.opt("heartbeat", Node.duration, 1.0)
+        if not 0 < heartbeat <= lease / 2:
+            raise node.fail(
+                f"heartbeat ({heartbeat:g}s) must be above 0 and at most half the lease "
+                f"({lease:g}s): the leader talks to the server more often than the lease runs out"
+            )
         return PostgresSettings(
             dsn,
             pool_size=node.opt("pool_size", lambda n: n.integer(minimum=1), 10),
             connect_timeout=node.opt("connect_timeout", Node.duration, 10.0),
             statement_timeout=node.opt("statement_timeout", Node.duration, 30.0),
             application_name=node.opt("application_name", Node.string, "remediator"),
+            lease=lease,
+            heartbeat=heartbeat,
         )
 
     def _executor(self, node: Node | None) -> int:

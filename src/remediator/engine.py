@@ -24,7 +24,7 @@ from remediator import wire
 from remediator.alerts import Alert, Notification, parse_notification
 from remediator.clock import Clock
 from remediator.config import Config
-from remediator.errors import PayloadError, StoreError
+from remediator.errors import Fenced, PayloadError, StoreError
 from remediator.executor import Executor
 from remediator.incidents import (
     Closed,
@@ -65,6 +65,7 @@ BATCH_LIMIT = 256  # notifications per batch, and at most BATCH_ALERTS alerts (o
 BATCH_ALERTS = 2_000  # a batch is one commit: a larger one holds the writer longer
 BACKLOG_LIMIT = 20_000  # alerts acknowledged and not yet decided; above it ingest answers 503
 RECENTLY_RESOLVED = 10_000
+SEEN_JOURNAL = 50_000  # journal ids queued or recently decided: never submitted twice
 RETRY_DELAY = 1.0
 OpenKey = tuple[str, tuple[str, ...]]
 InstanceKey = tuple[str, str, float]  # (rule, fingerprint, startsAt)
@@ -147,11 +148,13 @@ class Engine:
         self._between = asyncio.Lock()  # held while a batch is processed
         self._recently_resolved: OrderedDict[InstanceKey, None] = OrderedDict()
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._seen: OrderedDict[int, None] = OrderedDict()  # journal ids submitted
         self.backlog_alerts = 0  # alerts of the queued notifications
         self._worker: asyncio.Task[None] | None = None
         self._next_placeholder = -1
         self.started = False
         self.wake: Callable[[], None] = lambda: None  # set by the daemon: re-arm the timers
+        self.fenced: Callable[[], None] = lambda: None  # set by the daemon: no longer leading
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -167,10 +170,7 @@ class Engine:
         configured, replay what was acknowledged but not processed, start working."""
         await self._adopt()
         for journal_id, body in await self.store.unprocessed_journal():
-            try:
-                self.submit(journal_id, parse_notification(wire.decode(body)))
-            except PayloadError as e:  # only rows written before ingest read as strictly
-                await self._quarantine(journal_id, f"unreadable: {e}")
+            await self.submit_body(journal_id, body)
         self._worker = asyncio.create_task(self._work(), name="remediator-engine")
         self.started = True
 
@@ -239,6 +239,32 @@ class Engine:
         self.wake()
         return closed
 
+    async def submit_body(self, journal_id: int, body: str) -> None:
+        """A journal entry as stored: submitted, or quarantined if it cannot be read."""
+        try:
+            self.submit(journal_id, parse_notification(wire.decode(body)))
+        except PayloadError as e:  # only rows written before ingest read as strictly
+            await self._quarantine(journal_id, f"unreadable: {e}")
+
+    def knows(self, journal_id: int) -> bool:
+        """The entry is queued, or was decided lately: submitting it again does nothing."""
+        return journal_id in self._seen
+
+    async def abandon(self) -> None:
+        """Stop at once, dropping what is queued (a deposed leader: the entries stay
+        unprocessed in the journal, for the next leader)."""
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+            self._worker = None
+        while not self._queue.empty():  # whoever waits for idle() stops waiting
+            self._queue.get_nowait()
+            self._queue.task_done()
+        self._seen.clear()
+        self.backlog_alerts = 0
+        self.metrics.journal_backlog.set(0)
+        self.started = False
+
     async def stop(self) -> None:
         """Finish what is queued (it is durable anyway), then stop."""
         if self._worker is None:
@@ -249,6 +275,11 @@ class Engine:
         self._worker = None
 
     def submit(self, journal_id: int, notification: Notification) -> None:
+        if journal_id in self._seen:
+            return
+        self._seen[journal_id] = None
+        if len(self._seen) > SEEN_JOURNAL:
+            self._seen.popitem(last=False)
         self._put(Received(journal_id, notification))
 
     def tick(self) -> None:
@@ -380,6 +411,11 @@ class Engine:
             try:
                 await self.process(batch)
                 return
+            except Fenced as e:  # deposed: the daemon stops this worker; never quarantined
+                log.error("no longer the leader, not deciding: %s", e)
+                self.fenced()
+                await asyncio.sleep(RETRY_DELAY)
+                continue
             except StoreError as e:
                 log.error(
                     "store unavailable, retrying batch of %d in %gs: %s", len(batch), RETRY_DELAY, e

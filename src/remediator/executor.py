@@ -31,7 +31,7 @@ from remediator import guardrails, interrupted
 from remediator.actions.base import AttemptContext, AttemptResult, RenderContext
 from remediator.clock import Clock, iso
 from remediator.config import Config
-from remediator.errors import RenderError
+from remediator.errors import Fenced, RenderError
 from remediator.guardrails import Ask, Facts, Mute, Policy, Verdict
 from remediator.matchers import parse_matchers
 from remediator.metrics import Metrics
@@ -149,6 +149,9 @@ class Executor:
         self._slots = asyncio.Semaphore(config.max_concurrency)
         self._turns = Turns(WAIT_POLL)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._inflight: set[int] = set()  # claims this process runs now: never twice at once
+        # only the leader runs claims (leader.py); a follower's stay claimed for the leader
+        self.leading = True
         self._polling: set[int] = set()
         self._open_circuits: set[str] = set()  # targets whose opening was announced
         # set by the daemon: timers to re-arm, and the engine's handler for failed verification
@@ -202,13 +205,28 @@ class Executor:
         return interrupted.escalate(claim.target)
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.create_task(work, name=name)
+        task = asyncio.create_task(_unless_fenced(work), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def submit(self, claims: Iterable[Claim]) -> None:
+    def submit(self, claims: Iterable[Claim], reread: bool = False) -> None:
+        """Run these claims, unless this replica does not lead or already runs them. `reread`:
+        read each again first, and run it only if it still waits (a list read a while ago)."""
+        if not self.leading:
+            return
         for claim in claims:
-            self._spawn(self._run(claim), f"claim-{claim.id}")
+            if claim.id not in self._inflight:
+                self._inflight.add(claim.id)
+                self._spawn(self._run(claim, reread), f"claim-{claim.id}")
+
+    async def abandon(self) -> None:
+        """A deposed leader stops at once: every claim stays as the store has it (claimed, or
+        running and handled by the next leader's recover), nothing more is written."""
+        self.leading = False
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def idle(self) -> None:
         """Wait until every submitted action has finished (for tests and tools)."""
@@ -234,8 +252,12 @@ class Executor:
 
     # -- one claim -----------------------------------------------------------------------------
 
-    async def _run(self, claim: Claim) -> None:
+    async def _run(self, claim: Claim, reread: bool = False) -> None:
         try:
+            if reread:
+                current = await self.store.claim(claim.id)
+                if current is None or current.status != CLAIMED:
+                    return
             async with self._slots:
                 await self._guarded(claim)
         except asyncio.CancelledError:
@@ -247,12 +269,15 @@ class Executor:
                 claim.incident_id,
             )
             raise
+        except Fenced:
+            raise  # no longer the leader: the claim is the next leader's (_unless_fenced)
         except Exception:
             log.exception(
                 "action %s of incident %d failed unexpectedly", claim.action, claim.incident_id
             )
             await self._finish(claim, FAILED, "internal error; see the daemon's log")
         finally:
+            self._inflight.discard(claim.id)
             self._turns.ended(claim)
 
     async def _guarded(self, claim: Claim) -> None:
@@ -652,6 +677,15 @@ class Executor:
         )
         applied = await self.store.apply(Changes(at=entry.at, audit=[entry]))
         await self.notifier.publish(applied.audit)
+
+
+async def _unless_fenced(work: Coroutine[Any, Any, None]) -> None:
+    """Run the work; a refusal of the store because this replica no longer leads ends it,
+    leaving the claim as it is for the next leader."""
+    try:
+        await work
+    except Fenced as e:
+        log.warning("no longer the leader, leaving the claim to the next one: %s", e)
 
 
 def claim_fields(claim: Claim) -> dict[str, object]:

@@ -209,6 +209,16 @@ class Metrics:
             "When the configuration in force was loaded (start or the last good reload).",
             registry=registry,
         )
+        self.leader = Gauge(
+            "remediator_leader",
+            "1 while this replica leads (decides, runs actions, timers and outboxes), else 0.",
+            registry=registry,
+        )
+        self.leader_changes = Counter(
+            "remediator_leader_changes",
+            "Times this replica took or lost the leadership.",
+            registry=registry,
+        )
         for outcome in NOTIFICATION_OUTCOMES:
             self.notifications.labels(outcome)
         for status in ("firing", "resolved"):

@@ -89,6 +89,16 @@ def _items(item: str) -> dict[str, Any]:
 
 
 _STATUS = {"type": "object", "required": ["status"], "properties": {"status": _TEXT}}
+_REPLICAS = {
+    "type": "object",
+    "required": ["leader", "epoch", "items"],
+    "properties": {
+        "leader": _NULLABLE_TEXT,
+        "epoch": {"type": "integer"},
+        "since": {"type": "number", "nullable": True},
+        "items": {"type": "array", "items": _ANY_OBJECT},
+    },
+}
 _KILLSWITCH = {
     "type": "object",
     "required": ["on"],
@@ -250,6 +260,7 @@ def _paths() -> dict[str, Any]:
         "/api/v1/circuits/{target}/reset": {
             "post": _operation("Close a circuit", _STATUS, parameters=[_path("target", _TEXT)])
         },
+        "/api/v1/replicas": {"get": _operation("Replicas and the leader", _REPLICAS)},
         "/api/v1/openapi.json": {"get": _operation("This document", _ANY_OBJECT)},
     }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hmac
 import logging
 import os
@@ -37,6 +38,8 @@ from remediator.edge import EdgeRunner, RequestError, edge_checks, error, read_b
 from remediator.engine import Engine
 from remediator.errors import ListenError, PayloadError, StoreError
 from remediator.executor import Executor
+from remediator.feed import JournalFeed
+from remediator.leader import INGEST, Roles
 from remediator.metrics import Metrics
 from remediator.paging.desk import PagerDesk
 from remediator.reload import Outcome, Reloader
@@ -66,6 +69,7 @@ class Routes:
     clock: Clock
     reloader: Callable[[str], Awaitable[Outcome]] | None = None
     slack_token: TokenCheck | None = None  # auth.test's verdict, shown on /readyz
+    roles: Roles | None = None  # this replica's role, shown on /readyz
 
     # -- webhook -------------------------------------------------------------------------------
 
@@ -111,7 +115,8 @@ class Routes:
         except StoreError as e:
             log.error("cannot journal a notification, answering 503 so Alertmanager retries: %s", e)
             return error(503, "store unavailable; retry")
-        self.engine.submit(journal_id, notification)
+        if self.engine.started:  # the leader decides now; else it reads the journal (feed.py)
+            self.engine.submit(journal_id, notification)
         return reply(
             {"status": "accepted", "journal_id": journal_id, "alerts": len(notification.alerts)}
         )
@@ -123,7 +128,8 @@ class Routes:
 
     async def readyz(self, request: web.Request) -> web.Response:
         problems = []
-        if not self.engine.started:
+        leading = self.roles is None or self.roles.leading
+        if leading and not self.engine.started:
             problems.append("engine not started")
         if not self.config.rules:
             problems.append("no rules loaded")
@@ -138,6 +144,10 @@ class Routes:
         }
         if self.slack_token is not None and self.slack_token.problem:
             extra["warnings"] = [self.slack_token.problem]
+        if self.roles is not None:
+            extra.update(self.roles.view())
+            with contextlib.suppress(StoreError):
+                extra["leader"] = (await self.store.leadership()).leader
         if problems:
             return web.json_response(
                 {"status": "not ready", "problems": problems, **extra}, status=503
@@ -238,6 +248,7 @@ class Daemon:
     slack_sender: Sender | None = None  # None: Slack's Web API, or the log without a token
     given_store: InitVar[Store | None] = None  # None: the configured one (build_store)
     load: Callable[[Path], Config] = load_config  # how a reload reads the config again
+    role: str = "auto"  # or "ingest": acknowledge webhooks, never lead (leader.py)
 
     def __post_init__(self, given_store: Store | None) -> None:
         self.metrics = Metrics(self.registry)
@@ -269,6 +280,21 @@ class Daemon:
             self.metrics,
             self.clock,
         )
+        self.roles = Roles(
+            self.store,
+            self.config.store,
+            self.metrics,
+            self.clock,
+            self._lead,
+            self._follow,
+            ingest_only=self.role == INGEST,
+        )
+        self.feed: JournalFeed | None = None
+        if self.config.store.postgres is not None:  # every replica's journal, for the leader
+            poll = self.config.store.postgres.heartbeat
+            self.feed = JournalFeed(self.store, self.engine, self.executor, self.control, poll)
+            self.roles.on_journal = self.feed.poke
+        self.engine.fenced = self.roles.lost
         self.executor.wake = self.engine.wake = self.pager_desk.wake_timers = self.timers.poke
         self.executor.verify_failed = self.engine.verification_failed
         self.engine.storm.metrics_gauge = self.metrics.storm_active.set
@@ -289,6 +315,7 @@ class Daemon:
             self.clock,
             self.reload,
             slack_token=self.slack_token,
+            roles=self.roles if self.config.store.postgres is not None else None,
         )
         self.control.acked = self.engine.acked
         self.control.closer = self.engine.close
@@ -340,12 +367,7 @@ class Daemon:
     async def start(self, host: str | None = None, port: int | None = None) -> None:
         await self.store.open()
         await self.control.load()
-        await self.executor.recover()
-        await self.engine.start()
-        self.timers.start()
-        await self.outbox.start()
-        await self.pager_desk.start()
-        self.pruner.start()
+        await self.roles.start()  # on SQLite it leads now; on PostgreSQL, when elected
         if self.slack_token is not None:
             self.slack_token.start()
         if self.socket_mode is not None:
@@ -369,6 +391,31 @@ class Daemon:
                 self.port,
             )
 
+    async def _lead(self) -> None:
+        """Elected: take up the leader's duties. Claims left running by the previous leader go
+        through their on_interrupted policy; timers that came due meanwhile fire now; the
+        outboxes resume from their cursors in the store."""
+        self.executor.leading = True
+        await self.executor.recover()
+        await self.engine.start()
+        self.timers.start()
+        await self.outbox.start()
+        await self.pager_desk.start()
+        self.pruner.start()
+        if self.feed is not None:
+            self.feed.start()
+
+    async def _follow(self) -> None:
+        """Deposed: stop every duty at once; nothing queued is lost (it is in the store)."""
+        if self.feed is not None:
+            await self.feed.stop()
+        await self.executor.abandon()
+        await self.timers.stop()
+        await self.engine.abandon()
+        await self.outbox.halt()
+        await self.pager_desk.halt()
+        await self.pruner.stop()
+
     async def banner(self, host: str) -> str:
         """One line saying what this daemon is: version, address, store, rules, Slack, dry-run
         and kill switch."""
@@ -388,9 +435,12 @@ class Daemon:
         if self._stopped:
             return
         self._stopped = True
+        await self.roles.halt()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.feed is not None:
+            await self.feed.stop()
         await self.timers.stop()
         await self.engine.stop()
         await self.executor.shutdown(self.config.server.shutdown_grace)
@@ -403,6 +453,7 @@ class Daemon:
         await self.outbox.stop()
         await self.pager_desk.stop()
         await self.pruner.stop()
+        await self.roles.resign()  # after its actions stopped: the next leader may take over
         await self.store.close()
 
     async def serve(self, host: str | None = None, port: int | None = None) -> None:

@@ -94,12 +94,16 @@ class PagerDesk:
         self._cursor = int(stored)
         self._task = asyncio.create_task(self._run(), name="remediator-pager-desk")
 
-    async def stop(self) -> None:
+    async def halt(self) -> None:
+        """Stop delivering (a deposed leader): the next leader resumes where this stopped."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+    async def stop(self) -> None:
+        await self.halt()
         await self.http.aclose()
 
     async def drain(self) -> None:

@@ -249,12 +249,16 @@ class Outbox:
         self._cursor = int(stored)
         self._task = asyncio.create_task(self._run(), name="remediator-slack-outbox")
 
-    async def stop(self) -> None:
+    async def halt(self) -> None:
+        """Stop delivering (a deposed leader): the next leader resumes where this stopped."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+    async def stop(self) -> None:
+        await self.halt()
         close = getattr(self.sender, "close", None)
         if close is not None:
             await close()

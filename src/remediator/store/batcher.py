@@ -126,6 +126,8 @@ _INSERT_JOURNAL = (
     "INSERT INTO journal (id, received_at, body) "
     "SELECT * FROM unnest($1::bigint[], $2::float8[], $3::text[])"
 )
+# the leader LISTENs on it (election.py): a batch from any replica is read without waiting
+_NOTIFY = "SELECT pg_notify('remediator_journal', '')"
 
 
 @dataclass(slots=True)
@@ -181,6 +183,7 @@ class JournalAppender:
                 ids = [r[0] for r in await conn.fetch(_TAKE_IDS, len(batch))]
                 bodies, ats = [e.body for e in batch], [e.at for e in batch]
                 await conn.execute(_INSERT_JOURNAL, ids, ats, bodies)
+                await conn.execute(_NOTIFY)
         except Exception as e:  # the batch failed: every entry in it did
             failure = self._wrap(e)
             for entry in batch:

@@ -131,8 +131,9 @@ class IncidentsSQL(Runner):
         return await self._read(op)
 
     async def apply(self, changes: Changes) -> Applied:
-        """Fenced: a deposed leader's batch (it may open incidents and claim) is refused."""
-        epoch = self.epoch
+        """Fenced if it decides (incidents, claims, journal entries): a deposed leader's batch
+        is refused. Audit lines alone (any replica's control) are not fenced."""
+        epoch = self.epoch if changes.incidents or changes.claims or changes.journal_ids else None
 
         async def op(tx: Tx) -> Applied:
             await fence(tx, epoch)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from remediator.store.audit import insert_audit
+from remediator.store.leadership import fence
 from remediator.store.records import AuditEntry
-from remediator.store.sql import Runner, Tx
+from remediator.store.sql import Runner, Tx, marks
 
 
 class JournalSQL(Runner):
@@ -17,9 +18,11 @@ class JournalSQL(Runner):
 
     async def quarantine_journal(self, journal_id: int, reason: str, audit: AuditEntry) -> None:
         """Set an entry the engine could not decide aside: marked processed, its reason kept,
-        audited, in one transaction."""
+        audited, in one transaction. Fenced: a deposed leader sets nothing aside."""
+        epoch = self.epoch
 
         async def op(tx: Tx) -> None:
+            await fence(tx, epoch)
             sql = (
                 "UPDATE journal SET processed_at = ?, quarantined_at = ?, quarantine_reason = ? "
                 "WHERE id = ?"
@@ -40,6 +43,29 @@ class JournalSQL(Runner):
         async def op(tx: Tx) -> list[tuple[int, str]]:
             sql = "SELECT id, body FROM journal WHERE processed_at IS NULL ORDER BY id"
             return [(r["id"], r["body"]) for r in await tx.fetch(sql)]
+
+        return await self._read(op)
+
+    async def unprocessed_ids(self, limit: int) -> list[int]:
+        """The first `limit` entries no one decided yet, by id: what the leader reads of every
+        replica's journal (feed.py)."""
+
+        async def op(tx: Tx) -> list[int]:
+            sql = "SELECT id FROM journal WHERE processed_at IS NULL ORDER BY id LIMIT ?"
+            return [int(r["id"]) for r in await tx.fetch(sql, limit)]
+
+        return await self._read(op)
+
+    async def journal_bodies(self, ids: list[int]) -> list[tuple[int, str]]:
+        """(id, body) of these entries, by id."""
+
+        async def op(tx: Tx) -> list[tuple[int, str]]:
+            found: list[tuple[int, str]] = []
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                sql = f"SELECT id, body FROM journal WHERE id IN ({marks(chunk)}) ORDER BY id"
+                found += [(int(r["id"]), r["body"]) for r in await tx.fetch(sql, *chunk)]
+            return found
 
         return await self._read(op)
 

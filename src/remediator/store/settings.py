@@ -17,6 +17,8 @@ class PostgresSettings:
     connect_timeout: float = 10.0
     statement_timeout: float = 30.0
     application_name: str = "remediator"
+    lease: float = 8.0  # a leader silent this long to the server loses its lock
+    heartbeat: float = 1.0  # the leader's round trip, a follower's try for the lock, heartbeats
 
 
 @dataclass(frozen=True, slots=True)
