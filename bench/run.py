@@ -25,6 +25,7 @@ from pathlib import Path
 from bench import (
     a2a,
     backtest,
+    failover,
     http_client,
     ingest,
     postgres_store,
@@ -48,7 +49,7 @@ RESULTS = ROOT / "bench" / "RESULTS.md"
 FINDINGS = ROOT / "bench" / "FINDINGS.md"
 ORDER = (
     "ingest", "a2a", "postgres", "rules", "memory", "restart", "slack", "http_client",
-    "backtest", "profiles",
+    "backtest", "failover", "profiles",
 )  # fmt: skip
 
 
@@ -212,6 +213,7 @@ def main() -> None:
         "slack": lambda: slack_outbox.run(args.quick),
         "http_client": lambda: http_client.run(args.quick),
         "backtest": lambda: backtest.run(args.quick),
+        "failover": lambda: failover.run(args.quick),
         "profiles": lambda: profile_section(args.quick),
     }
     started = time.monotonic()
