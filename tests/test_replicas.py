@@ -31,11 +31,11 @@ from tests.postgres import PostgresServer
 from tests.slack_standin import SlackAPI
 from tests.standins import Recorder
 
-RULES = """
+LADDER = """
 actions:
-  act: {kind: http, target: svc, path: "/act/{connector}", retries: 0}
-  page: {kind: http, target: svc, path: "/page/{connector}", retries: 0}
-  call: {kind: http, target: svc, path: "/call/{connector}", retries: 0}
+  act: {kind: http, target: svc0, path: "/act/{connector}", retries: 0}
+  page: {kind: http, target: svc0, path: "/page/{connector}", retries: 0}
+  call: {kind: http, target: svc0, path: "/call/{connector}", retries: 0}
 rules:
   - name: down
     match: '{alertname="Down"}'
@@ -47,6 +47,23 @@ rules:
         escalate_after: %(after)s
       - actions: [call]
 """
+SHARDS = 10  # one target per shard: one action at a time per target, ten at once
+
+
+def sharded() -> str:
+    """One rule, action and target per shard: 500 actions run ten at a time, not one."""
+    actions = [
+        f'  act{d}: {{kind: http, target: svc{d}, path: "/act/{{connector}}", retries: 0}}'
+        for d in range(SHARDS)
+    ]
+    rules = [
+        f'  - {{name: down-{d}, match: \'{{alertname="Down", shard="{d}"}}\', '
+        f"incident_key: [alertname, connector], tiers: [{{actions: [act{d}]}}]}}"
+        for d in range(SHARDS)
+    ]
+    return "actions:\n" + "\n".join(actions) + "\nrules:\n" + "\n".join(rules) + "\n"
+
+
 Make = Callable[..., DaemonProcess]
 
 
@@ -72,11 +89,19 @@ async def replicas(
     made: list[DaemonProcess] = []
 
     def make(
-        name: str, heartbeat: str = "200ms", lease: str = "2s", after: str = "10m", extra: str = ""
+        name: str,
+        heartbeat: str = "200ms",
+        lease: str = "2s",
+        after: str = "10m",
+        extra: str = "",
+        rules: str | None = None,
     ) -> DaemonProcess:
         home = tmp_path / name
         home.mkdir()
-        (home / "rules.yaml").write_text(textwrap.dedent(RULES % {"after": after}))
+        (home / "rules.yaml").write_text(rules or textwrap.dedent(LADDER % {"after": after}))
+        targets = "".join(
+            f"  svc{d}: {{url: '{target.server.url}/{name}'}}\n" for d in range(SHARDS)
+        )
         store = (
             f"store: {{postgres: {{dsn_env: TEST_PG_DSN, application_name: {name}, "
             f"lease: {lease}, heartbeat: {heartbeat}, pool_size: 4}}}}"
@@ -85,7 +110,7 @@ async def replicas(
             "webhook_auth: {bearer_token_env: TEST_WEBHOOK_TOKEN}\n"
             "api_auth: {bearer_token_env: TEST_API_TOKEN}\n"
             f"{store}\n"
-            f"targets:\n  svc: {{url: '{target.server.url}/{name}'}}\n"
+            f"targets:\n{targets}"
             "rule_files: [rules.yaml]\n" + extra
         )
         daemon = DaemonProcess(home / "remediator.yaml")
@@ -134,10 +159,12 @@ def down(connector: str) -> dict[str, Any]:
 async def test_three_replicas_given_the_same_500_alerts_run_each_action_once(
     replicas: Make, target: Recorder
 ) -> None:
-    daemons = [replicas(f"r{i}") for i in range(3)]
+    daemons = [replicas(f"r{i}", rules=sharded()) for i in range(3)]
     await asyncio.gather(*(d.start() for d in daemons))
     leader = await leader_of(daemons)
-    alerts = [down(f"c{i}") for i in range(500)]
+    alerts = [
+        notification(alert("Down", connector=f"c{i}", shard=str(i % SHARDS))) for i in range(500)
+    ]
 
     async def deliver(daemon: DaemonProcess, seed: int) -> None:
         order = alerts[:]

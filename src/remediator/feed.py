@@ -22,6 +22,7 @@ from remediator.types import Store
 
 log = logging.getLogger(__name__)
 READ_LIMIT = 5_000  # entry ids read per pass; the rest wait for the next
+GATHER = 0.05  # seconds between two passes at most: the NOTIFYs of a burst make one pass
 
 
 class JournalFeed:
@@ -35,6 +36,7 @@ class JournalFeed:
         self.poll = poll
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._swept = 0.0  # when the claims were last read (loop time)
 
     def start(self) -> None:
         self._wake = asyncio.Event()
@@ -60,14 +62,23 @@ class JournalFeed:
                 log.warning("cannot read the journal, retrying in %gs: %s", self.poll, e)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll)
+            await asyncio.sleep(GATHER)
 
     async def read(self) -> None:
-        """One pass: the undecided entries the engine does not have yet, then the claims."""
+        """One pass: the undecided entries the engine does not have yet; every `poll`, the
+        claims waiting and the kill switch."""
         if self.engine.backlog_alerts <= BACKLOG_LIMIT // 2:  # else they wait in the journal
             ids = await self.store.unprocessed_ids(READ_LIMIT)
             new = [i for i in ids if not self.engine.knows(i)]
             for journal_id, body in await self.store.journal_bodies(new):
                 await self.engine.submit_body(journal_id, body)
-        # the kill switch as any replica set it (mutes are read with each start)
+        now = asyncio.get_running_loop().time()
+        if now - self._swept >= self.poll:
+            self._swept = now
+            await self.sweep()
+
+    async def sweep(self) -> None:
+        """Claims approved or released through another replica run here; the kill switch as
+        any replica set it (mutes are read with each start)."""
         self.executor.state.killswitch = (await self.control.killswitch()).on
         self.executor.submit(await self.store.claims_in((CLAIMED,)), reread=True)

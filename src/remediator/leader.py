@@ -84,6 +84,10 @@ class Roles:
         self._elector.on_lost = self.lost
         self._elector.on_journal = lambda: self.on_journal()
         self._wake = asyncio.Event()
+        try:  # the first try now: a replica alone on its database leads once started
+            await self._turn()
+        except StoreError as e:
+            log.warning("leader election: %s", e)
         self._task = asyncio.create_task(self._run(pg.heartbeat), name="remediator-roles")
 
     async def halt(self) -> None:
@@ -109,13 +113,13 @@ class Roles:
 
     async def _run(self, heartbeat: float) -> None:
         while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), heartbeat)
             self._wake.clear()
             try:
                 await self._turn()
             except StoreError as e:
                 log.warning("leader election: %s", e)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), heartbeat)
 
     async def _turn(self) -> None:
         assert self._elector is not None
