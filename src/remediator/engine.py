@@ -603,11 +603,22 @@ class Engine:
             if rule is None or ref in batch.closed:
                 continue
             transition = on_tick(current, rule, now)
+            if transition.decisions and await self._acked_elsewhere(ref, current):
+                continue
             if transition.decisions:
                 batch.open[ref] = transition.incident
                 alert = await self._alert_of(current)
                 await self._record(rule, alert, transition, batch, now, keep_labels=True)
         batch.changes.audit.extend(self.storm.tick(now))
+
+    async def _acked_elsewhere(self, ref: OpenKey, incident: Incident) -> bool:
+        """Before time escalates it: was the incident acknowledged through another replica (its
+        cache here does not know)? Read once per due escalation."""
+        record = await self.store.incident(incident.id)
+        if record is None or record.get("acked_by") is None:
+            return False
+        self.open[ref] = replace(incident, acked=True)
+        return True
 
     async def _verify_failed(self, event: VerifyFailed, batch: _Batch, now: float) -> None:
         claim = event.claim
