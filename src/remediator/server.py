@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BACKLOG_RETRY_AFTER = 5  # seconds; Alertmanager retries on its own backoff anyway
+STORE_RETRY_AFTER = 5  # seconds, said with a 503 when the store cannot journal
+READY_STORE_TIMEOUT = 1.5  # /readyz answers within the probe's 2 s, store or not
 
 
 @dataclass
@@ -110,7 +112,11 @@ class Routes:
             journal_id = await self.store.append_journal(text, self.clock.now())
         except StoreError as e:
             log.error("cannot journal a notification, answering 503 so Alertmanager retries: %s", e)
-            return error(503, "store unavailable; retry")
+            return error(
+                503,
+                "store unavailable; nothing was stored, retry",
+                headers={"Retry-After": str(STORE_RETRY_AFTER)},
+            )
         self.engine.submit(journal_id, notification)
         return reply(
             {"status": "accepted", "journal_id": journal_id, "alerts": len(notification.alerts)}
@@ -128,9 +134,12 @@ class Routes:
         if not self.config.rules:
             problems.append("no rules loaded")
         try:
-            await self.store.ping()
+            async with asyncio.timeout(READY_STORE_TIMEOUT):
+                await self.store.ping()
         except StoreError as e:
             problems.append(f"store unreachable: {e}")
+        except TimeoutError:
+            problems.append(f"store unreachable: no answer within {READY_STORE_TIMEOUT:g}s")
         # Slack is delivery only: a refused token is said here, and does not make us unready
         extra: dict[str, Any] = {
             "dry_run": self.config.guardrails.dry_run,
