@@ -22,7 +22,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import base_config
+from tests.conftest import StartDaemon, base_config
 from tests.payloads import alert, notification
 from tests.peers import DaemonProcess
 from tests.postgres import PostgresServer
@@ -213,3 +213,40 @@ async def test_postgres_stopped_for_20s_under_load(
         await asyncio.gather(*tasks, return_exceptions=True)
         await daemon.close()
         await target.server.stop()
+
+
+async def test_a_timer_armed_while_the_store_is_down_fires_once_it_is_back(
+    server: PostgresServer,
+    write_config: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    start_daemon: StartDaemon,
+) -> None:
+    """Timers derive from the store: arming them while it is down fails, and must be tried again
+    once it is back, without anything else changing (a mute's expiry here, due after the store
+    is back: an expiry passed unarmed is not announced, whatever the store does)."""
+    monkeypatch.setenv("TEST_PG_DSN", server.dsn(await server.create_database()))
+    monkeypatch.setenv("TEST_STORE_BACKEND", "postgres")
+    config = write_config(
+        base_config({"svc": "http://127.0.0.1:9"}, "rule_files: [outage.yaml]\n"), outage=RULES
+    )
+    daemon = (await start_daemon(config)).daemon
+    mute = await daemon.control.add_mute(
+        rule="outage", target=None, matchers=None, duration=4.0, reason="drill", by="test"
+    )
+    await asyncio.to_thread(server.halt)
+    try:
+        await daemon.timers.stop()
+        daemon.timers.start()  # no timer armed: arming needs the store, which is down
+        await asyncio.sleep(1.0)
+    finally:
+        await server.resume()
+
+    async def expired() -> bool:
+        items = (await daemon.store.history(20, None)).items
+        return any(
+            e["event"] == "mute_expired" and f"Mute {mute.id} " in e["message"] for e in items
+        )
+
+    async with asyncio.timeout(15):
+        while not await expired():
+            await asyncio.sleep(0.1)
