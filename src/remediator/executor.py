@@ -151,6 +151,7 @@ class Executor:
         self._turns = Turns(WAIT_POLL)
         self._tasks: set[asyncio.Task[None]] = set()
         self._polling: set[int] = set()
+        self.holding: set[int] = set()  # claims started here and not yet settled (leases.py)
         self._open_circuits: set[str] = set()  # targets whose opening was announced
         # set by the daemon: timers to re-arm, and the engine's handler for failed verification
         self.wake: Callable[[], None] = lambda: None
@@ -264,6 +265,7 @@ class Executor:
             await self._finish(claim, FAILED, "internal error; see the daemon's log")
         finally:
             self._turns.ended(claim)
+            self.holding.discard(claim.id)
 
     async def _resume(self, claim_id: int) -> None:
         """A claim whose run the store failed under: once the store answers again, read what
@@ -309,6 +311,8 @@ class Executor:
                 await self._skip_resolved(claim)
                 return False
             if verdict.outcome == "allow":
+                if started:
+                    self.holding.add(claim.id)
                 return started
             if verdict.outcome != "wait":
                 await self._settle(claim, action, request, verdict)

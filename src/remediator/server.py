@@ -37,6 +37,7 @@ from remediator.edge import EdgeRunner, RequestError, edge_checks, error, read_b
 from remediator.engine import Engine
 from remediator.errors import ListenError, PayloadError, StoreError
 from remediator.executor import Executor
+from remediator.leases import LeaseKeeper
 from remediator.metrics import Metrics
 from remediator.paging.desk import PagerDesk
 from remediator.reload import Outcome, Reloader
@@ -271,6 +272,7 @@ class Daemon:
         self.timers = Timers(
             self.engine, self.executor, self.control, self.store, self.clock, self.pager_desk
         )
+        self.leases = LeaseKeeper(self.store, self.clock, lambda: self.executor.holding)
         self.pruner = Pruner(
             self.store,
             self.config.store.retention,
@@ -350,6 +352,7 @@ class Daemon:
         await self.store.open()
         await self.control.load()
         await self.executor.recover()
+        self.leases.start()
         await self.engine.start()
         self.timers.start()
         await self.outbox.start()
@@ -403,6 +406,7 @@ class Daemon:
         await self.timers.stop()
         await self.engine.stop()
         await self.executor.shutdown(self.config.server.shutdown_grace)
+        await self.leases.stop()
         if self.socket_mode is not None:
             await self.socket_mode.stop()
         if self.slack_app is not None:
