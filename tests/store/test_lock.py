@@ -52,9 +52,12 @@ async def test_a_second_store_on_one_file_is_refused_naming_the_holder(tmp_path:
 
 
 def snapshot(db: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Every claim and every Slack outbox row, read-only."""
+    """Every claim and every Slack outbox row, read-only. Not a running claim's lease: the
+    first daemon renews it while the action runs."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        claims = conn.execute("SELECT * FROM claims ORDER BY id").fetchall()
+        lease = ("lease_until", "lease_renewed_at")
+        columns = [c[1] for c in conn.execute("PRAGMA table_info(claims)") if c[1] not in lease]
+        claims = conn.execute(f"SELECT {', '.join(columns)} FROM claims ORDER BY id").fetchall()
         outbox = conn.execute("SELECT * FROM slack_outbox ORDER BY id").fetchall()
     return claims, outbox
 
