@@ -55,9 +55,10 @@ def snapshot(db: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """Every claim and every Slack outbox row, read-only. Not a running claim's lease: the
     first daemon renews it while the action runs."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT * FROM claims ORDER BY id")
         lease = ("lease_until", "lease_renewed_at")
-        columns = [c[1] for c in conn.execute("PRAGMA table_info(claims)") if c[1] not in lease]
-        claims = conn.execute(f"SELECT {', '.join(columns)} FROM claims ORDER BY id").fetchall()
+        kept = [i for i, column in enumerate(rows.description) if column[0] not in lease]
+        claims = [tuple(row[i] for i in kept) for row in rows.fetchall()]
         outbox = conn.execute("SELECT * FROM slack_outbox ORDER BY id").fetchall()
     return claims, outbox
 
