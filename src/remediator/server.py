@@ -115,7 +115,7 @@ class Routes:
             log.error("cannot journal a notification, answering 503 so Alertmanager retries: %s", e)
             return error(
                 503,
-                "store unavailable; nothing was stored, retry",
+                "store unavailable; retry",
                 headers={"Retry-After": str(STORE_RETRY_AFTER)},
             )
         self.engine.submit(journal_id, notification)
