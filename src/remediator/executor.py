@@ -15,11 +15,9 @@ reported for a human. Never silently dropped, never silently repeated.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
-from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -58,63 +56,12 @@ from remediator.store.records import (
     MuteRow,
     TargetHistory,
 )
+from remediator.turns import Turns
 from remediator.types import Action, Notifier, Store
 
 log = logging.getLogger(__name__)
 
-WAIT_POLL = 1.0  # how often a claim waiting for its target looks again (other replicas)
-
-
-class Turns:
-    """Claims that found their target busy wait here, first come first served. Each claim that
-    ends on a target lets the first of its waiters look again: one more store transaction per
-    ended claim, not one per waiter. Waiters also look again every `poll` seconds, for a target
-    busy with another replica's action."""
-
-    def __init__(self, poll: float) -> None:
-        self.poll = poll
-        self._waiters: dict[str, deque[asyncio.Future[None]]] = defaultdict(deque)
-        self._ended: Counter[str] = Counter()
-        self._passed: set[int] = set()  # claims still running that passed their turn on
-
-    def seen(self, target: str) -> int:
-        """How many claims have ended on the target so far: pass it to wait()."""
-        return self._ended[target]
-
-    async def wait(self, target: str, seen: int) -> None:
-        """Until it is this waiter's turn, or `poll`; at once if a claim ended since `seen`."""
-        if self._ended[target] != seen:
-            return
-        turn = asyncio.get_running_loop().create_future()
-        self._waiters[target].append(turn)
-        try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll):  # not wait_for: 3.11's can swallow a cancel
-                    await turn
-        finally:
-            # a waiter whose poll ran out leaves (its future is then cancelled, so done() is
-            # true): left in the queue, a later pass_on would set the result of a cancelled
-            # future (InvalidStateError) and lose that claim's turn and outcome
-            with contextlib.suppress(ValueError):
-                self._waiters[target].remove(turn)
-
-    def pass_on(self, claim: Claim) -> None:
-        """The claim no longer holds its target: the first waiter's turn (once per claim)."""
-        if claim.id in self._passed:
-            return
-        self._passed.add(claim.id)
-        self._ended[claim.target] += 1
-        waiters = self._waiters[claim.target]
-        while waiters:  # a waiter whose wait timed out was cancelled with it: skip it
-            turn = waiters.popleft()
-            if not turn.done():
-                turn.set_result(None)
-                return
-
-    def ended(self, claim: Claim) -> None:
-        """The claim's run is over: pass its turn on if it has not yet."""
-        self.pass_on(claim)
-        self._passed.discard(claim.id)
+WAIT_POLL = 1.0  # how often a claim whose turn it is looks again at a busy target (replicas)
 
 
 class RuntimeState:
@@ -147,7 +94,7 @@ class Executor:
         self._session: aiohttp.ClientSession | None = None  # made in the loop, at first use
         self._rand = rand
         self._slots = asyncio.Semaphore(config.max_concurrency)
-        self._turns = Turns(WAIT_POLL)
+        self._turns = Turns(WAIT_POLL, self._start)
         self._tasks: set[asyncio.Task[None]] = set()
         self._polling: set[int] = set()
         self._open_circuits: set[str] = set()  # targets whose opening was announced
@@ -207,8 +154,16 @@ class Executor:
         task.add_done_callback(self._tasks.discard)
 
     def submit(self, claims: Iterable[Claim]) -> None:
+        """Queue each claim behind its target's (turns.py): it runs when its turn comes."""
         for claim in claims:
-            self._spawn(self._run(claim), f"claim-{claim.id}")
+            self._turns.add(claim)
+
+    def _start(self, claim: Claim) -> None:
+        self._spawn(self._run(claim), f"claim-{claim.id}")
+
+    def queued(self) -> int:
+        """How many claims wait for their target's turn."""
+        return self._turns.queued()
 
     async def idle(self) -> None:
         """Wait until every submitted action has finished (for tests and tools)."""
@@ -216,7 +171,9 @@ class Executor:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def shutdown(self, grace: float) -> None:
-        """Let running actions finish for up to `grace` seconds; interrupt the rest."""
+        """Let running actions finish for up to `grace` seconds; interrupt the rest. Claims that
+        wait for their turn do not start: they stay claimed and run after the next start."""
+        self._turns.close()
         if self._tasks:
             _, pending = await asyncio.wait(list(self._tasks), timeout=grace)
             for task in pending:
@@ -253,7 +210,7 @@ class Executor:
             )
             await self._finish(claim, FAILED, "internal error; see the daemon's log")
         finally:
-            self._turns.ended(claim)
+            self._turns.pass_on(claim)
 
     async def _guarded(self, claim: Claim) -> None:
         action = self.actions.get(claim.action)
@@ -274,7 +231,6 @@ class Executor:
     async def _admitted(self, claim: Claim, action: Action, request: Mapping[str, Any]) -> bool:
         """Ask the guardrails until they allow (True) or settle the claim otherwise (False)."""
         while True:
-            seen = self._turns.seen(claim.target)
             verdict, started = await self._start_if_allowed(claim, request)
             if verdict is None:  # its incident resolved since _guarded looked
                 await self._skip_resolved(claim)
@@ -284,7 +240,7 @@ class Executor:
             if verdict.outcome != "wait":
                 await self._settle(claim, action, request, verdict)
                 return False
-            await self._turns.wait(claim.target, seen)
+            await self._turns.wait()
 
     async def _resolved_meanwhile(self, claim: Claim) -> bool:
         """Skip a firing action whose incident resolved: it never runs for a resolved alert."""
