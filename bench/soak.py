@@ -135,6 +135,7 @@ def summarise(
         "fds_at_warmup_and_end": [base["fds"], last["fds"]],
         "tasks": [min(s["tasks"] for s in after), max(s["tasks"] for s in after)],
         "tasks_at_warmup_and_end": [base["tasks"], last["tasks"]],
+        "queued_claims_max_after_warmup": max(s.get("queued_claims", 0) for s in after),
         "answers": outcomes,
     }
 
@@ -170,6 +171,9 @@ def run(minutes: float, rate: float, warmup: float = WARMUP) -> dict[str, Any]:
             "warning_log_lines": sum(" WARNING " in line for line in lines),
             "log_tail": log,
         }
+        trace = samples_file.with_suffix(".tracemalloc.txt")  # with SOAK_TRACEMALLOC set
+        if trace.exists():
+            result["tracemalloc"] = trace.read_text().splitlines()
         result["series"] = samples
         return result
 
@@ -184,7 +188,7 @@ def main() -> None:
     result = run(args.minutes, args.rate, args.warmup)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
-    shown = {k: v for k, v in result.items() if k != "series"}
+    shown = {k: v for k, v in result.items() if k not in ("series", "tracemalloc")}
     print(json.dumps(shown, indent=2))
 
 
