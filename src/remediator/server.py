@@ -33,7 +33,15 @@ from remediator.api import Api, api_auth
 from remediator.clock import Clock, SystemClock
 from remediator.config import Config, WebhookAuth, load_config
 from remediator.control import Control
-from remediator.edge import EdgeRunner, RequestError, edge_checks, error, read_body, reply
+from remediator.edge import (
+    QUIET,
+    EdgeRunner,
+    RequestError,
+    edge_checks,
+    error,
+    read_body,
+    reply,
+)
 from remediator.engine import Engine
 from remediator.errors import ListenError, PayloadError, StoreError
 from remediator.executor import Executor
@@ -105,16 +113,37 @@ class Routes:
             return error(e.status, e.message)
         except PayloadError as e:
             return error(400, str(e))
+        # the journal holds exactly the text the decision path read, so a replay reads it too
+        journaled = await self._journal(text)
+        if isinstance(journaled, web.Response):
+            return journaled
+        self.engine.submit(journaled, notification)
+        return reply(
+            {"status": "accepted", "journal_id": journaled, "alerts": len(notification.alerts)}
+        )
+
+    async def _journal(self, text: str) -> int | web.Response:
+        """The notification's journal id once committed, or the 503 that makes Alertmanager
+        retry. Bounded by server.journal_timeout, so that the 503 comes within Alertmanager's
+        deadline (SQLite itself waits 30 s for a lock another process holds); an append given
+        up on before it ran is not run (store/sqlite.py): what was refused is not stored."""
+        limit = self.config.server.journal_timeout
         try:
-            # the journal holds exactly the text the decision path read, so a replay reads it too
-            journal_id = await self.store.append_journal(text, self.clock.now())
+            async with asyncio.timeout(limit):
+                return await self.store.append_journal(text, self.clock.now())
+        except TimeoutError:
+            QUIET.warning(
+                "journal_timeout",
+                "the store did not journal a notification within %gs (locked by another process, "
+                "or slow); answered 503 so Alertmanager retries",
+                limit,
+            )
+            return error(
+                503, f"the store did not take it within {limit:g}s (locked or slow); retry"
+            )
         except StoreError as e:
             log.error("cannot journal a notification, answering 503 so Alertmanager retries: %s", e)
             return error(503, "store unavailable; retry")
-        self.engine.submit(journal_id, notification)
-        return reply(
-            {"status": "accepted", "journal_id": journal_id, "alerts": len(notification.alerts)}
-        )
 
     # -- probes and metrics --------------------------------------------------------------------
 
