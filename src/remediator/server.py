@@ -125,8 +125,10 @@ class Routes:
     async def _journal(self, text: str) -> int | web.Response:
         """The notification's journal id once committed, or the 503 that makes Alertmanager
         retry. Bounded by server.journal_timeout, so that the 503 comes within Alertmanager's
-        deadline (SQLite itself waits 30 s for a lock another process holds); an append given
-        up on before it ran is not run (store/sqlite.py): what was refused is not stored."""
+        deadline (SQLite itself waits 30 s for a lock another process holds). An append given
+        up on before its write began is not written (both stores), so what was refused is not
+        stored behind Alertmanager's back; one whose write was under way may still commit,
+        and the retry is then a duplicate, as Alertmanager's own are."""
         limit = self.config.server.journal_timeout
         try:
             async with asyncio.timeout(limit):
