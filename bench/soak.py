@@ -5,9 +5,13 @@ file descriptors and asyncio tasks must not grow.
 The load: KEYS incident keys, each sent every KEYS/rate seconds (30 s at the defaults). A key's
 episode is nine firing notifications then one resolved (a new startsAt each episode, so a new
 incident): the first opens the incident and runs `act`, escalate_after (30 s) climbs to `page`
-before the resolution, and the resolution runs `resume`. About 10 incidents open, escalate and
-resolve per second, each with its three actions against the sink (three targets, as one target
-runs one action at a time). The daemon runs through
+before the resolution, and the resolution runs `resume`. Episodes are staggered across keys (key
+k's starts k % EPISODE turns earlier), so about 10 incidents open, escalate and resolve per
+second, steadily, each with its three actions against the sink (three targets, as one target
+runs one action at a time); only the first turn opens every key's incident at once, inside the
+warm-up. (Before 2026-12-03 14:00 every key's episode started on the same turn: waves of 100
+openings, escalations and resolutions a second for 30 s every 5 minutes, the first full one
+just after the warm-up.) The daemon runs through
 bench/soak_daemon.py, which samples RSS, fds and tasks every 10 s from inside the process.
 
 Usage: python -m bench.soak [--minutes 30] [--rate 100] [--out bench/out/soak.json]
@@ -62,7 +66,7 @@ rules:
 
 def soak_notification(i: int) -> dict[str, Any]:
     key, turn = i % KEYS, i // KEYS
-    episode, phase = divmod(turn, EPISODE)
+    episode, phase = divmod(turn + key % EPISODE, EPISODE)
     status = "resolved" if phase == EPISODE - 1 else "firing"
     labels = {"alertname": "Soak", "key": f"k{key}", "severity": "critical"}
     starts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1_790_000_000 + episode * 600))
