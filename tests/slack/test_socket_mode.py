@@ -128,7 +128,7 @@ async def test_an_allowed_verb_acts(
     assert (await running.daemon.control.killswitch()).on
 
 
-UNSTORABLE = [
+UNSTORABLE: list[tuple[dict[str, Any], str]] = [
     ({"text": "killswitch on \ud800"}, "text: contains a lone surrogate (not valid Unicode)"),
     ({"text": "killswitch on a\x00b"}, "text: contains a NUL character"),
     ({"user_id": 2**70}, "user_id: integer outside the signed 64-bit range"),
