@@ -15,11 +15,9 @@ reported for a human. Never silently dropped, never silently repeated.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
-from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -59,64 +57,13 @@ from remediator.store.records import (
     TargetHistory,
 )
 from remediator.trust import default_tls
+from remediator.turns import Turns
 from remediator.types import Action, Notifier, Store
 
 log = logging.getLogger(__name__)
 
-WAIT_POLL = 1.0  # how often a claim waiting for its target looks again (other replicas)
+WAIT_POLL = 1.0  # how often a claim whose turn it is looks again at a busy target (replicas)
 RESUME_FIRST, RESUME_MAX = 1.0, 10.0  # backoff of a claim waiting for the store to come back
-
-
-class Turns:
-    """Claims that found their target busy wait here, first come first served. Each claim that
-    ends on a target lets the first of its waiters look again: one more store transaction per
-    ended claim, not one per waiter. Waiters also look again every `poll` seconds, for a target
-    busy with another replica's action."""
-
-    def __init__(self, poll: float) -> None:
-        self.poll = poll
-        self._waiters: dict[str, deque[asyncio.Future[None]]] = defaultdict(deque)
-        self._ended: Counter[str] = Counter()
-        self._passed: set[int] = set()  # claims still running that passed their turn on
-
-    def seen(self, target: str) -> int:
-        """How many claims have ended on the target so far: pass it to wait()."""
-        return self._ended[target]
-
-    async def wait(self, target: str, seen: int) -> None:
-        """Until it is this waiter's turn, or `poll`; at once if a claim ended since `seen`."""
-        if self._ended[target] != seen:
-            return
-        turn = asyncio.get_running_loop().create_future()
-        self._waiters[target].append(turn)
-        try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll):  # not wait_for: 3.11's can swallow a cancel
-                    await turn
-        finally:
-            # a waiter whose poll ran out leaves (its future is then cancelled, so done() is
-            # true): left in the queue, a later pass_on would set the result of a cancelled
-            # future (InvalidStateError) and lose that claim's turn and outcome
-            with contextlib.suppress(ValueError):
-                self._waiters[target].remove(turn)
-
-    def pass_on(self, claim: Claim) -> None:
-        """The claim no longer holds its target: the first waiter's turn (once per claim)."""
-        if claim.id in self._passed:
-            return
-        self._passed.add(claim.id)
-        self._ended[claim.target] += 1
-        waiters = self._waiters[claim.target]
-        while waiters:  # a waiter whose wait timed out was cancelled with it: skip it
-            turn = waiters.popleft()
-            if not turn.done():
-                turn.set_result(None)
-                return
-
-    def ended(self, claim: Claim) -> None:
-        """The claim's run is over: pass its turn on if it has not yet."""
-        self.pass_on(claim)
-        self._passed.discard(claim.id)
 
 
 class RuntimeState:
@@ -151,9 +98,10 @@ class Executor:
         self._session: aiohttp.ClientSession | None = None  # made in the loop, at first use
         self._rand = rand
         self._slots = asyncio.Semaphore(config.max_concurrency)
-        self._turns = Turns(WAIT_POLL)
+        self._turns = Turns(WAIT_POLL, self._start)
         self._tasks: set[asyncio.Task[None]] = set()
         self._inflight: set[int] = set()  # claims this process runs now: never twice at once
+        self._reread: set[int] = set()  # queued claims to read again before they run
         # only the leader runs claims (leader.py); a follower's stay claimed for the leader
         self.leading = True
         self._polling: set[int] = set()
@@ -215,23 +163,39 @@ class Executor:
         task.add_done_callback(self._tasks.discard)
 
     def submit(self, claims: Iterable[Claim], reread: bool = False) -> None:
-        """Run these claims, unless this replica does not lead or already runs them. `reread`:
-        read each again first, and run it only if it still waits (a list read a while ago)."""
+        """Queue each claim behind its target's (turns.py): it runs when its turn comes; not
+        if this replica does not lead or already has it. `reread`: read each again first, and
+        run it only if it still waits (a list read a while ago)."""
         if not self.leading:
             return
         for claim in claims:
             if claim.id not in self._inflight:
                 self._inflight.add(claim.id)
-                self._spawn(self._run(claim, reread), f"claim-{claim.id}")
+                if reread:
+                    self._reread.add(claim.id)
+                self._turns.add(claim)
+
+    def _start(self, claim: Claim) -> None:
+        reread = claim.id in self._reread
+        self._reread.discard(claim.id)
+        self._spawn(self._run(claim, reread), f"claim-{claim.id}")
+
+    def queued(self) -> int:
+        """How many claims wait for their target's turn."""
+        return self._turns.queued()
 
     async def abandon(self) -> None:
         """A deposed leader stops at once: every claim stays as the store has it (claimed, or
         running and handled by the next leader's recover), nothing more is written."""
         self.leading = False
+        self._turns.close()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._turns = Turns(WAIT_POLL, self._start)
+        self._inflight.clear()
+        self._reread.clear()
 
     async def idle(self) -> None:
         """Wait until every submitted action has finished (for tests and tools)."""
@@ -239,7 +203,9 @@ class Executor:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def shutdown(self, grace: float) -> None:
-        """Let running actions finish for up to `grace` seconds; interrupt the rest."""
+        """Let running actions finish for up to `grace` seconds; interrupt the rest. Claims that
+        wait for their turn do not start: they stay claimed and run after the next start."""
+        self._turns.close()
         if self._tasks:
             _, pending = await asyncio.wait(list(self._tasks), timeout=grace)
             for task in pending:
@@ -292,7 +258,7 @@ class Executor:
             await self._finish(claim, FAILED, "internal error; see the daemon's log")
         finally:
             self._inflight.discard(claim.id)
-            self._turns.ended(claim)
+            self._turns.pass_on(claim)
             self.holding.discard(claim.id)
 
     async def _resume(self, claim_id: int) -> None:
@@ -333,7 +299,6 @@ class Executor:
     async def _admitted(self, claim: Claim, action: Action, request: Mapping[str, Any]) -> bool:
         """Ask the guardrails until they allow (True) or settle the claim otherwise (False)."""
         while True:
-            seen = self._turns.seen(claim.target)
             verdict, started = await self._start_if_allowed(claim, request)
             if verdict is None:  # its incident resolved since _guarded looked
                 await self._skip_resolved(claim)
@@ -345,7 +310,7 @@ class Executor:
             if verdict.outcome != "wait":
                 await self._settle(claim, action, request, verdict)
                 return False
-            await self._turns.wait(claim.target, seen)
+            await self._turns.wait()
 
     async def _resolved_meanwhile(self, claim: Claim) -> bool:
         """Skip a firing action whose incident resolved: it never runs for a resolved alert."""
