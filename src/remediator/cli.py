@@ -233,7 +233,7 @@ def cmd_simulate(config: Config, args: argparse.Namespace) -> int:
             _flags(a)
         if not o.actions:
             print("    no actions")
-    print(f"not evaluated: {', '.join(not_evaluated(known))}")
+    print(f"not evaluated: {', '.join(not_evaluated(known)) or 'none'}")
     return 0
 
 
