@@ -119,7 +119,9 @@ def register(sub: argparse._SubParsersAction, remote_parent: argparse.ArgumentPa
         "audit trail, or close an open one by hand: nothing runs for it, and its alerts' "
         "repeats reopen nothing.",
     )
-    incidents.add_argument("verb", choices=["list", "show", "close"], nargs="?", default="list")
+    incidents.add_argument(
+        "verb", choices=["list", "show", "close"], nargs="?", default="list", help="what to do"
+    )
     incidents.add_argument("id", nargs="?", type=int, help="the incident (show, close)")
     incidents.add_argument(
         "--status", choices=["open", "resolved"], help="list only these (default: all)"
