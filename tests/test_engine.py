@@ -7,12 +7,15 @@ import json
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
 from remediator.alerts import parse_notification
-from remediator.config import load_config
+from remediator.config import Config, load_config
+from remediator.config import Storm as StormSettings
+from remediator.engine import Storm
 from remediator.store.sqlite import SqliteStore
 from tests.conftest import API_TOKEN, Running, StartDaemon, base_config
 from tests.payloads import alert, notification
@@ -444,3 +447,20 @@ async def test_a_value_that_is_not_finite_is_answered_as_null(
     )
     [incident] = json.loads(r.text, parse_constant=lambda c: pytest.fail(f"bare {c}"))["items"]
     assert incident["value"] is None
+
+
+def test_a_storm_ends_at_the_moment_its_timer_names() -> None:
+    """next_due names the moment enough openings leave the window; tick at exactly that moment
+    ends the storm, so no timer stays due after it ran (the daemon would spin on it)."""
+    settings = StormSettings(incidents=2, within=10.0, summary_every=100.0)
+    storm = Storm(cast(Config, SimpleNamespace(guardrails=SimpleNamespace(storm=settings))))
+    for at in (0.0, 1.0, 2.0, 3.0):
+        storm.opened(at)
+    assert storm.active
+    assert storm.next_due() == 11.0  # two of four must leave: the one opened at 1.0
+    assert storm.tick(10.5) == []
+    assert storm.active
+    assert storm.next_due() == 11.0
+    ended = storm.tick(11.0)
+    assert [entry.event for entry in ended] == ["storm_ended"]
+    assert storm.next_due() is None

@@ -818,13 +818,18 @@ class Storm:
         ]
 
     def next_due(self) -> float | None:
+        """The next summary, or the moment enough openings leave the window to end the storm:
+        the surplus-th oldest one's expiry (0.0, due at once, if the storm is already over)."""
         if not self.active:
             return None
-        expiry = self._opened[0] + self.settings.within if self._opened else 0.0
-        return min(self._summarised_at + self.settings.summary_every, expiry)
+        surplus = len(self._opened) - self.settings.incidents
+        ends = self._opened[surplus - 1] + self.settings.within if surplus > 0 else 0.0
+        return min(self._summarised_at + self.settings.summary_every, ends)
 
     def _trim(self, now: float) -> None:
-        while self._opened and now - self._opened[0] > self.settings.within:
+        """An opening `within` seconds old has left the window, so the moment next_due names is
+        the moment tick sees the storm end (no timer stays due after it ran)."""
+        while self._opened and now - self._opened[0] >= self.settings.within:
             self._opened.popleft()
 
     @staticmethod
