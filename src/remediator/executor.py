@@ -15,11 +15,9 @@ reported for a human. Never silently dropped, never silently repeated.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
-from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -31,7 +29,7 @@ from remediator import guardrails, interrupted
 from remediator.actions.base import AttemptContext, AttemptResult, RenderContext
 from remediator.clock import Clock, iso
 from remediator.config import Config
-from remediator.errors import RenderError
+from remediator.errors import RenderError, StoreError, StoreUnavailable
 from remediator.guardrails import Ask, Facts, Mute, Policy, Verdict
 from remediator.matchers import parse_matchers
 from remediator.metrics import Metrics
@@ -59,63 +57,13 @@ from remediator.store.records import (
     TargetHistory,
 )
 from remediator.trust import default_tls
+from remediator.turns import Turns
 from remediator.types import Action, Notifier, Store
 
 log = logging.getLogger(__name__)
 
-WAIT_POLL = 1.0  # how often a claim waiting for its target looks again (other replicas)
-
-
-class Turns:
-    """Claims that found their target busy wait here, first come first served. Each claim that
-    ends on a target lets the first of its waiters look again: one more store transaction per
-    ended claim, not one per waiter. Waiters also look again every `poll` seconds, for a target
-    busy with another replica's action."""
-
-    def __init__(self, poll: float) -> None:
-        self.poll = poll
-        self._waiters: dict[str, deque[asyncio.Future[None]]] = defaultdict(deque)
-        self._ended: Counter[str] = Counter()
-        self._passed: set[int] = set()  # claims still running that passed their turn on
-
-    def seen(self, target: str) -> int:
-        """How many claims have ended on the target so far: pass it to wait()."""
-        return self._ended[target]
-
-    async def wait(self, target: str, seen: int) -> None:
-        """Until it is this waiter's turn, or `poll`; at once if a claim ended since `seen`."""
-        if self._ended[target] != seen:
-            return
-        turn = asyncio.get_running_loop().create_future()
-        self._waiters[target].append(turn)
-        try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll):  # not wait_for: 3.11's can swallow a cancel
-                    await turn
-        finally:
-            # a waiter whose poll ran out leaves (its future is then cancelled, so done() is
-            # true): left in the queue, a later pass_on would set the result of a cancelled
-            # future (InvalidStateError) and lose that claim's turn and outcome
-            with contextlib.suppress(ValueError):
-                self._waiters[target].remove(turn)
-
-    def pass_on(self, claim: Claim) -> None:
-        """The claim no longer holds its target: the first waiter's turn (once per claim)."""
-        if claim.id in self._passed:
-            return
-        self._passed.add(claim.id)
-        self._ended[claim.target] += 1
-        waiters = self._waiters[claim.target]
-        while waiters:  # a waiter whose wait timed out was cancelled with it: skip it
-            turn = waiters.popleft()
-            if not turn.done():
-                turn.set_result(None)
-                return
-
-    def ended(self, claim: Claim) -> None:
-        """The claim's run is over: pass its turn on if it has not yet."""
-        self.pass_on(claim)
-        self._passed.discard(claim.id)
+WAIT_POLL = 1.0  # how often a claim whose turn it is looks again at a busy target (replicas)
+RESUME_FIRST, RESUME_MAX = 1.0, 10.0  # backoff of a claim waiting for the store to come back
 
 
 class RuntimeState:
@@ -150,9 +98,10 @@ class Executor:
         self._session: aiohttp.ClientSession | None = None  # made in the loop, at first use
         self._rand = rand
         self._slots = asyncio.Semaphore(config.max_concurrency)
-        self._turns = Turns(WAIT_POLL)
+        self._turns = Turns(WAIT_POLL, self._start)
         self._tasks: set[asyncio.Task[None]] = set()
         self._polling: set[int] = set()
+        self.holding: set[int] = set()  # claims started here and not yet settled (leases.py)
         self._open_circuits: set[str] = set()  # targets whose opening was announced
         # set by the daemon: timers to re-arm, and the engine's handler for failed verification
         self.wake: Callable[[], None] = lambda: None
@@ -210,8 +159,16 @@ class Executor:
         task.add_done_callback(self._tasks.discard)
 
     def submit(self, claims: Iterable[Claim]) -> None:
+        """Queue each claim behind its target's (turns.py): it runs when its turn comes."""
         for claim in claims:
-            self._spawn(self._run(claim), f"claim-{claim.id}")
+            self._turns.add(claim)
+
+    def _start(self, claim: Claim) -> None:
+        self._spawn(self._run(claim), f"claim-{claim.id}")
+
+    def queued(self) -> int:
+        """How many claims wait for their target's turn."""
+        return self._turns.queued()
 
     async def idle(self) -> None:
         """Wait until every submitted action has finished (for tests and tools)."""
@@ -219,7 +176,9 @@ class Executor:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def shutdown(self, grace: float) -> None:
-        """Let running actions finish for up to `grace` seconds; interrupt the rest."""
+        """Let running actions finish for up to `grace` seconds; interrupt the rest. Claims that
+        wait for their turn do not start: they stay claimed and run after the next start."""
+        self._turns.close()
         if self._tasks:
             _, pending = await asyncio.wait(list(self._tasks), timeout=grace)
             for task in pending:
@@ -250,13 +209,42 @@ class Executor:
                 claim.incident_id,
             )
             raise
+        except StoreError as e:
+            log.error(
+                "the store failed during %s of incident %d (%s); it goes on from what the store "
+                "says once the store answers again",
+                claim.action,
+                claim.incident_id,
+                e,
+            )
+            self._spawn(self._resume(claim.id), f"resume-{claim.id}")
         except Exception:
             log.exception(
                 "action %s of incident %d failed unexpectedly", claim.action, claim.incident_id
             )
             await self._finish(claim, FAILED, "internal error; see the daemon's log")
         finally:
-            self._turns.ended(claim)
+            self._turns.pass_on(claim)
+            self.holding.discard(claim.id)
+
+    async def _resume(self, claim_id: int) -> None:
+        """A claim whose run the store failed under: once the store answers again, read what
+        it holds and go on from there, as after a restart. Still `claimed`: it runs (judged
+        again); `running`: it was interrupted, and its action's on_interrupted policy decides
+        (a request that may have left is never silently repeated); settled: nothing to do."""
+        delay = RESUME_FIRST
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                claim = await self.store.claim(claim_id)
+                if claim is not None and claim.status == CLAIMED:
+                    self.submit([claim])
+                elif claim is not None and claim.status == RUNNING:
+                    await self._recover_one(claim)
+                return
+            except StoreError as e:
+                log.info("claim %d waits for the store: %s", claim_id, e)
+                delay = min(delay * 2, RESUME_MAX)
 
     async def _guarded(self, claim: Claim) -> None:
         action = self.actions.get(claim.action)
@@ -277,17 +265,18 @@ class Executor:
     async def _admitted(self, claim: Claim, action: Action, request: Mapping[str, Any]) -> bool:
         """Ask the guardrails until they allow (True) or settle the claim otherwise (False)."""
         while True:
-            seen = self._turns.seen(claim.target)
             verdict, started = await self._start_if_allowed(claim, request)
             if verdict is None:  # its incident resolved since _guarded looked
                 await self._skip_resolved(claim)
                 return False
             if verdict.outcome == "allow":
+                if started:
+                    self.holding.add(claim.id)
                 return started
             if verdict.outcome != "wait":
                 await self._settle(claim, action, request, verdict)
                 return False
-            await self._turns.wait(claim.target, seen)
+            await self._turns.wait()
 
     async def _resolved_meanwhile(self, claim: Claim) -> bool:
         """Skip a firing action whose incident resolved: it never runs for a resolved alert."""
@@ -514,9 +503,7 @@ class Executor:
     ) -> None:
         entry = self._entry(claim, status, detail)
         finishing = asyncio.ensure_future(
-            self.store.finish_claim(
-                claim.id, status, detail, entry.at, entry, from_statuses, last_attempt
-            )
+            self._finish_claim(claim.id, status, detail, entry, from_statuses, last_attempt)
         )
         if hand_off:
             # The next claim on the target need not wait for this commit: the task above
@@ -536,6 +523,28 @@ class Executor:
             await self.refresh_circuit(claim.target, claim)
         elif status == SUCCEEDED and self.config.breaker(claim.target) is not None:
             self.metrics.circuit_open.labels(claim.target).set(0)  # a success closes it
+
+    async def _finish_claim(
+        self,
+        claim_id: int,
+        status: str,
+        detail: str,
+        entry: AuditEntry,
+        from_statuses: tuple[str, ...],
+        last_attempt: Attempt | None,
+    ) -> AuditEntry | None:
+        """A claim's outcome is what happened: written as soon as the store takes it, however
+        long it is unavailable (an outcome forgotten would leave the claim to on_interrupted)."""
+        delay = RESUME_FIRST
+        while True:
+            try:
+                return await self.store.finish_claim(
+                    claim_id, status, detail, entry.at, entry, from_statuses, last_attempt
+                )
+            except StoreUnavailable as e:
+                log.error("claim %d: outcome %s waits for the store: %s", claim_id, status, e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RESUME_MAX)
 
     def _entry(self, claim: Claim, event: str, detail: str) -> AuditEntry:
         return AuditEntry(

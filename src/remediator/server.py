@@ -33,10 +33,19 @@ from remediator.api import Api, api_auth
 from remediator.clock import Clock, SystemClock
 from remediator.config import Config, WebhookAuth, load_config
 from remediator.control import Control
-from remediator.edge import EdgeRunner, RequestError, edge_checks, error, read_body, reply
+from remediator.edge import (
+    QUIET,
+    EdgeRunner,
+    RequestError,
+    edge_checks,
+    error,
+    read_body,
+    reply,
+)
 from remediator.engine import Engine
 from remediator.errors import ListenError, PayloadError, StoreError
 from remediator.executor import Executor
+from remediator.leases import LeaseKeeper
 from remediator.metrics import Metrics
 from remediator.paging.desk import PagerDesk
 from remediator.reload import Outcome, Reloader
@@ -55,6 +64,8 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BACKLOG_RETRY_AFTER = 5  # seconds; Alertmanager retries on its own backoff anyway
+STORE_RETRY_AFTER = 5  # seconds, said with a 503 when the store cannot journal
+READY_STORE_TIMEOUT = 1.5  # /readyz answers within the probe's 2 s, store or not
 
 
 @dataclass
@@ -105,16 +116,45 @@ class Routes:
             return error(e.status, e.message)
         except PayloadError as e:
             return error(400, str(e))
+        # the journal holds exactly the text the decision path read, so a replay reads it too
+        journaled = await self._journal(text)
+        if isinstance(journaled, web.Response):
+            return journaled
+        self.engine.submit(journaled, notification)
+        return reply(
+            {"status": "accepted", "journal_id": journaled, "alerts": len(notification.alerts)}
+        )
+
+    async def _journal(self, text: str) -> int | web.Response:
+        """The notification's journal id once committed, or the 503 that makes Alertmanager
+        retry. Bounded by server.journal_timeout, so that the 503 comes within Alertmanager's
+        deadline (SQLite itself waits 30 s for a lock another process holds). An append given
+        up on before its write began is not written (both stores), so what was refused is not
+        stored behind Alertmanager's back; one whose write was under way may still commit,
+        and the retry is then a duplicate, as Alertmanager's own are."""
+        limit = self.config.server.journal_timeout
         try:
-            # the journal holds exactly the text the decision path read, so a replay reads it too
-            journal_id = await self.store.append_journal(text, self.clock.now())
+            async with asyncio.timeout(limit):
+                return await self.store.append_journal(text, self.clock.now())
+        except TimeoutError:
+            QUIET.warning(
+                "journal_timeout",
+                "the store did not journal a notification within %gs (locked by another process, "
+                "or slow); answered 503 so Alertmanager retries",
+                limit,
+            )
+            return error(
+                503,
+                f"the store did not take it within {limit:g}s (locked or slow); retry",
+                headers={"Retry-After": str(STORE_RETRY_AFTER)},
+            )
         except StoreError as e:
             log.error("cannot journal a notification, answering 503 so Alertmanager retries: %s", e)
-            return error(503, "store unavailable; retry")
-        self.engine.submit(journal_id, notification)
-        return reply(
-            {"status": "accepted", "journal_id": journal_id, "alerts": len(notification.alerts)}
-        )
+            return error(
+                503,
+                "store unavailable; retry",
+                headers={"Retry-After": str(STORE_RETRY_AFTER)},
+            )
 
     # -- probes and metrics --------------------------------------------------------------------
 
@@ -128,9 +168,12 @@ class Routes:
         if not self.config.rules:
             problems.append("no rules loaded")
         try:
-            await self.store.ping()
+            async with asyncio.timeout(READY_STORE_TIMEOUT):
+                await self.store.ping()
         except StoreError as e:
             problems.append(f"store unreachable: {e}")
+        except TimeoutError:
+            problems.append(f"store unreachable: no answer within {READY_STORE_TIMEOUT:g}s")
         # Slack is delivery only: a refused token is said here, and does not make us unready
         extra: dict[str, Any] = {
             "dry_run": self.config.guardrails.dry_run,
@@ -262,6 +305,7 @@ class Daemon:
         self.timers = Timers(
             self.engine, self.executor, self.control, self.store, self.clock, self.pager_desk
         )
+        self.leases = LeaseKeeper(self.store, self.clock, lambda: self.executor.holding)
         self.pruner = Pruner(
             self.store,
             self.config.store.retention,
@@ -341,6 +385,7 @@ class Daemon:
         await self.store.open()
         await self.control.load()
         await self.executor.recover()
+        self.leases.start()
         await self.engine.start()
         self.timers.start()
         await self.outbox.start()
@@ -394,6 +439,7 @@ class Daemon:
         await self.timers.stop()
         await self.engine.stop()
         await self.executor.shutdown(self.config.server.shutdown_grace)
+        await self.leases.stop()
         if self.socket_mode is not None:
             await self.socket_mode.stop()
         if self.slack_app is not None:

@@ -176,6 +176,9 @@ class JournalAppender:
             await self._commit(batch)
 
     async def _commit(self, batch: list[_Entry]) -> None:
+        batch = [e for e in batch if not e.future.done()]  # its webhook gave up: not stored
+        if not batch:
+            return
         try:
             async with self._transaction() as (conn, _):
                 ids = [r[0] for r in await conn.fetch(_TAKE_IDS, len(batch))]
