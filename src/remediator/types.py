@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         AuditEntry,
         Changes,
         Claim,
+        GuardrailState,
         MuteRow,
         OutboxItem,
         OutboxRow,
@@ -298,6 +299,10 @@ class Reads(Protocol):
         ...
 
     async def history(self, limit: int, before: int | None) -> Page: ...
+    async def guardrail_state(self, since: float) -> GuardrailState:
+        """The actions started since `since`, oldest first, and the targets an action is
+        running on: what cooldowns, budgets and one-at-a-time read."""
+        ...
 
 
 class Retention(Protocol):
@@ -306,6 +311,7 @@ class Retention(Protocol):
     async def prune_journal(self, decided_before: float, limit: int) -> int: ...
     async def prune_incidents(self, resolved_before: float, limit: int) -> dict[str, int]: ...
     async def prune_outbox(self, before: float, limit: int) -> int: ...
+    async def prune_pages(self, before: float, limit: int) -> dict[str, int]: ...
 
 
 class Leaders(Protocol):
