@@ -614,3 +614,57 @@ async def test_a_waiter_whose_poll_ran_out_leaves_the_queue() -> None:
     turns.ended(on("t", 1))  # raised InvalidStateError before
     await task
     assert woken == ["next"]
+
+
+async def test_turns_wake_the_first_waiter_of_each_lane_held_up() -> None:
+    turns = Turns(poll=60.0)
+    woken: list[str] = []
+
+    async def waiter(name: str, lane: str | None) -> None:
+        await turns.wait("t", turns.seen("t"), lane)
+        woken.append(name)
+
+    tasks = [
+        asyncio.create_task(waiter(name, lane))
+        for name, lane in (("a1", "a"), ("a2", "a"), ("b1", "b"), ("whole", None))
+    ]
+    await asyncio.sleep(0)
+    turns.ended(on("t", 1), "b")  # its lane's first waiter, and the whole target's
+    await asyncio.sleep(0)
+    assert sorted(woken) == ["b1", "whole"]
+    turns.ended(on("t", 2))  # a claim that held the whole target: every lane's first
+    await asyncio.sleep(0)
+    assert woken[2:] == ["a1"]
+    turns.ended(on("t", 3), "a")
+    await asyncio.gather(*tasks)
+    assert woken[3:] == ["a2"]
+
+
+async def test_one_at_a_time_by_a_label_runs_lanes_of_one_target_side_by_side(
+    write_config: Callable[..., Path],
+    start_daemon: StartDaemon,
+    recorder: Callable[..., Awaitable[Recorder]],
+) -> None:
+    target = await recorder()
+    target.delay = 1.5
+    rules = """
+    actions:
+      restart: {kind: http, target: t, method: POST, path: "/restart/{connector}/{task}",
+                retries: 0, timeout: 10s}
+    rules:
+      - name: r
+        match: '{alertname="Down"}'
+        incident_key: [alertname, connector, task]
+        one_at_a_time_by: [connector]
+        tiers: [{actions: [restart]}]
+    """
+    config = write_config(base_config({"t": target.server.url}, "rule_files: [r.yaml]\n"), r=rules)
+    running = await start_daemon(config, FakeClock(T0))
+    alerts = [alert("Down", connector=c, task=t) for c, t in (("a", "1"), ("a", "2"), ("b", "1"))]
+    await running.post_alerts(notification(*alerts))
+    async with asyncio.timeout(1.2):  # within the first request's 1.5 s: two lanes at once
+        while len(target.server.seen) < 2:
+            await asyncio.sleep(0.02)
+    assert sorted(s.path for s in target.server.seen) == ["/restart/a/1", "/restart/b/1"]
+    await running.settle()
+    assert target.server.seen[-1].path == "/restart/a/2"  # its lane's turn came after a/1's

@@ -31,8 +31,9 @@ from remediator import guardrails, interrupted
 from remediator.actions.base import AttemptContext, AttemptResult, RenderContext
 from remediator.clock import Clock, iso
 from remediator.config import Config
-from remediator.errors import RenderError
+from remediator.errors import MissingResult, RenderError
 from remediator.guardrails import Ask, Facts, Mute, Policy, Verdict
+from remediator.lanes import lane_of
 from remediator.matchers import parse_matchers
 from remediator.metrics import Metrics
 from remediator.store.records import (
@@ -66,14 +67,15 @@ WAIT_POLL = 1.0  # how often a claim waiting for its target looks again (other r
 
 
 class Turns:
-    """Claims that found their target busy wait here, first come first served. Each claim that
-    ends on a target lets the first of its waiters look again: one more store transaction per
-    ended claim, not one per waiter. Waiters also look again every `poll` seconds, for a target
-    busy with another replica's action."""
+    """Claims that found their target busy wait here, first come first served per lane (lanes.py:
+    what of the target a claim holds; None, all of it). Each claim that ends on a target lets
+    the first waiter of each lane it was in the way of look again: one more store transaction
+    per ended claim, not one per waiter. Waiters also look again every `poll` seconds, for a
+    target busy with another replica's action."""
 
     def __init__(self, poll: float) -> None:
         self.poll = poll
-        self._waiters: dict[str, deque[asyncio.Future[None]]] = defaultdict(deque)
+        self._waiters: dict[str, dict[str | None, deque[asyncio.Future[None]]]] = defaultdict(dict)
         self._ended: Counter[str] = Counter()
         self._passed: set[int] = set()  # claims still running that passed their turn on
 
@@ -81,12 +83,13 @@ class Turns:
         """How many claims have ended on the target so far: pass it to wait()."""
         return self._ended[target]
 
-    async def wait(self, target: str, seen: int) -> None:
+    async def wait(self, target: str, seen: int, lane: str | None = None) -> None:
         """Until it is this waiter's turn, or `poll`; at once if a claim ended since `seen`."""
         if self._ended[target] != seen:
             return
         turn = asyncio.get_running_loop().create_future()
-        self._waiters[target].append(turn)
+        queue = self._waiters[target].setdefault(lane, deque())
+        queue.append(turn)
         try:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.poll):  # not wait_for: 3.11's can swallow a cancel
@@ -96,25 +99,37 @@ class Turns:
             # true): left in the queue, a later pass_on would set the result of a cancelled
             # future (InvalidStateError) and lose that claim's turn and outcome
             with contextlib.suppress(ValueError):
-                self._waiters[target].remove(turn)
+                queue.remove(turn)
+            lanes = self._waiters[target]
+            if not queue and lanes.get(lane) is queue:
+                del lanes[lane]
+            if not lanes:
+                del self._waiters[target]
 
-    def pass_on(self, claim: Claim) -> None:
-        """The claim no longer holds its target: the first waiter's turn (once per claim)."""
+    def pass_on(self, claim: Claim, lane: str | None = None) -> None:
+        """The claim no longer holds its target (or its lane of it): the turn of the first
+        waiter of each lane it held up (once per claim)."""
         if claim.id in self._passed:
             return
         self._passed.add(claim.id)
         self._ended[claim.target] += 1
-        waiters = self._waiters[claim.target]
-        while waiters:  # a waiter whose wait timed out was cancelled with it: skip it
-            turn = waiters.popleft()
-            if not turn.done():
-                turn.set_result(None)
-                return
+        lanes = self._waiters.get(claim.target, {})
+        held_up = list(lanes) if lane is None else [lane, None]
+        for waiting in held_up:
+            _first_turn(lanes.get(waiting, ()))
 
-    def ended(self, claim: Claim) -> None:
+    def ended(self, claim: Claim, lane: str | None = None) -> None:
         """The claim's run is over: pass its turn on if it has not yet."""
-        self.pass_on(claim)
+        self.pass_on(claim, lane)
         self._passed.discard(claim.id)
+
+
+def _first_turn(waiters: Iterable[asyncio.Future[None]]) -> None:
+    """The first waiter's turn; a waiter whose wait timed out was cancelled with it: skipped."""
+    for turn in waiters:
+        if not turn.done():
+            turn.set_result(None)
+            return
 
 
 class RuntimeState:
@@ -253,30 +268,44 @@ class Executor:
             )
             await self._finish(claim, FAILED, "internal error; see the daemon's log")
         finally:
-            self._turns.ended(claim)
+            self._turns.ended(claim, self.lane(claim))
 
     async def _guarded(self, claim: Claim) -> None:
         action = self.actions.get(claim.action)
         if action is None:
             await self._finish(claim, FAILED, f"action {claim.action!r} is no longer configured")
             return
-        if await self._resolved_meanwhile(claim):
-            return
-        results = await self.store.incident_results(claim.incident_id)
         try:
-            request = action.prepare(render_context(claim, results))
+            request = await self._prepare(claim, action)
         except RenderError as e:
-            await self._finish(claim, FAILED, f"cannot build the request: {e}")
+            if not await self._resolved_meanwhile(claim):
+                await self._finish(claim, FAILED, f"cannot build the request: {e}")
             return
         if await self._admitted(claim, action, request):
             await self._execute(claim, action, request)
 
+    async def _prepare(self, claim: Claim, action: Action) -> Mapping[str, Any]:
+        """The claim's request; the incident's earlier results are read only for an action
+        that refers to one (`$results.<action>`)."""
+        try:
+            return action.prepare(render_context(claim))
+        except MissingResult:
+            results = await self.store.incident_results(claim.incident_id)
+            return action.prepare(render_context(claim, results))
+
+    def lane(self, claim: Claim) -> str | None:
+        """What of its target the claim holds (lanes.py; None: all of it)."""
+        rule = self.config.rule(claim.rule)
+        by = () if rule is None else rule.one_at_a_time_by
+        return lane_of(by, claim.context.get("labels", {}))
+
     async def _admitted(self, claim: Claim, action: Action, request: Mapping[str, Any]) -> bool:
         """Ask the guardrails until they allow (True) or settle the claim otherwise (False)."""
+        lane = self.lane(claim)
         while True:
             seen = self._turns.seen(claim.target)
-            verdict, started = await self._start_if_allowed(claim, request)
-            if verdict is None:  # its incident resolved since _guarded looked
+            verdict, started = await self._start_if_allowed(claim, request, lane)
+            if verdict is None:  # its incident resolved: a firing action never runs then
                 await self._skip_resolved(claim)
                 return False
             if verdict.outcome == "allow":
@@ -284,7 +313,7 @@ class Executor:
             if verdict.outcome != "wait":
                 await self._settle(claim, action, request, verdict)
                 return False
-            await self._turns.wait(claim.target, seen)
+            await self._turns.wait(claim.target, seen, lane)
 
     async def _resolved_meanwhile(self, claim: Claim) -> bool:
         """Skip a firing action whose incident resolved: it never runs for a resolved alert."""
@@ -304,18 +333,20 @@ class Executor:
         )
 
     async def _start_if_allowed(
-        self, claim: Claim, request: Mapping[str, Any]
+        self, claim: Claim, request: Mapping[str, Any], lane: str | None
     ) -> tuple[Verdict | None, bool]:
         """The guardrails' verdict on starting the claim now and, if they allow, its start, in
         one store transaction: claims judged at the same moment cannot both take the last unit
         of a budget or both find their target free, and a firing action cannot start once its
-        incident resolved (None), however long it waited for its target."""
+        incident resolved (None), however long it waited for its target. An action without a
+        precondition sends as soon as it starts: its `sent_at` is recorded with the start."""
         now = self.clock.now()
         policy = self.policy(claim)
         budgets = [b.per for b in (policy.global_budget, policy.action_budget) if b]
         since = now - max(budgets, default=0.0)
         judge = self._judge(claim, policy, now)
-        return await self.store.start_claim_if(claim, request, now, since, judge)
+        sent = self.config.policy(claim.action).precondition is None
+        return await self.store.start_claim_if(claim, request, now, since, judge, lane, sent)
 
     def _judge(
         self, claim: Claim, policy: Policy, now: float
@@ -416,8 +447,9 @@ class Executor:
         started = time.monotonic()
         last: Attempt | None = None
         try:
-            status, detail = await self._precondition(claim, request)
-            if status is None and not await self.store.mark_sent(claim.id, self.clock.now()):
+            status, detail, checked = await self._precondition(claim, request)
+            sending = checked and status is None  # sent_at not recorded with the start
+            if sending and not await self.store.mark_sent(claim.id, self.clock.now()):
                 return  # no longer running: settled elsewhere, nothing sent
             if status is None:
                 status, detail, last = await self._attempts(action, claim, request)
@@ -439,14 +471,15 @@ class Executor:
 
     async def _precondition(
         self, claim: Claim, request: Mapping[str, Any]
-    ) -> tuple[str | None, str]:
+    ) -> tuple[str | None, str, bool]:
+        """(None or PRECONDITION_FAILED, detail, whether a precondition was checked)."""
         check = self.config.policy(claim.action).precondition
         if check is None:
-            return None, ""
+            return None, "", False
         result = await check.evaluate(render_context(claim), self.http)
         if result.holds:
-            return None, ""
-        return PRECONDITION_FAILED, f"precondition failed, not acting: {result.detail}"
+            return None, "", True
+        return PRECONDITION_FAILED, f"precondition failed, not acting: {result.detail}", True
 
     async def _attempts(
         self, action: Action, claim: Claim, request: Mapping[str, Any]
@@ -521,7 +554,7 @@ class Executor:
             # the writer runs writes in the order queued, so the next claim's judge-and-start
             # comes after it, in the same transaction or a later one, and finds the target free.
             # Saves a commit per action on a busy target.
-            self._turns.pass_on(claim)
+            self._turns.pass_on(claim, self.lane(claim))
         written = await asyncio.shield(finishing)
         if written is None:
             return  # already finished
