@@ -25,6 +25,7 @@ from pathlib import Path
 from bench import (
     a2a,
     backtest,
+    connectors,
     http_client,
     ingest,
     postgres_store,
@@ -47,7 +48,7 @@ from bench.common import (
 RESULTS = ROOT / "bench" / "RESULTS.md"
 FINDINGS = ROOT / "bench" / "FINDINGS.md"
 ORDER = (
-    "ingest", "a2a", "postgres", "rules", "memory", "restart", "slack", "http_client",
+    "ingest", "a2a", "postgres", "connectors", "rules", "memory", "restart", "slack", "http_client",
     "backtest", "profiles",
 )  # fmt: skip
 
@@ -206,6 +207,7 @@ def main() -> None:
         "ingest": lambda: ingest.run(args.quick),
         "a2a": lambda: a2a.run(args.quick),
         "postgres": lambda: postgres_store.run(args.quick),
+        "connectors": lambda: connectors.run(args.quick),
         "rules": lambda: rule_scaling.run(args.quick),
         "memory": lambda: startup.memory(1 if args.quick else 3),
         "restart": lambda: startup.restart(3 if args.quick else 5),
