@@ -15,6 +15,7 @@ from hypothesis import settings
 from remediator.clock import FakeClock
 from remediator.config import Config, load_config
 from remediator.server import Daemon
+from remediator.trust import default_tls
 from tests.binaries import in_ci
 from tests.slack_standin import SECRET, TOKEN, SlackAPI
 from tests.standins import Connector, KafkaConnect, Recorder
@@ -102,7 +103,7 @@ async def start_daemon() -> AsyncIterator[StartDaemon]:
         cfg = load_config(config) if isinstance(config, Path) else config
         daemon = Daemon(cfg, clock=clock) if clock else Daemon(cfg)
         await daemon.start("127.0.0.1", 0)
-        client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.port}")
+        client = httpx.AsyncClient(verify=default_tls(), base_url=f"http://127.0.0.1:{daemon.port}")
         running = Running(daemon, client)
         started.append(running)
         return running

@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from remediator.trust import default_tls
 from tests.binaries import require_binary, require_postgres_binary
 from tests.conftest import API_TOKEN, WEBHOOK_TOKEN
 
@@ -42,7 +43,7 @@ async def _serving(workdir: Path, name: str, argv: list[str], port: int) -> Asyn
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
     url = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient() as client, asyncio.timeout(30):
+        async with httpx.AsyncClient(verify=default_tls()) as client, asyncio.timeout(30):
             while True:
                 assert proc.poll() is None, log.read_text()[-2000:]
                 try:
@@ -199,7 +200,7 @@ class DaemonProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.client = httpx.AsyncClient(base_url=self.url)
+        self.client = httpx.AsyncClient(verify=default_tls(), base_url=self.url)
         self.env = {**os.environ, "TEST_WEBHOOK_TOKEN": WEBHOOK_TOKEN, "TEST_API_TOKEN": API_TOKEN}
 
     async def start(self) -> None:
@@ -274,13 +275,14 @@ def start_serve(config: Path, port: int, env: dict[str, str]) -> subprocess.Pope
             argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=log, stderr=log
         )
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log_path.read_text()
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
+    with httpx.Client(verify=default_tls()) as client:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log_path.read_text()
+            try:
+                if client.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                    return proc
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
     proc.kill()
     raise AssertionError(f"the daemon did not become ready:\n{log_path.read_text()}")

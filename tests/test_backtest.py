@@ -23,6 +23,7 @@ from remediator.clock import iso
 from remediator.config import Config, load_config
 from remediator.replay import Result, decide
 from remediator.report import outcomes
+from remediator.trust import default_tls
 from tests.history import Fired, Week, backfill, fired, openmetrics, recent_week, rules, rules_file
 from tests.payloads import fingerprint, notification
 from tests.peers import REMEDIATOR, prometheus
@@ -56,7 +57,7 @@ def config(write_config: Callable[..., Path], tmp_path: Path) -> Config:
 
 async def run(config: Config, url: str, week: Week, rules_path: Path | None = None) -> Result:
     given = load_files([rules_path]) if rules_path else None
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(verify=default_tls(), timeout=60) as client:
         return await backtest(config, Prometheus(url, client), week.start, week.end, 60.0, given)
 
 

@@ -23,13 +23,14 @@ from remediator.jsonpath import extract
 from remediator.rules import Condition
 from remediator.schema import Invalid, Node
 from remediator.targets import Target
+from remediator.trust import default_tls
 from tests.peers import prometheus
 from tests.standins import Connector, KafkaConnect
 
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(verify=default_tls()) as client:
         yield client
 
 

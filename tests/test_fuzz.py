@@ -27,6 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from remediator.trust import default_tls
 from tests.conftest import API_TOKEN, WEBHOOK_TOKEN
 from tests.payloads import alert, notification
 from tests.peers import free_port, start_serve
@@ -110,7 +111,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     workdir = tmp_path_factory.mktemp("fuzz")
     port = free_port()
     proc = _start(workdir, port)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0) as client:
+    with httpx.Client(
+        verify=default_tls(), base_url=f"http://127.0.0.1:{port}", timeout=10.0
+    ) as client:
         running = Live(workdir, port, proc, client)
         yield running
         running.proc.send_signal(signal.SIGKILL)

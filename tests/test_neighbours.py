@@ -22,6 +22,7 @@ import pytest
 from aiohttp import web
 
 from remediator.clock import FakeClock
+from remediator.trust import default_tls
 from tests.conftest import (
     API_TOKEN,
     WEBHOOK_TOKEN,
@@ -205,7 +206,9 @@ async def test_a_full_disk_answers_503_and_nothing_acknowledged_is_lost(
     acknowledged: dict[int, str] = {}
     statuses: set[int] = set()
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=40) as client:
+        async with httpx.AsyncClient(
+            verify=default_tls(), base_url=f"http://127.0.0.1:{port}", timeout=40
+        ) as client:
             for _ in range(200):
                 try:
                     if (await client.get("/readyz")).status_code == 200:

@@ -60,6 +60,7 @@ from remediator.store.records import (
     MuteRow,
     TargetHistory,
 )
+from remediator.trust import default_tls
 from tests.payloads import alert, notification
 from tests.standins import Recorder
 
@@ -396,7 +397,9 @@ class World:
         self.daemon = Daemon(self.config, clock=self.clock)
         await self.daemon.start("127.0.0.1", 0)
         await self.daemon.timers.stop()  # timers run when a step says so
-        self.client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.daemon.port}")
+        self.client = httpx.AsyncClient(
+            verify=default_tls(), base_url=f"http://127.0.0.1:{self.daemon.port}"
+        )
 
     async def stop_daemon(self) -> None:
         await self.client.aclose()

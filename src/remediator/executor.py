@@ -59,6 +59,7 @@ from remediator.store.records import (
     MuteRow,
     TargetHistory,
 )
+from remediator.trust import default_tls
 from remediator.types import Action, Notifier, Store
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,9 @@ class Executor:
         self.metrics = metrics
         self.clock = clock
         self.state = RuntimeState(config.guardrails.killswitch)  # control keeps it current
-        self.http = http or httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        self.http = http or httpx.AsyncClient(
+            follow_redirects=False, trust_env=False, verify=default_tls()
+        )
         self._session: aiohttp.ClientSession | None = None  # made in the loop, at first use
         self._rand = rand
         self._slots = asyncio.Semaphore(config.max_concurrency)

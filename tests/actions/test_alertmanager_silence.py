@@ -20,6 +20,7 @@ from remediator.actions import alertmanager_silence as silence_kind
 from remediator.actions.alertmanager_silence import SilenceAction
 from remediator.actions.base import AttemptContext, AttemptResult, RenderContext
 from remediator.errors import RenderError
+from remediator.trust import default_tls
 from tests.actions.kinds import actions_yaml, attempt_ctx, config_problems, load
 from tests.conftest import StartDaemon, base_config
 from tests.payloads import alert, notification
@@ -44,7 +45,7 @@ async def am_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(verify=default_tls()) as c:
         yield c
 
 

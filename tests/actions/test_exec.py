@@ -18,6 +18,7 @@ import pytest
 from remediator.actions import exec as exec_kind
 from remediator.actions.base import AttemptContext, AttemptResult, RenderContext, RetryPolicy
 from remediator.actions.exec import ExecAction
+from remediator.trust import default_tls
 from tests.actions.kinds import config_problems, load
 
 MakeExec = Callable[[dict[str, Any]], ExecAction]
@@ -98,7 +99,7 @@ def problems(
 
 @pytest.fixture
 async def attempt_ctx() -> AsyncIterator[Callable[[float], AttemptContext]]:
-    async with httpx.AsyncClient(trust_env=False) as client:
+    async with httpx.AsyncClient(verify=default_tls(), trust_env=False) as client:
         yield lambda timeout: AttemptContext(1, timeout, "idem-key", client)
 
 

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from remediator.actions.base import AttemptContext, AttemptResult, RenderContext, RetryPolicy
 from remediator.actions.http import HttpAction, parse_retry_after
 from remediator.errors import RenderError
+from remediator.trust import default_tls
 from tests.actions.kinds import config_problems, load
 from tests.standins import KafkaConnect, Recorder, StandIn
 
@@ -69,7 +70,10 @@ class Clients:
 
 @pytest.fixture
 async def client() -> AsyncIterator[Clients]:
-    async with httpx.AsyncClient(trust_env=False) as c, aiohttp.ClientSession() as session:
+    async with (
+        httpx.AsyncClient(verify=default_tls(), trust_env=False) as c,
+        aiohttp.ClientSession() as session,
+    ):
         yield Clients(c, session)
 
 

@@ -17,6 +17,7 @@ from remediator.actions.base import AttemptResult, RenderContext
 from remediator.actions.kafka_connect import KafkaConnectAction
 from remediator.config import load_config
 from remediator.errors import ConfigError, RenderError
+from remediator.trust import default_tls
 from tests.actions.kinds import FAST_RETRIES, actions_yaml, attempt_ctx, load, run_once
 from tests.conftest import StartDaemon, base_config
 from tests.standins import KafkaConnect, StandIn
@@ -42,7 +43,7 @@ def make(write_config: Callable[..., Path], kafka_connect: KafkaConnect) -> Make
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False) as c:
+    async with httpx.AsyncClient(verify=default_tls(), trust_env=False) as c:
         yield c
 
 

@@ -21,6 +21,7 @@ from remediator.actions.base import AttemptResult, RenderContext
 from remediator.actions.kubernetes import KubernetesAction
 from remediator.config import load_config
 from remediator.errors import ConfigError, RenderError
+from remediator.trust import default_tls
 from tests.actions.kinds import FAST_RETRIES, actions_yaml, attempt_ctx
 from tests.conftest import Running, StartDaemon, base_config
 from tests.payloads import alert, notification
@@ -123,7 +124,7 @@ def restart(make: Make, kind: str = "Deployment", **more: Any) -> KubernetesActi
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(verify=default_tls()) as c:
         yield c
 
 

@@ -18,6 +18,7 @@ import pytest_asyncio
 from remediator.actions.base import AttemptResult, RenderContext
 from remediator.actions.sql import SqlAction
 from remediator.config import load_config
+from remediator.trust import default_tls
 from tests.actions.kinds import (
     FAST_RETRIES,
     actions_yaml,
@@ -81,7 +82,7 @@ def make(write_config: Callable[..., Path]) -> Callable[..., SqlAction]:
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(verify=default_tls()) as c:
         yield c
 
 

@@ -34,6 +34,7 @@ from remediator import __version__
 from remediator.config import load_config
 from remediator.schema import parse_duration
 from remediator.server import Daemon
+from remediator.trust import default_tls
 from tests.alerting.files import ROOT, load
 from tests.conftest import StartDaemon
 from tests.payloads import alert, notification
@@ -265,7 +266,7 @@ async def observed(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[st
     try:
         async with (
             prometheus(directory / "prometheus", config) as prom,
-            httpx.AsyncClient(timeout=10) as client,
+            httpx.AsyncClient(verify=default_tls(), timeout=10) as client,
         ):
             await scraped(client, prom, f'up{{job="{JOB}"}}')  # a sample from before the activity
             await activity(client, daemon)
@@ -410,7 +411,7 @@ async def test_every_panel_query_runs_in_prometheus(observed: str) -> None:
     variables = grafana_variables()
     now = time.time()
     errors = []
-    async with httpx.AsyncClient(base_url=observed, timeout=10) as client:
+    async with httpx.AsyncClient(verify=default_tls(), base_url=observed, timeout=10) as client:
         for q in QUERIES:
             expr = interpolate(q.expr, variables)
             if q.instant:
@@ -429,7 +430,7 @@ async def panel_results(observed: str, title: str) -> list[tuple[dict[str, str],
     """Every series each query of the panel returns now: (labels, value)."""
     variables = grafana_variables()
     found = []
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(verify=default_tls(), timeout=10) as client:
         for q in (q for q in QUERIES if q.panel == title):
             body = await instant(client, observed, interpolate(q.expr, variables))
             assert body["status"] == "success", body
@@ -493,7 +494,7 @@ async def assert_webhook_and_slack_panels(show: Any) -> None:
 async def test_the_template_variables_resolve(observed: str) -> None:
     """label_values(metric, label), as Grafana's Prometheus data source asks it: the series API."""
     variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
-    async with httpx.AsyncClient(base_url=observed, timeout=10) as client:
+    async with httpx.AsyncClient(verify=default_tls(), base_url=observed, timeout=10) as client:
         for name in ("job", "instance"):
             m = re.fullmatch(r"label_values\((.+), (\w+)\)", variables[name]["query"])
             assert m is not None, variables[name]["query"]

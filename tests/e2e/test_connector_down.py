@@ -30,6 +30,7 @@ import httpx
 import pytest
 import yaml
 
+from remediator.trust import default_tls
 from tests.conftest import WEBHOOK_TOKEN, Running, StartDaemon, base_config, slack_config
 from tests.peers import alertmanager, free_port, prometheus
 from tests.slack_standin import Message, SlackAPI
@@ -211,7 +212,7 @@ async def test_a_failed_connector_is_restarted_and_resolved_through_the_real_sta
                 tmp_path / "prometheus",
                 prometheus_config(connect.server.port, alertmanager_port),
             ) as prom,
-            httpx.AsyncClient(timeout=5) as client,
+            httpx.AsyncClient(verify=default_tls(), timeout=5) as client,
         ):
             timeline.mark("Alertmanager and Prometheus ready")
             await scenario(timeline, client, prom, connect, running, slack_api, people)

@@ -11,6 +11,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from remediator.trust import default_tls
 from tests.conftest import StartDaemon
 from tests.packs.world import Pack, firing, resolved, start
 from tests.peers import alertmanager
@@ -35,7 +36,7 @@ EARLIER_SILENCES: set[str] = set()
 async def am_url(shared_alertmanager: str) -> str:
     """The module's Alertmanager. Its silences outlive a test, and each backend numbers its
     incidents from 1: a test sees only the silences made during it (silences_for)."""
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(verify=default_tls()) as client:
         found = (await client.get(f"{shared_alertmanager}/api/v2/silences")).json()
     EARLIER_SILENCES.update(s["id"] for s in found)
     return shared_alertmanager
@@ -59,7 +60,7 @@ def calls(connect: KafkaConnect) -> list[str]:
 
 
 async def silences_for(am_url: str, incident: str) -> list[dict[str, Any]]:
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(verify=default_tls()) as client:
         found = (await client.get(f"{am_url}/api/v2/silences")).json()
     return [
         s

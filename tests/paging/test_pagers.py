@@ -11,6 +11,7 @@ import pytest
 from remediator.paging import pagers
 from remediator.paging.policy import Pager
 from remediator.schema import Secret
+from remediator.trust import default_tls
 from tests.pager_standins import GENIE_KEY, ROUTING_KEY, OpsgenieAPI, PagerDutyAPI
 
 INCIDENT = {
@@ -27,7 +28,7 @@ INCIDENT = {
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=5.0) as client:
+    async with httpx.AsyncClient(verify=default_tls(), timeout=5.0) as client:
         yield client
 
 

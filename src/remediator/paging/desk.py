@@ -40,6 +40,7 @@ from remediator.paging.records import (
 from remediator.schema import format_duration
 from remediator.store.pages import CURSOR as PAGE_CURSOR
 from remediator.store.records import AuditEntry
+from remediator.trust import default_tls
 from remediator.types import Store
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class PagerDesk:
         self.store = store
         self.metrics = metrics
         self.clock = clock
-        self.http = http or httpx.AsyncClient(timeout=10.0, trust_env=False)
+        self.http = http or httpx.AsyncClient(timeout=10.0, trust_env=False, verify=default_tls())
         self.wake_timers: Any = lambda: None  # set by the daemon: an escalation moved
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

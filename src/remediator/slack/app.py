@@ -32,6 +32,7 @@ from remediator.schema import decimal, parse_duration
 from remediator.slack.fixes import explain
 from remediator.slack.templates import slack_escape
 from remediator.store.records import FINISHED, AuditEntry, Claim
+from remediator.trust import default_tls
 from remediator.types import Store
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class SlackApp:
         self.control = control
         self.metrics = metrics
         self.clock = clock
-        self.http = http or httpx.AsyncClient(trust_env=False, timeout=10.0)
+        self.http = http or httpx.AsyncClient(trust_env=False, timeout=10.0, verify=default_tls())
         secret = self.slack.signing_secret  # None: Socket Mode only, no HTTP endpoints
         self.verifier = (
             None if secret is None else SignatureVerifier(secret.reveal(), clock=_SlackClock(clock))
