@@ -48,7 +48,7 @@ class PostgresServer:
         )
 
     def start(self) -> None:
-        initdb, server = require_postgres_binary("initdb"), require_postgres_binary("postgres")
+        initdb = require_postgres_binary("initdb")
         self.sockets.mkdir()
         if self._as:
             for path in (self.workdir, self.sockets):
@@ -61,13 +61,32 @@ class PostgresServer:
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, check=True, timeout=120,
                 **self._as,
             )  # fmt: skip
-            fast = [] if self.durable else ["-c", "fsync=off", "-c", "full_page_writes=off"]
+        self._launch()
+        asyncio.run(self._create_role())
+
+    def _launch(self) -> None:
+        server, data = require_postgres_binary("postgres"), str(self.workdir / "data")
+        fast = [] if self.durable else ["-c", "fsync=off", "-c", "full_page_writes=off"]
+        with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [server, "-D", data, "-k", str(self.sockets), "-p", str(self.port),
                  "-h", "127.0.0.1", "-c", "max_connections=300", *fast],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, **self._as,
             )  # fmt: skip
-        asyncio.run(self._create_role())
+
+    def halt(self) -> None:
+        """Stop the server as `pg_ctl stop -m fast` does (SIGINT to its PID: every session is
+        ended, the port closed) and keep its data: resume() starts it again."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout=30)
+
+    async def resume(self) -> None:
+        """Start the halted server again on the same port and data; return once it takes
+        connections."""
+        self._launch()
+        admin = await self._connected()
+        await admin.close()
 
     def stop(self) -> None:
         """Stop the server by its PID (SIGINT: PostgreSQL's fast shutdown); remove its files."""
@@ -106,16 +125,19 @@ class PostgresServer:
         finally:
             await admin.close()
 
-    async def _create_role(self) -> None:
+    async def _connected(self) -> asyncpg.Connection:
+        """The superuser's connection, once the server takes connections."""
         async with asyncio.timeout(60):
             while True:
                 assert self.proc is not None
                 assert self.proc.poll() is None, self.log.read_text()
                 try:
-                    admin = await self.admin()
-                    break
+                    return await self.admin()
                 except (OSError, asyncpg.CannotConnectNowError):
                     await asyncio.sleep(0.05)
+
+    async def _create_role(self) -> None:
+        admin = await self._connected()
         try:
             await admin.execute(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{self.password}'")
         finally:

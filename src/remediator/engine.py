@@ -376,16 +376,22 @@ class Engine:
         return batch, None
 
     async def _process_until_committed(self, batch: list[Event]) -> None:
+        """Process the batch, again and again while the store is unavailable: its events are
+        acknowledged, so they wait for the store rather than fail (the cache is reloaded from
+        the store before each retry: the failed commit may or may not have happened)."""
+        stale = False
         while True:
             try:
+                if stale:
+                    await self._load()
                 await self.process(batch)
                 return
             except StoreError as e:
                 log.error(
                     "store unavailable, retrying batch of %d in %gs: %s", len(batch), RETRY_DELAY, e
                 )
+                stale = True
                 await asyncio.sleep(RETRY_DELAY)
-                await self._load()
 
     # -- one batch -----------------------------------------------------------------------------
 

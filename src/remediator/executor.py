@@ -31,7 +31,7 @@ from remediator import guardrails, interrupted
 from remediator.actions.base import AttemptContext, AttemptResult, RenderContext
 from remediator.clock import Clock, iso
 from remediator.config import Config
-from remediator.errors import MissingResult, RenderError
+from remediator.errors import MissingResult, RenderError, StoreError, StoreUnavailable
 from remediator.guardrails import Ask, Facts, Mute, Policy, Verdict
 from remediator.lanes import lane_of
 from remediator.matchers import parse_matchers
@@ -65,6 +65,7 @@ from remediator.types import Action, Notifier, Store
 log = logging.getLogger(__name__)
 
 WAIT_POLL = 1.0  # how often a claim waiting for its target looks again (other replicas)
+RESUME_FIRST, RESUME_MAX = 1.0, 10.0  # backoff of a claim waiting for the store to come back
 
 
 class Turns:
@@ -168,6 +169,7 @@ class Executor:
         self._turns = Turns(WAIT_POLL)
         self._tasks: set[asyncio.Task[None]] = set()
         self._polling: set[int] = set()
+        self.holding: set[int] = set()  # claims started here and not yet settled (leases.py)
         self._open_circuits: set[str] = set()  # targets whose opening was announced
         # set by the daemon: timers to re-arm, and the engine's handler for failed verification
         self.wake: Callable[[], None] = lambda: None
@@ -265,6 +267,15 @@ class Executor:
                 claim.incident_id,
             )
             raise
+        except StoreError as e:
+            log.error(
+                "the store failed during %s of incident %d (%s); it goes on from what the store "
+                "says once the store answers again",
+                claim.action,
+                claim.incident_id,
+                e,
+            )
+            self._spawn(self._resume(claim.id), f"resume-{claim.id}")
         except Exception:
             log.exception(
                 "action %s of incident %d failed unexpectedly", claim.action, claim.incident_id
@@ -272,6 +283,26 @@ class Executor:
             await self._finish(claim, FAILED, "internal error; see the daemon's log")
         finally:
             self._turns.ended(claim, self.lane(claim))
+            self.holding.discard(claim.id)
+
+    async def _resume(self, claim_id: int) -> None:
+        """A claim whose run the store failed under: once the store answers again, read what
+        it holds and go on from there, as after a restart. Still `claimed`: it runs (judged
+        again); `running`: it was interrupted, and its action's on_interrupted policy decides
+        (a request that may have left is never silently repeated); settled: nothing to do."""
+        delay = RESUME_FIRST
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                claim = await self.store.claim(claim_id)
+                if claim is not None and claim.status == CLAIMED:
+                    self.submit([claim])
+                elif claim is not None and claim.status == RUNNING:
+                    await self._recover_one(claim)
+                return
+            except StoreError as e:
+                log.info("claim %d waits for the store: %s", claim_id, e)
+                delay = min(delay * 2, RESUME_MAX)
 
     async def _guarded(self, claim: Claim) -> None:
         action = self.actions.get(claim.action)
@@ -312,6 +343,8 @@ class Executor:
                 await self._skip_resolved(claim)
                 return False
             if verdict.outcome == "allow":
+                if started:
+                    self.holding.add(claim.id)
                 return started
             if verdict.outcome != "wait":
                 await self._settle(claim, action, request, verdict)
@@ -547,9 +580,7 @@ class Executor:
     ) -> None:
         entry = self._entry(claim, status, detail)
         finishing = asyncio.ensure_future(
-            self.store.finish_claim(
-                claim.id, status, detail, entry.at, entry, from_statuses, last_attempt
-            )
+            self._finish_claim(claim.id, status, detail, entry, from_statuses, last_attempt)
         )
         if hand_off:
             # The next claim on the target need not wait for this commit: the task above
@@ -569,6 +600,28 @@ class Executor:
             await self.refresh_circuit(claim.target, claim)
         elif status == SUCCEEDED and self.config.breaker(claim.target) is not None:
             self.metrics.circuit_open.labels(claim.target).set(0)  # a success closes it
+
+    async def _finish_claim(
+        self,
+        claim_id: int,
+        status: str,
+        detail: str,
+        entry: AuditEntry,
+        from_statuses: tuple[str, ...],
+        last_attempt: Attempt | None,
+    ) -> AuditEntry | None:
+        """A claim's outcome is what happened: written as soon as the store takes it, however
+        long it is unavailable (an outcome forgotten would leave the claim to on_interrupted)."""
+        delay = RESUME_FIRST
+        while True:
+            try:
+                return await self.store.finish_claim(
+                    claim_id, status, detail, entry.at, entry, from_statuses, last_attempt
+                )
+            except StoreUnavailable as e:
+                log.error("claim %d: outcome %s waits for the store: %s", claim_id, status, e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RESUME_MAX)
 
     def _entry(self, claim: Claim, event: str, detail: str) -> AuditEntry:
         return AuditEntry(

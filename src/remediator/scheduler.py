@@ -29,6 +29,8 @@ from remediator.types import Store
 log = logging.getLogger(__name__)
 
 JOB = "remediator-timers"
+ARM_RETRY_FIRST = 0.5  # seconds before arming again after the store failed; doubles up to:
+ARM_RETRY_MAX = 5.0
 
 
 class Timers:
@@ -77,13 +79,20 @@ class Timers:
         self._arming = asyncio.create_task(self._arm_loop(), name="remediator-timers-arm")
 
     async def _arm_loop(self) -> None:
+        """Arm, and again while something changed meanwhile. Timers derive from the store: while
+        it cannot be read, try again after a backoff, so that a timer due during an outage
+        fires once the store is back, whether or not anything else changes."""
         self._rearm = True
+        delay = ARM_RETRY_FIRST
         while self._rearm:
             self._rearm = False
             try:
                 await self.arm()
-            except Exception:
-                log.exception("cannot arm the timers; retrying at the next change")
+            except Exception as e:
+                log.error("cannot arm the timers (%s); trying again in %gs", e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, ARM_RETRY_MAX)
+                self._rearm = True
 
     async def arm(self) -> None:
         if self._waking:

@@ -37,6 +37,7 @@ from remediator.edge import EdgeRunner, RequestError, edge_checks, error, read_b
 from remediator.engine import Engine
 from remediator.errors import ListenError, PayloadError, StoreError
 from remediator.executor import Executor
+from remediator.leases import LeaseKeeper
 from remediator.metrics import Metrics
 from remediator.paging.desk import PagerDesk
 from remediator.reload import Outcome, Reloader
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BACKLOG_RETRY_AFTER = 5  # seconds; Alertmanager retries on its own backoff anyway
+STORE_RETRY_AFTER = 5  # seconds, said with a 503 when the store cannot journal
+READY_STORE_TIMEOUT = 1.5  # /readyz answers within the probe's 2 s, store or not
 
 
 @dataclass
@@ -110,7 +113,11 @@ class Routes:
             journal_id = await self.store.append_journal(text, self.clock.now())
         except StoreError as e:
             log.error("cannot journal a notification, answering 503 so Alertmanager retries: %s", e)
-            return error(503, "store unavailable; retry")
+            return error(
+                503,
+                "store unavailable; retry",
+                headers={"Retry-After": str(STORE_RETRY_AFTER)},
+            )
         self.engine.submit(journal_id, notification)
         return reply(
             {"status": "accepted", "journal_id": journal_id, "alerts": len(notification.alerts)}
@@ -128,9 +135,12 @@ class Routes:
         if not self.config.rules:
             problems.append("no rules loaded")
         try:
-            await self.store.ping()
+            async with asyncio.timeout(READY_STORE_TIMEOUT):
+                await self.store.ping()
         except StoreError as e:
             problems.append(f"store unreachable: {e}")
+        except TimeoutError:
+            problems.append(f"store unreachable: no answer within {READY_STORE_TIMEOUT:g}s")
         # Slack is delivery only: a refused token is said here, and does not make us unready
         extra: dict[str, Any] = {
             "dry_run": self.config.guardrails.dry_run,
@@ -262,6 +272,7 @@ class Daemon:
         self.timers = Timers(
             self.engine, self.executor, self.control, self.store, self.clock, self.pager_desk
         )
+        self.leases = LeaseKeeper(self.store, self.clock, lambda: self.executor.holding)
         self.pruner = Pruner(
             self.store,
             self.config.store.retention,
@@ -341,6 +352,7 @@ class Daemon:
         await self.store.open()
         await self.control.load()
         await self.executor.recover()
+        self.leases.start()
         await self.engine.start()
         self.timers.start()
         await self.outbox.start()
@@ -394,6 +406,7 @@ class Daemon:
         await self.timers.stop()
         await self.engine.stop()
         await self.executor.shutdown(self.config.server.shutdown_grace)
+        await self.leases.stop()
         if self.socket_mode is not None:
             await self.socket_mode.stop()
         if self.slack_app is not None:

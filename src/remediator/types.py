@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -163,6 +163,15 @@ class Claims(Protocol):
     async def rerun_claim(self, claim_id: int, detail: str, audit: AuditEntry) -> bool:
         """Put an interrupted running claim back to `claimed` (request and times cleared, one
         more interruption counted) with its audit line; False if it was no longer running."""
+        ...
+
+    async def renew_leases(self, claim_ids: Sequence[int], now: float, until: float) -> int:
+        """Renew the leases of the running claims among these to `until`; how many."""
+        ...
+
+    async def claims_lease_expired(self, now: float) -> list[Claim]:
+        """Running claims whose lease ran out before `now`: their holder died (or lost the
+        store) while the action ran."""
         ...
 
     async def record_attempt(self, attempt: Attempt) -> None: ...

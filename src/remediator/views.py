@@ -51,6 +51,7 @@ def claim_view(c: Claim) -> dict[str, Any]:
         "started_at": iso(c.started_at),
         "finished_at": iso(c.finished_at),
         "sent_at": iso(c.sent_at),
+        "lease_until": iso(c.lease_until),
         "hold_until": iso(c.hold_until),
         "verify_status": c.verify_status,
         "verify_detail": c.verify_detail,

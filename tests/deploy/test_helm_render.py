@@ -297,6 +297,7 @@ def test_helm_lint_reports_a_broken_template(tmp_path: Path) -> None:
         ({"ingress": {"host": "Not A Host"}}, "/ingress/host"),
         ({"prometheusRule": {"runbookAlerts": "yes"}}, "/prometheusRule/runbookAlerts"),
         ({"networkPolicy": {"from": []}}, "/networkPolicy/from"),
+        ({"podAntiAffinity": "always"}, "/podAntiAffinity"),
     ],
 )
 def test_helm_refuses_values_the_schema_rejects(values: dict[str, Any], complaint: str) -> None:
@@ -307,6 +308,121 @@ def test_helm_refuses_values_the_schema_rejects(values: dict[str, Any], complain
 def test_helm_refuses_several_replicas_on_sqlite() -> None:
     with pytest.raises(helm.HelmRenderError, match=r"replicaCount > 1 needs config.store.postgres"):
         CHART_HANDLE.render({"replicaCount": 2}, name="remediator", namespace="remediator")
+    sqlite = merge(load_yaml(CHART / "values-sqlite.yaml"), {"replicaCount": 3})
+    with pytest.raises(helm.HelmRenderError, match=r"SQLite is one process's file"):
+        CHART_HANDLE.render(sqlite, name="remediator", namespace="remediator")
+
+
+def test_helm_refuses_a_disruption_budget_that_would_block_every_drain() -> None:
+    postgres = merge(
+        load_yaml(CHART / "values-postgres.yaml"), {"podDisruptionBudget": {"minAvailable": 3}}
+    )
+    with pytest.raises(helm.HelmRenderError, match=r"minAvailable 3 with replicaCount 3 would"):
+        CHART_HANDLE.render(postgres, name="remediator", namespace="remediator")
+    postgres["podDisruptionBudget"]["minAvailable"] = 2  # one may go: renders
+    CHART_HANDLE.render(postgres, name="remediator", namespace="remediator")
+
+
+# -- several replicas ------------------------------------------------------------------------------
+
+
+def spread_problems(rendered: Rendered) -> list[str]:
+    """What would keep several replicas from riding out a node drained or lost: fewer than three
+    of them, no PodDisruptionBudget over the pods or one that lets none go, no preferred
+    anti-affinity by node between the pods."""
+    problems = []
+    deployment = rendered.one("Deployment")
+    replicas, labels = deployment["spec"]["replicas"], pod_labels(rendered)
+    if replicas < 3:
+        problems.append(f"{replicas} replicas")
+    budgets = [
+        b["spec"]
+        for b in rendered.of_kind("PodDisruptionBudget")
+        if selects(b["spec"]["selector"], labels)
+    ]
+    if not budgets:
+        problems.append("no PodDisruptionBudget selects the pods")
+    for budget in budgets:
+        if budget.get("maxUnavailable") in (0, "0%"):
+            problems.append("the PodDisruptionBudget allows no pod to go")
+        if isinstance(budget.get("minAvailable"), int) and budget["minAvailable"] >= replicas:
+            problems.append("the PodDisruptionBudget allows no pod to go")
+    affinity = deployment["spec"]["template"]["spec"].get("affinity", {})
+    preferred = affinity.get("podAntiAffinity", {}).get(
+        "preferredDuringSchedulingIgnoredDuringExecution", []
+    )
+    if not any(
+        term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+        and selects(term["podAffinityTerm"]["labelSelector"], labels)
+        for term in preferred
+    ):
+        problems.append("no preferred anti-affinity by node between the pods")
+    return problems
+
+
+def test_the_postgres_profile_runs_three_replicas_that_ride_out_a_node() -> None:
+    rendered = RENDERED["values-postgres.yaml"]
+    assert spread_problems(rendered) == []
+    assert rendered.one("Deployment")["spec"]["replicas"] == 3
+    assert rendered.one("PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+
+
+def test_the_sqlite_profile_runs_one_replica_and_no_budget() -> None:
+    rendered = RENDERED["values-sqlite.yaml"]
+    assert rendered.one("Deployment")["spec"]["replicas"] == 1
+    assert rendered.of_kind("PodDisruptionBudget") == []
+    assert spread_problems(rendered) == [
+        "1 replicas",
+        "no PodDisruptionBudget selects the pods",
+        "no preferred anti-affinity by node between the pods",
+    ]
+
+
+ZONE_ONLY = {
+    "podAntiAffinity": {
+        "preferredDuringSchedulingIgnoredDuringExecution": [
+            {
+                "weight": 100,
+                "podAffinityTerm": {
+                    "topologyKey": "topology.kubernetes.io/zone",
+                    "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "remediator"}},
+                },
+            }
+        ]
+    }
+}
+OTHER_PODS = {
+    "podAntiAffinity": {
+        "preferredDuringSchedulingIgnoredDuringExecution": [
+            {
+                "weight": 100,
+                "podAffinityTerm": {
+                    "topologyKey": "kubernetes.io/hostname",
+                    "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "other"}},
+                },
+            }
+        ]
+    }
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"replicaCount": 2}, "2 replicas"),
+        ({"podDisruptionBudget": {"enabled": False}}, "no PodDisruptionBudget"),
+        ({"podDisruptionBudget": {"maxUnavailable": 0}}, "allows no pod to go"),
+        ({"podAntiAffinity": ""}, "no preferred anti-affinity"),
+        ({"podAntiAffinity": "hard"}, "no preferred anti-affinity"),
+        ({"affinity": ZONE_ONLY}, "no preferred anti-affinity"),
+        ({"affinity": OTHER_PODS}, "no preferred anti-affinity"),
+    ],
+)
+def test_spread_problems_finds_what_breaks_the_spread(change: dict[str, Any], problem: str) -> None:
+    install = PROFILES["values-postgres.yaml"]
+    rendered = render(Install(install.release, install.namespace, merge(install.values, change)))
+    assert any(problem in p for p in spread_problems(rendered)), spread_problems(rendered)
+    kubernetes_validate.validate(rendered.one("Deployment"), KUBERNETES, strict=True)
 
 
 # -- kubernetes-validate ---------------------------------------------------------------------------

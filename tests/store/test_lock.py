@@ -52,9 +52,13 @@ async def test_a_second_store_on_one_file_is_refused_naming_the_holder(tmp_path:
 
 
 def snapshot(db: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Every claim and every Slack outbox row, read-only."""
+    """Every claim and every Slack outbox row, read-only. Not a running claim's lease: the
+    first daemon renews it while the action runs."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        claims = conn.execute("SELECT * FROM claims ORDER BY id").fetchall()
+        rows = conn.execute("SELECT * FROM claims ORDER BY id")
+        lease = ("lease_until", "lease_renewed_at")
+        kept = [i for i, column in enumerate(rows.description) if column[0] not in lease]
+        claims = [tuple(row[i] for i in kept) for row in rows.fetchall()]
         outbox = conn.execute("SELECT * FROM slack_outbox ORDER BY id").fetchall()
     return claims, outbox
 

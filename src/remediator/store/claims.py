@@ -4,7 +4,7 @@ guardrails judge a claim on, read in the transaction that starts it."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from remediator import guardrails
@@ -14,6 +14,7 @@ from remediator.store import rows
 from remediator.store.audit import insert_audit
 from remediator.store.dialect import LOCK_STARTS
 from remediator.store.records import (
+    CLAIM_LEASE,
     CLAIMED,
     RUNNING,
     STARTED,
@@ -83,6 +84,29 @@ class ClaimsSQL(Runner):
         sql = "UPDATE claims SET sent_at = ? WHERE id = ? AND status = ? AND sent_at IS NULL"
         return await self._write(lambda tx: tx.execute(sql, at, claim_id, RUNNING)) == 1
 
+    async def renew_leases(self, claim_ids: Sequence[int], now: float, until: float) -> int:
+        """Renew the leases of these claims, those still running, to `until`; how many."""
+        if not claim_ids:
+            return 0
+        sql = (
+            "UPDATE claims SET lease_until = ?, lease_renewed_at = ? "
+            f"WHERE status = ? AND id IN ({marks(claim_ids)})"
+        )
+        return await self._write(lambda tx: tx.execute(sql, until, now, RUNNING, *claim_ids))
+
+    async def claims_lease_expired(self, now: float) -> list[Claim]:
+        """Running claims whose lease ran out before `now` (or that never had one): their
+        holder stopped renewing them, so it died or lost the store."""
+
+        async def op(tx: Tx) -> list[Claim]:
+            sql = (
+                f"SELECT {rows.CLAIM_COLUMNS} FROM claims WHERE status = ? "
+                "AND (lease_until IS NULL OR lease_until < ?) ORDER BY id"
+            )
+            return [rows.claim(r) for r in await tx.fetch(sql, RUNNING, now)]
+
+        return await self._read(op)
+
     async def rerun_claim(self, claim_id: int, detail: str, audit: AuditEntry) -> bool:
         """A running claim interrupted by its holder's death goes back to `claimed`, to be
         judged and run again, with its audit line; it counts one more interruption. False if
@@ -91,7 +115,8 @@ class ClaimsSQL(Runner):
         async def op(tx: Tx) -> bool:
             sql = (
                 "UPDATE claims SET status = ?, detail = ?, started_at = NULL, request = NULL, "
-                "sent_at = NULL, interruptions = interruptions + 1 WHERE id = ? AND status = ?"
+                "sent_at = NULL, lease_until = NULL, lease_renewed_at = NULL, "
+                "interruptions = interruptions + 1 WHERE id = ? AND status = ?"
             )
             if await tx.execute(sql, CLAIMED, detail, claim_id, RUNNING) != 1:
                 return False
@@ -142,7 +167,7 @@ class ClaimsSQL(Runner):
             if last_attempt is not None:
                 await _insert_attempt(tx, last_attempt)
             sql = (
-                "UPDATE claims SET status = ?, detail = ?, finished_at = ? "
+                "UPDATE claims SET status = ?, detail = ?, finished_at = ?, lease_until = NULL "
                 f"WHERE id = ? AND status IN ({marks(from_statuses)})"
             )
             if await tx.execute(sql, status, detail, at, claim_id, *from_statuses) != 1:
@@ -212,14 +237,15 @@ async def _start_claim(
     lane: str | None = None,
     sent: bool = False,
 ) -> bool:
+    """Running from `at`, with a lease of CLAIM_LEASE that its holder renews from then on; in
+    `lane` of its target, and sent at once if `sent`."""
     sql = (
-        "UPDATE claims SET status = ?, started_at = ?, request = ?, lane = ?, sent_at = ? "
-        "WHERE id = ? AND status = ?"
+        "UPDATE claims SET status = ?, started_at = ?, request = ?, lease_until = ?, "
+        "lease_renewed_at = ?, lane = ?, sent_at = ? WHERE id = ? AND status = ?"
     )
-    sent_at = at if sent else None
+    body, lease, sent_at = json.dumps(request), at + CLAIM_LEASE, at if sent else None
     return (
-        await tx.execute(sql, RUNNING, at, json.dumps(request), lane, sent_at, claim_id, CLAIMED)
-        == 1
+        await tx.execute(sql, RUNNING, at, body, lease, at, lane, sent_at, claim_id, CLAIMED) == 1
     )
 
 

@@ -39,15 +39,18 @@ from remediator.store.sql import Op, Row
 
 T = TypeVar("T")
 DEADLOCK_RETRIES = 3
+COMMAND_MARGIN = 5.0  # seconds past statement_timeout before asyncpg gives up on the server
 log = logging.getLogger(__name__)
 _UNAVAILABLE = (
     OSError,
     asyncio.TimeoutError,
     asyncpg.InterfaceError,
     asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
-    asyncpg.QueryCanceledError,  # statement_timeout
+    # 57xxx: statement_timeout, an administrator's or a crash's shutdown, "starting up"
+    asyncpg.OperatorInterventionError,
+    # a connection the server dropped mid-exchange ("another operation is in progress")
+    asyncpg.InternalClientError,
 )
 
 
@@ -134,13 +137,15 @@ class PostgresStore(
                 max_size=s.pool_size,
                 timeout=s.connect_timeout,
                 reset=_keep_session,
+                # a server that went away without closing the socket fails the call, not hangs it
+                command_timeout=s.statement_timeout + COMMAND_MARGIN,
                 server_settings={
                     "application_name": s.application_name,
                     "synchronous_commit": "on",
                     "statement_timeout": str(int(s.statement_timeout * 1000)),
                 },
             )
-            async with self._pool.acquire() as conn, conn.transaction():
+            async with self._acquire() as conn, conn.transaction():
                 applied = await migrate(PostgresTx(conn))
         except StoreError:
             await self._close_pool()
@@ -173,6 +178,12 @@ class PostgresStore(
     async def ping(self) -> None:
         await self._read(lambda tx: tx.fetchval("SELECT 1"))
 
+    def _acquire(self) -> Any:
+        """A pooled connection within connect_timeout: a dead connection is replaced on the way
+        (asyncpg reconnects), and a server that is down fails the caller fast, never holds it."""
+        assert self._pool is not None
+        return self._pool.acquire(timeout=self.settings.connect_timeout)
+
     async def _close_pool(self) -> None:
         if self._pool is not None:
             pool, self._pool = self._pool, None
@@ -191,7 +202,7 @@ class PostgresStore(
             return result
         for attempt in range(1, DEADLOCK_RETRIES + 1):
             try:
-                async with self._pool.acquire() as conn, conn.transaction():
+                async with self._acquire() as conn, conn.transaction():
                     done = await op(PostgresTx(conn))
                 self.commits += 1
                 return done
@@ -206,7 +217,7 @@ class PostgresStore(
     async def _transaction(self) -> AsyncIterator[tuple[asyncpg.Connection, PostgresTx]]:
         """A transaction on a pooled connection, for a batcher; counted when it commits."""
         assert self._pool is not None
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._acquire() as conn, conn.transaction():
             yield conn, PostgresTx(conn)
         self.commits += 1
 
@@ -222,7 +233,7 @@ class PostgresStore(
         if self._pool is None:
             raise StoreUnavailable("the store is not open")
         try:
-            async with self._pool.acquire() as conn:
+            async with self._acquire() as conn:
                 return await op(PostgresTx(conn))
         except (asyncpg.PostgresError, *_UNAVAILABLE) as e:
             raise store_error(e) from e

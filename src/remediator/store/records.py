@@ -15,6 +15,8 @@ SUCCEEDED, FAILED, INTERRUPTED, SKIPPED = "succeeded", "failed", "interrupted", 
 REFUSED, DRY_RUN, PRECONDITION_FAILED = "refused", "dry_run", "precondition_failed"
 FINISHED = (SUCCEEDED, FAILED, INTERRUPTED, SKIPPED, REFUSED, DRY_RUN, PRECONDITION_FAILED)
 STARTED = (RUNNING, SUCCEEDED, FAILED, INTERRUPTED)  # what counts against budgets
+# Seconds a running claim's lease lasts; its holder renews it every third of that (leases.py).
+CLAIM_LEASE = 15.0
 # Verification of a succeeded claim.
 VERIFY_PENDING, VERIFY_PASSED, VERIFY_FAILED = "pending", "passed", "failed"
 # The steps of claims that do not fire for an alert: the undo when an incident resolves, and
@@ -78,6 +80,8 @@ class Claim:
     verify_deadline: float | None = None
     sent_at: float | None = None  # when its request could first have left; None while checking
     interruptions: int = 0  # how often it was run again after an interruption
+    lease_until: float | None = None  # running: its holder renews this while the action runs
+    lease_renewed_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

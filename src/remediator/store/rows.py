@@ -24,7 +24,8 @@ INCIDENT_COLUMNS = (
 CLAIM_COLUMNS = (
     "id, incident_id, step, action, kind, target, rule, idempotency_key, context, request, "
     "status, detail, attempts, claimed_at, started_at, finished_at, hold_until, verify_status, "
-    "verify_detail, verify_next_at, verify_deadline, sent_at, interruptions"
+    "verify_detail, verify_next_at, verify_deadline, sent_at, interruptions, lease_until, "
+    "lease_renewed_at"
 )
 APPROVAL_COLUMNS = (
     "id, claim_id, incident_id, rule, action, target, request, requested_at, expires_at, "
@@ -66,6 +67,8 @@ def claim(r: Row) -> Claim:
         verify_deadline=r["verify_deadline"],
         sent_at=r["sent_at"],
         interruptions=r["interruptions"],
+        lease_until=r["lease_until"],
+        lease_renewed_at=r["lease_renewed_at"],
     )
 
 

@@ -66,10 +66,40 @@ in at least one namespace, never to the namespace's default account.
 {{- if and (gt (int .Values.replicaCount) 1) .Values.persistence.enabled }}
 {{- fail "replicaCount > 1 with persistence.enabled: the state volume is for one replica on SQLite; set persistence.enabled=false with the PostgreSQL store" }}
 {{- end }}
+{{- $pdb := .Values.podDisruptionBudget }}
+{{- if and $pdb.enabled $pdb.minAvailable (not (kindIs "string" $pdb.minAvailable)) (ge (int $pdb.minAvailable) (int .Values.replicaCount)) }}
+{{- fail (printf "podDisruptionBudget.minAvailable %d with replicaCount %d would block every node drain: keep it below replicaCount, or use maxUnavailable" (int $pdb.minAvailable) (int .Values.replicaCount)) }}
+{{- end }}
 {{- if and .Values.rbac.create (not .Values.serviceAccount.create) (not .Values.serviceAccount.name) }}
 {{- fail "rbac.create binds the Role to remediator's own ServiceAccount: set serviceAccount.create=true or serviceAccount.name, never the namespace's default" }}
 {{- end }}
 {{- if and .Values.rbac.create (not .Values.rbac.namespaces) }}
 {{- fail "rbac.create needs rbac.namespaces: the namespaces the kubernetes actions act in" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The pod's affinity: .Values.affinity as given, else the anti-affinity podAntiAffinity names, by
+node (kubernetes.io/hostname), between the pods of this release.
+*/}}
+{{- define "remediator.affinity" -}}
+{{- if .Values.affinity }}
+{{- toYaml .Values.affinity }}
+{{- else if eq .Values.podAntiAffinity "soft" }}
+podAntiAffinity:
+  preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 100
+      podAffinityTerm:
+        topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- include "remediator.selectorLabels" . | nindent 12 }}
+{{- else if eq .Values.podAntiAffinity "hard" }}
+podAntiAffinity:
+  requiredDuringSchedulingIgnoredDuringExecution:
+    - topologyKey: kubernetes.io/hostname
+      labelSelector:
+        matchLabels:
+          {{- include "remediator.selectorLabels" . | nindent 10 }}
 {{- end }}
 {{- end }}
