@@ -5,9 +5,13 @@ file descriptors and asyncio tasks must not grow.
 The load: KEYS incident keys, each sent every KEYS/rate seconds (30 s at the defaults). A key's
 episode is nine firing notifications then one resolved (a new startsAt each episode, so a new
 incident): the first opens the incident and runs `act`, escalate_after (30 s) climbs to `page`
-before the resolution, and the resolution runs `resume`. About 10 incidents open, escalate and
-resolve per second, each with its three actions against the sink (three targets, as one target
-runs one action at a time). The daemon runs through
+before the resolution, and the resolution runs `resume`. Episodes are staggered across keys (key
+k's starts k % EPISODE turns earlier), so about 10 incidents open, escalate and resolve per
+second, steadily, each with its three actions against the sink (three targets, as one target
+runs one action at a time); only the first turn opens every key's incident at once, inside the
+warm-up. (Before 2026-12-03 14:00 every key's episode started on the same turn: waves of 100
+openings, escalations and resolutions a second for 30 s every 5 minutes, the first full one
+just after the warm-up.) The daemon runs through
 bench/soak_daemon.py, which samples RSS, fds and tasks every 10 s from inside the process.
 
 Usage: python -m bench.soak [--minutes 30] [--rate 100] [--out bench/out/soak.json]
@@ -62,7 +66,7 @@ rules:
 
 def soak_notification(i: int) -> dict[str, Any]:
     key, turn = i % KEYS, i // KEYS
-    episode, phase = divmod(turn, EPISODE)
+    episode, phase = divmod(turn + key % EPISODE, EPISODE)
     status = "resolved" if phase == EPISODE - 1 else "firing"
     labels = {"alertname": "Soak", "key": f"k{key}", "severity": "critical"}
     starts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1_790_000_000 + episode * 600))
@@ -135,6 +139,7 @@ def summarise(
         "fds_at_warmup_and_end": [base["fds"], last["fds"]],
         "tasks": [min(s["tasks"] for s in after), max(s["tasks"] for s in after)],
         "tasks_at_warmup_and_end": [base["tasks"], last["tasks"]],
+        "queued_claims_max_after_warmup": max(s.get("queued_claims", 0) for s in after),
         "answers": outcomes,
     }
 
@@ -170,6 +175,9 @@ def run(minutes: float, rate: float, warmup: float = WARMUP) -> dict[str, Any]:
             "warning_log_lines": sum(" WARNING " in line for line in lines),
             "log_tail": log,
         }
+        trace = samples_file.with_suffix(".tracemalloc.txt")  # with SOAK_TRACEMALLOC set
+        if trace.exists():
+            result["tracemalloc"] = trace.read_text().splitlines()
         result["series"] = samples
         return result
 
@@ -184,7 +192,7 @@ def main() -> None:
     result = run(args.minutes, args.rate, args.warmup)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
-    shown = {k: v for k, v in result.items() if k != "series"}
+    shown = {k: v for k, v in result.items() if k not in ("series", "tracemalloc")}
     print(json.dumps(shown, indent=2))
 
 

@@ -245,8 +245,8 @@ def test_unknown_keys_in_a_rule_file(write: Write, text: str, message: str) -> N
         (
             "server: {port: 9095}\n",
             CONNECT,
-            "server.port: unknown key 'port' (known: body_timeout, idle_timeout, listen, "
-            "max_body_bytes, max_connections, shutdown_grace)",
+            "server.port: unknown key 'port' (known: body_timeout, idle_timeout, "
+            "journal_timeout, listen, max_body_bytes, max_connections, shutdown_grace)",
         ),
         (
             "executor: {workers: 4}\n",
@@ -264,6 +264,13 @@ def test_unknown_keys_in_the_main_file(
     write: Write, extra: str, targets: dict[str, str], message: str
 ) -> None:
     assert problems(write(extra, targets)) == [f"remediator.yaml: {message}"]
+
+
+@pytest.mark.parametrize("value", ["0s", "-1"])
+def test_a_journal_timeout_must_be_more_than_nothing(write: Write, value: str) -> None:
+    message = "must be more than 0s" if value == "0s" else "duration must not be negative"
+    [problem] = problems(write(f"server: {{journal_timeout: {value}}}\n", CONNECT))
+    assert problem.startswith(f"remediator.yaml: server.journal_timeout: {message}")
 
 
 # --- references between rules, actions, kinds and targets ---------------------------------

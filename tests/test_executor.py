@@ -14,8 +14,6 @@ from typing import Any
 import pytest
 
 from remediator.clock import FakeClock, iso
-from remediator.executor import Turns
-from remediator.store.records import Claim
 from tests.conftest import API_TOKEN, Running, StartDaemon, base_config
 from tests.payloads import alert, notification
 from tests.standins import KafkaConnect, Recorder
@@ -560,84 +558,22 @@ async def test_settle_helper_is_not_racing_the_timers(world: World) -> None:
     assert len(world.pager.server.seen) == 1
 
 
-def on(target: str, claim_id: int) -> Claim:
-    """A claim on `target`, as far as Turns looks at it."""
-    return Claim(claim_id, 1, "act", "a", "http", target, "r", "k", {}, None, "running", "", 0, 0.0,
-                 0.0, None)  # fmt: skip
-
-
-async def test_waiters_for_a_busy_target_look_again_one_per_ended_claim_in_order() -> None:
-    turns = Turns(poll=60.0)
-    woken: list[str] = []
-
-    async def waiter(name: str) -> None:
-        await turns.wait("t", turns.seen("t"))
-        woken.append(name)
-
-    tasks = [asyncio.create_task(waiter(name)) for name in ("a", "b", "c")]
-    await asyncio.sleep(0)
-    turns.ended(on("other", 1))
-    turns.ended(on("t", 2))
-    await asyncio.sleep(0)
-    assert woken == ["a"]
-    turns.pass_on(on("t", 3))  # handed off before it ended...
-    turns.ended(on("t", 3))  # ...so its end wakes no one more
-    await asyncio.sleep(0)
-    assert woken == ["a", "b"]
-    turns.ended(on("t", 4))
-    await asyncio.gather(*tasks)
-    assert woken == ["a", "b", "c"]
-
-
-async def test_a_claim_that_ended_before_the_wait_is_not_missed() -> None:
-    turns = Turns(poll=60.0)
-    seen = turns.seen("t")  # then the target is found busy, and meanwhile its claim ends
-    turns.ended(on("t", 1))
-    async with asyncio.timeout(1.0):
-        await turns.wait("t", seen)
-
-
-async def test_a_waiter_whose_poll_ran_out_leaves_the_queue() -> None:
-    """Found by the soak (bench/soak.py): a waiter's poll timing out cancels its future but left
-    it queued; the next claim to end on the target then set a cancelled future's result
-    (InvalidStateError), and that claim was reported 'failed unexpectedly'."""
-    turns = Turns(poll=0.01)
-    await turns.wait("t", turns.seen("t"))  # nobody ends a claim: the poll runs out
-    woken: list[str] = []
-
-    async def waiter() -> None:
-        await turns.wait("t", turns.seen("t"))
-        woken.append("next")
-
-    task = asyncio.create_task(waiter())
-    await asyncio.sleep(0)
-    turns.ended(on("t", 1))  # raised InvalidStateError before
-    await task
-    assert woken == ["next"]
-
-
-async def test_turns_wake_the_first_waiter_of_each_lane_held_up() -> None:
-    turns = Turns(poll=60.0)
-    woken: list[str] = []
-
-    async def waiter(name: str, lane: str | None) -> None:
-        await turns.wait("t", turns.seen("t"), lane)
-        woken.append(name)
-
-    tasks = [
-        asyncio.create_task(waiter(name, lane))
-        for name, lane in (("a1", "a"), ("a2", "a"), ("b1", "b"), ("whole", None))
-    ]
-    await asyncio.sleep(0)
-    turns.ended(on("t", 1), "b")  # its lane's first waiter, and the whole target's
-    await asyncio.sleep(0)
-    assert sorted(woken) == ["b1", "whole"]
-    turns.ended(on("t", 2))  # a claim that held the whole target: every lane's first
-    await asyncio.sleep(0)
-    assert woken[2:] == ["a1"]
-    turns.ended(on("t", 3), "a")
-    await asyncio.gather(*tasks)
-    assert woken[3:] == ["a2"]
+async def test_claims_waiting_for_a_busy_target_are_queued_not_tasks(world: World) -> None:
+    """Found by the soak (bench/soak.py): a task per claim waiting for its target, bursts of
+    5,702 of them. Twenty pokes of one slow target: one claim in flight, nineteen queued."""
+    world.flags.delay = 0.3
+    alerts = [alert("Poke", ends_at=None, annotations=None, n=str(n)) for n in range(20)]
+    assert (await world.running.post_alerts(notification(*alerts))).status_code == 200
+    await world.running.daemon.engine.idle()
+    async with asyncio.timeout(10):
+        while not world.flags.server.seen:
+            await asyncio.sleep(0.01)
+    claims = [t for t in asyncio.all_tasks() if t.get_name().startswith("claim-")]
+    assert (len(claims), world.running.daemon.executor.queued()) == (1, 19)
+    world.flags.delay = 0.0
+    await world.running.settle()
+    assert [a["status"] for a in await world.actions()] == ["succeeded"] * 20
+    assert len(world.flags.server.seen) == 20
 
 
 async def test_one_at_a_time_by_a_label_runs_lanes_of_one_target_side_by_side(

@@ -1,6 +1,7 @@
 """Broken neighbours: Prometheus unreachable or answering garbage while an action is verified
 (unverified and escalated, never a success), a target that times out, answers 5xx or garbage,
-or flaps, and a store whose disk is full (503, and nothing acknowledged that is not stored).
+or flaps, and a store locked by another process or whose disk is full (503 in time, nothing
+acknowledged that is not stored, recovery once the lock or the space is back).
 A slow Slack delays messages, never an acknowledgement or an action; Slack down and 429 are in
 tests/slack/test_outbox.py.
 """
@@ -8,13 +9,14 @@ tests/slack/test_outbox.py.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import math
 import os
-import resource
-import signal
-import sqlite3
 import subprocess
-from collections.abc import Awaitable, Callable
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -22,17 +24,16 @@ import pytest
 from aiohttp import web
 
 from remediator.clock import FakeClock
-from remediator.trust import default_tls
+from tests.binaries import in_ci
 from tests.conftest import (
-    API_TOKEN,
-    WEBHOOK_TOKEN,
+    STORES,
     Running,
     StartDaemon,
     base_config,
     slack_config,
 )
 from tests.payloads import alert, notification
-from tests.peers import REMEDIATOR, free_port
+from tests.peers import free_port
 from tests.slack_standin import SlackAPI
 from tests.standins import Recorder, StandIn
 
@@ -178,65 +179,129 @@ async def test_a_broken_target_fails_or_succeeds_cleanly_and_the_daemon_carries_
         await service.stop()
 
 
-# -- a full disk ---------------------------------------------------------------------------------
+# -- the store: locked by another process, or its disk full --------------------------------------
+
+LOCK_HOLDER = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN EXCLUSIVE")  # what a backup or an operator's sqlite3 shell can hold
+print("locked", flush=True)
+sys.stdin.readline()
+conn.execute("COMMIT")
+"""
 
 
-def _limited(max_bytes: int) -> Callable[[], None]:
-    def limit() -> None:  # in the child: its files cannot grow past max_bytes (EFBIG)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
-
-    return limit
+async def post_job(running: Running, job: str) -> httpx.Response:
+    return await running.post_alerts(notification(alert("Unmatched", job=job, pad="x" * 2000)))
 
 
-async def test_a_full_disk_answers_503_and_nothing_acknowledged_is_lost(
-    write_config: Callable[..., Path], tmp_path: Path
+async def stored_jobs(running: Running) -> dict[int, str]:
+    entries = await running.daemon.store.journal_between(0.0, math.inf)
+    return {i: json.loads(body)["alerts"][0]["labels"]["job"] for i, _, body in entries}
+
+
+async def test_a_store_locked_by_another_process_answers_503_in_time_and_recovers(
+    write_config: Callable[..., Path], start_daemon: StartDaemon
 ) -> None:
-    config = write_config(base_config({"pager": "http://127.0.0.1:9"}))
-    port = free_port()
-    env = {**os.environ, "TEST_WEBHOOK_TOKEN": WEBHOOK_TOKEN, "TEST_API_TOKEN": API_TOKEN}
-    argv = [str(REMEDIATOR), "serve", "--config", str(config), "--listen", f"127.0.0.1:{port}"]
-    with (tmp_path / "daemon.log").open("ab") as log:
-        proc = subprocess.Popen(
-            argv,
-            env=env,
-            stdout=log,
-            stderr=log,
-            preexec_fn=_limited(600_000),
-        )
-    acknowledged: dict[int, str] = {}
-    statuses: set[int] = set()
+    """SQLite waits up to 30 s for a lock; the webhook answers within server.journal_timeout
+    (under Alertmanager's 10 s), and what it refused is not stored behind its back."""
+    config = write_config(base_config({}, "server: {journal_timeout: 1s}\n"))
+    running = await start_daemon(config)
+    before = await post_job(running, "before")
+    assert before.status_code == 200
+    db = config.parent / "state" / "remediator.db"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
     try:
-        async with httpx.AsyncClient(
-            verify=default_tls(), base_url=f"http://127.0.0.1:{port}", timeout=40
-        ) as client:
-            for _ in range(200):
-                try:
-                    if (await client.get("/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.05)
-            headers = {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
-            for i in range(3000):
-                body = notification(alert("Unmatched", job=f"j{i}", pad="x" * 2000))
-                r = await client.post("/alerts", json=body, headers=headers)
-                statuses.add(r.status_code)
-                if r.status_code == 200:
-                    acknowledged[r.json()["journal_id"]] = f"j{i}"
-                else:
-                    assert (r.status_code, r.json()) == (503, {"error": "store unavailable; retry"})
-                    if len([s for s in statuses if s == 503]) and i > 10:
-                        break
+        assert await asyncio.to_thread(holder.stdout.readline) == "locked\n"
+        started = time.monotonic()
+        refused = await asyncio.gather(*(post_job(running, f"locked-{i}") for i in range(5)))
+        took = time.monotonic() - started
+        for r in refused:
+            assert (r.status_code, r.json()) == (
+                503,
+                {"error": "the store did not take it within 1s (locked or slow); retry"},
+            )
+        assert 1.0 <= took < 3.0  # the bound, not SQLite's 30 s busy timeout
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    assert statuses == {200, 503}, (tmp_path / "daemon.log").read_text()[-2000:]
-    with sqlite3.connect(config.parent / "state" / "remediator.db") as conn:
-        stored = {
-            row[0]: json.loads(row[1])["alerts"][0]["labels"]["job"]
-            for row in conn.execute("SELECT id, body FROM journal")
-        }
+        holder.communicate("\n", timeout=10)  # the lock is released
+    after = await post_job(running, "after")
+    assert after.status_code == 200
+    await running.settle()
+    ids = {before.json()["journal_id"]: "before", after.json()["journal_id"]: "after"}
+    assert await stored_jobs(running) == ids
+    assert await running.daemon.store.unprocessed_journal() == []
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs: a disk that really fills (ENOSPC). Mounting needs root, as CI runs."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(disk)]
+    done = subprocess.run(mount, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        reason = f"cannot mount a tmpfs to fill ({done.stderr.strip()}): run as root"
+        if in_ci():
+            pytest.fail(f"{reason}; CI must run it, not skip it", pytrace=False)
+        pytest.skip(reason)
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "--lazy", str(disk)], check=False)
+
+
+def fill(path: Path) -> None:
+    """Write to `path` until the disk is full (ENOSPC)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+    finally:
+        os.close(fd)
+
+
+async def test_a_full_disk_answers_503_nothing_acknowledged_is_lost_and_it_recovers(
+    write_config: Callable[..., Path], start_daemon: StartDaemon, small_disk: Path
+) -> None:
+    store = f"store: {{sqlite: {{path: {small_disk / 'remediator.db'}}}}}"
+    config = write_config(base_config({}).replace(STORES["sqlite"], store))
+    running = await start_daemon(config)
+    filler = small_disk / "filler"
+    fill(filler)
+    os.truncate(filler, filler.stat().st_size - 256 * 1024)  # it fills up as alerts come
+    acknowledged: dict[int, str] = {}
+    refused = 0
+    for i in range(1000):
+        r = await post_job(running, f"j{i}")
+        if r.status_code == 200:
+            acknowledged[r.json()["journal_id"]] = f"j{i}"
+            continue
+        assert r.status_code == 503
+        assert r.json()["error"].startswith("store unavailable")
+        refused += 1
+        if refused == 3:
+            break
+    assert refused == 3
+    assert acknowledged  # some were taken before the disk filled: each of them is stored
+    filler.unlink()  # space frees: the daemon recovers by itself
+    async with asyncio.timeout(10):
+        while (r := await post_job(running, "after")).status_code != 200:
+            await asyncio.sleep(0.05)
+    acknowledged[r.json()["journal_id"]] = "after"
+    await running.settle()
+    stored = await stored_jobs(running)
     for journal_id, job in acknowledged.items():
         assert stored.get(journal_id) == job, f"acknowledged journal entry {journal_id} is lost"
+    assert await running.daemon.store.unprocessed_journal() == []
 
 
 # -- a slow Slack ------------------------------------------------------------------------------

@@ -870,7 +870,8 @@ def corrupt(world: World, tamper: str) -> None:
 async def test_a_claim_waiting_for_a_busy_target_does_not_act_once_its_incident_resolved(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Pause b waits while pause a holds the target; b resolves meanwhile; b must not act."""
+    """Pause b waits its turn while pause a holds the target (queued behind it, turns.py); b
+    resolves meanwhile; b must not act."""
     with tempfile.TemporaryDirectory(prefix="remediator-props-") as directory:
         world = World(Path(directory))
         await world.open()
@@ -894,7 +895,7 @@ async def test_a_claim_waiting_for_a_busy_target_does_not_act_once_its_incident_
             await world.post([world.firing(Fire("errors", "a", "12%", "new"))])
             await world.post([world.firing(Fire("errors", "b", "12%", "new"))])
             async with asyncio.timeout(10):  # pause a holds the target; pause b waits
-                while (2, "wait") not in verdicts:
+                while (1, "allow") not in verdicts or executor.queued() != 1:
                     await asyncio.sleep(0.01)
             await world.resolve(Resolve("errors", "b"))
             await world.daemon.engine.idle()

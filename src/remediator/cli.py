@@ -95,8 +95,8 @@ def _parser() -> argparse.ArgumentParser:
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
-        help="the least severe level logged (default: info; APScheduler's timer lines and "
-        "httpx's requests only at debug)",
+        help="the least severe level logged (default: info; httpx's line per request only "
+        "at debug)",
     )
     common.add_argument(
         "--log-format",

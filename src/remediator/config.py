@@ -73,6 +73,7 @@ SERVER_KEYS = frozenset(
         "idle_timeout",
         "body_timeout",
         "max_connections",
+        "journal_timeout",
     }
 )
 AUTH_KEYS = frozenset({"bearer_token_env", "bearer_token_file", "basic_auth"})
@@ -187,6 +188,7 @@ class ServerConfig:
     idle_timeout: float = 15.0  # a connection without a whole request header by then is closed
     body_timeout: float = 15.0  # reading a request's body takes at most this
     max_connections: int = 512  # open connections; more are closed at once (see edge.py)
+    journal_timeout: float = 5.0  # /alerts answers 503 if the journal has not taken it by then
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,6 +454,7 @@ class _Loader:
             idle_timeout=node.opt("idle_timeout", Node.duration, 15.0),
             body_timeout=node.opt("body_timeout", Node.duration, 15.0),
             max_connections=node.opt("max_connections", lambda n: n.integer(minimum=8), 512),
+            journal_timeout=node.opt("journal_timeout", _journal_timeout, 5.0),
         )
 
     def _webhook_auth(self, node: Node | None) -> WebhookAuth:
@@ -1042,6 +1045,13 @@ def _value_source(node: Node) -> ValueSource:
     if len(given) != 1:
         raise node.fail("give exactly one of 'annotation' or 'label'")
     return ValueSource(given[0], node.require(given[0]).string())
+
+
+def _journal_timeout(node: Node) -> float:
+    seconds = node.duration()
+    if seconds <= 0:
+        raise node.fail(f"must be more than 0s, got {node.value!r}")
+    return seconds
 
 
 def _listen(node: Node) -> tuple[str, int]:

@@ -15,11 +15,9 @@ reported for a human. Never silently dropped, never silently repeated.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
-from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -60,78 +58,13 @@ from remediator.store.records import (
     TargetHistory,
 )
 from remediator.trust import default_tls
+from remediator.turns import Turns
 from remediator.types import Action, Notifier, Store
 
 log = logging.getLogger(__name__)
 
-WAIT_POLL = 1.0  # how often a claim waiting for its target looks again (other replicas)
+WAIT_POLL = 1.0  # how often a claim whose turn it is looks again at a busy target (replicas)
 RESUME_FIRST, RESUME_MAX = 1.0, 10.0  # backoff of a claim waiting for the store to come back
-
-
-class Turns:
-    """Claims that found their target busy wait here, first come first served per lane (lanes.py:
-    what of the target a claim holds; None, all of it). Each claim that ends on a target lets
-    the first waiter of each lane it was in the way of look again: one more store transaction
-    per ended claim, not one per waiter. Waiters also look again every `poll` seconds, for a
-    target busy with another replica's action."""
-
-    def __init__(self, poll: float) -> None:
-        self.poll = poll
-        self._waiters: dict[str, dict[str | None, deque[asyncio.Future[None]]]] = defaultdict(dict)
-        self._ended: Counter[str] = Counter()
-        self._passed: set[int] = set()  # claims still running that passed their turn on
-
-    def seen(self, target: str) -> int:
-        """How many claims have ended on the target so far: pass it to wait()."""
-        return self._ended[target]
-
-    async def wait(self, target: str, seen: int, lane: str | None = None) -> None:
-        """Until it is this waiter's turn, or `poll`; at once if a claim ended since `seen`."""
-        if self._ended[target] != seen:
-            return
-        turn = asyncio.get_running_loop().create_future()
-        queue = self._waiters[target].setdefault(lane, deque())
-        queue.append(turn)
-        try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll):  # not wait_for: 3.11's can swallow a cancel
-                    await turn
-        finally:
-            # a waiter whose poll ran out leaves (its future is then cancelled, so done() is
-            # true): left in the queue, a later pass_on would set the result of a cancelled
-            # future (InvalidStateError) and lose that claim's turn and outcome
-            with contextlib.suppress(ValueError):
-                queue.remove(turn)
-            lanes = self._waiters[target]
-            if not queue and lanes.get(lane) is queue:
-                del lanes[lane]
-            if not lanes:
-                del self._waiters[target]
-
-    def pass_on(self, claim: Claim, lane: str | None = None) -> None:
-        """The claim no longer holds its target (or its lane of it): the turn of the first
-        waiter of each lane it held up (once per claim)."""
-        if claim.id in self._passed:
-            return
-        self._passed.add(claim.id)
-        self._ended[claim.target] += 1
-        lanes = self._waiters.get(claim.target, {})
-        held_up = list(lanes) if lane is None else [lane, None]
-        for waiting in held_up:
-            _first_turn(lanes.get(waiting, ()))
-
-    def ended(self, claim: Claim, lane: str | None = None) -> None:
-        """The claim's run is over: pass its turn on if it has not yet."""
-        self.pass_on(claim, lane)
-        self._passed.discard(claim.id)
-
-
-def _first_turn(waiters: Iterable[asyncio.Future[None]]) -> None:
-    """The first waiter's turn; a waiter whose wait timed out was cancelled with it: skipped."""
-    for turn in waiters:
-        if not turn.done():
-            turn.set_result(None)
-            return
 
 
 class RuntimeState:
@@ -166,7 +99,7 @@ class Executor:
         self._session: aiohttp.ClientSession | None = None  # made in the loop, at first use
         self._rand = rand
         self._slots = asyncio.Semaphore(config.max_concurrency)
-        self._turns = Turns(WAIT_POLL)
+        self._turns = Turns(WAIT_POLL, self._start, self.turn_key)
         self._tasks: set[asyncio.Task[None]] = set()
         self._polling: set[int] = set()
         self.holding: set[int] = set()  # claims started here and not yet settled (leases.py)
@@ -227,8 +160,16 @@ class Executor:
         task.add_done_callback(self._tasks.discard)
 
     def submit(self, claims: Iterable[Claim]) -> None:
+        """Queue each claim behind its target's (turns.py): it runs when its turn comes."""
         for claim in claims:
-            self._spawn(self._run(claim), f"claim-{claim.id}")
+            self._turns.add(claim)
+
+    def _start(self, claim: Claim) -> None:
+        self._spawn(self._run(claim), f"claim-{claim.id}")
+
+    def queued(self) -> int:
+        """How many claims wait for their target's turn."""
+        return self._turns.queued()
 
     async def idle(self) -> None:
         """Wait until every submitted action has finished (for tests and tools)."""
@@ -236,7 +177,9 @@ class Executor:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def shutdown(self, grace: float) -> None:
-        """Let running actions finish for up to `grace` seconds; interrupt the rest."""
+        """Let running actions finish for up to `grace` seconds; interrupt the rest. Claims that
+        wait for their turn do not start: they stay claimed and run after the next start."""
+        self._turns.close()
         if self._tasks:
             _, pending = await asyncio.wait(list(self._tasks), timeout=grace)
             for task in pending:
@@ -282,7 +225,7 @@ class Executor:
             )
             await self._finish(claim, FAILED, "internal error; see the daemon's log")
         finally:
-            self._turns.ended(claim, self.lane(claim))
+            self._turns.pass_on(claim)
             self.holding.discard(claim.id)
 
     async def _resume(self, claim_id: int) -> None:
@@ -333,11 +276,15 @@ class Executor:
         by = () if rule is None else rule.one_at_a_time_by
         return lane_of(by, claim.context.get("labels", {}))
 
+    def turn_key(self, claim: Claim) -> str:
+        """The queue the claim takes its turn in (turns.py): its target, or its lane of it."""
+        lane = self.lane(claim)
+        return claim.target if lane is None else f"{claim.target}\x1f{lane}"
+
     async def _admitted(self, claim: Claim, action: Action, request: Mapping[str, Any]) -> bool:
         """Ask the guardrails until they allow (True) or settle the claim otherwise (False)."""
         lane = self.lane(claim)
         while True:
-            seen = self._turns.seen(claim.target)
             verdict, started = await self._start_if_allowed(claim, request, lane)
             if verdict is None:  # its incident resolved: a firing action never runs then
                 await self._skip_resolved(claim)
@@ -349,7 +296,7 @@ class Executor:
             if verdict.outcome != "wait":
                 await self._settle(claim, action, request, verdict)
                 return False
-            await self._turns.wait(claim.target, seen, lane)
+            await self._turns.wait()
 
     async def _resolved_meanwhile(self, claim: Claim) -> bool:
         """Skip a firing action whose incident resolved: it never runs for a resolved alert."""
@@ -374,14 +321,13 @@ class Executor:
         """The guardrails' verdict on starting the claim now and, if they allow, its start, in
         one store transaction: claims judged at the same moment cannot both take the last unit
         of a budget or both find their target free, and a firing action cannot start once its
-        incident resolved (None), however long it waited for its target. An action without a
-        precondition sends as soon as it starts: its `sent_at` is recorded with the start."""
+        incident resolved (None), however long it waited for its target."""
         now = self.clock.now()
         policy = self.policy(claim)
         budgets = [b.per for b in (policy.global_budget, policy.action_budget) if b]
         since = now - max(budgets, default=0.0)
         judge = self._judge(claim, policy, now)
-        sent = self.config.policy(claim.action).precondition is None
+        sent = self.config.policy(claim.action).precondition is None  # sent_at with the start
         return await self.store.start_claim_if(claim, request, now, since, judge, lane, sent)
 
     def _judge(
@@ -588,7 +534,7 @@ class Executor:
             # the writer runs writes in the order queued, so the next claim's judge-and-start
             # comes after it, in the same transaction or a later one, and finds the target free.
             # Saves a commit per action on a busy target.
-            self._turns.pass_on(claim, self.lane(claim))
+            self._turns.pass_on(claim)
         written = await asyncio.shield(finishing)
         if written is None:
             return  # already finished

@@ -20,7 +20,7 @@ from remediator.safetext import OneLine
 
 FIELDS = ("incident_id", "rule", "claim_id", "action", "target")
 FORMATS = ("text", "json")
-QUIET_AT_INFO = ("apscheduler", "httpx")  # one line per timer run, per request: DEBUG detail
+QUIET_AT_INFO = ("httpx",)  # one line per request: DEBUG detail
 
 
 def utc(created: float) -> str:

@@ -3,8 +3,11 @@ storm summaries, the next level of an unacknowledged page.
 
 Timers are not kept anywhere of their own: each is derived from the store (an incident's tier and
 when it entered it, a claim's hold or verification deadline, an approval's expiry, a page's level
-and when it was called). `next_due` computes the earliest; APScheduler wakes us then; `run_due`
-does whatever is due and re-arms. After a restart the same derivation rebuilds every timer, and
+and when it was called). `next_due` computes the earliest; one loop sleeps until then or until
+something changes (`poke`), and `run_due` does whatever is due. The loop is the only caller of
+`run_due` in the daemon, so a wake never overlaps the previous one however long it takes (an
+APScheduler job re-armed while it ran was skipped with a "maximum number of running instances"
+warning, 1,317 of them in the soak). After a restart the same derivation rebuilds every timer, and
 one that came due while the daemon was down fires once, at start. Tests move a FakeClock and call
 `run_due` themselves.
 """
@@ -14,13 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime, timedelta
-
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from remediator.clock import Clock
 from remediator.control import Control
 from remediator.engine import Engine
+from remediator.errors import StoreError
 from remediator.executor import Executor
 from remediator.paging.desk import PagerDesk
 from remediator.store.records import HELD
@@ -28,9 +29,9 @@ from remediator.types import Store
 
 log = logging.getLogger(__name__)
 
-JOB = "remediator-timers"
-ARM_RETRY_FIRST = 0.5  # seconds before arming again after the store failed; doubles up to:
-ARM_RETRY_MAX = 5.0
+RETRY_FIRST, RETRY_MAX = 0.5, 5.0  # seconds before trying again after a failure; doubling
+MIN_GAP = 0.05  # seconds between two wakes, at least: a timer still due right after it ran
+# (the storm window's end) must not spin the loop
 
 
 class Timers:
@@ -49,80 +50,56 @@ class Timers:
         self.control = control
         self.store = store
         self.clock = clock
-        self._scheduler: AsyncIOScheduler | None = None
         self._lock = asyncio.Lock()
-        self._arming: asyncio.Task[None] | None = None
-        self._rearm = False
-        self._waking = False
+        self._changed = asyncio.Event()
+        self._loop: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._scheduler = AsyncIOScheduler(timezone=UTC)
-        self._scheduler.start()
-        self.poke()
+        self._loop = asyncio.create_task(self._run(), name="remediator-timers")
 
     async def stop(self) -> None:
-        if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
-            self._scheduler = None
-        if self._arming is not None:
-            self._arming.cancel()
+        if self._loop is not None:
+            self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._arming
+                await self._loop
+            self._loop = None
 
     def poke(self) -> None:
-        """Something changed that may move the next timer: re-arm soon (coalesced)."""
-        if self._scheduler is None:
-            return
-        if self._arming is not None and not self._arming.done():
-            self._rearm = True
-            return
-        self._arming = asyncio.create_task(self._arm_loop(), name="remediator-timers-arm")
+        """Something changed that may move the next timer: look again (pokes coalesce)."""
+        self._changed.set()
 
-    async def _arm_loop(self) -> None:
-        """Arm, and again while something changed meanwhile. Timers derive from the store: while
-        it cannot be read, try again after a backoff, so that a timer due during an outage
-        fires once the store is back, whether or not anything else changes."""
-        self._rearm = True
-        delay = ARM_RETRY_FIRST
-        while self._rearm:
-            self._rearm = False
+    async def _run(self) -> None:
+        """Timers derive from the store: while it cannot be read, try again after a backoff, so
+        that a timer due during an outage fires once the store is back."""
+        delay = RETRY_FIRST
+        while True:
             try:
-                await self.arm()
-            except Exception as e:
-                log.error("cannot arm the timers (%s); trying again in %gs", e, delay)
+                await self._sleep_until_due()
+                await self.run_due()
+                delay = RETRY_FIRST
+            except StoreError as e:
+                log.error("the timers cannot read the store (%s); trying again in %gs", e, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, ARM_RETRY_MAX)
-                self._rearm = True
+                delay = min(delay * 2, RETRY_MAX)
+            except Exception:
+                log.exception("the timers failed; trying again in %gs", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+            await asyncio.sleep(MIN_GAP)
 
-    async def arm(self) -> None:
-        if self._waking:
-            return  # the running wake re-arms when it ends
-        due = await self.next_due()
-        if self._scheduler is None:
-            return
-        if due is None:
-            with contextlib.suppress(Exception):
-                self._scheduler.remove_job(JOB)
-            return
-        delay = max(0.0, due - self.clock.now())
-        run_at = datetime.now(UTC) + timedelta(seconds=delay)
-        self._scheduler.add_job(
-            self._wake,
-            "date",
-            run_date=run_at,
-            id=JOB,
-            replace_existing=True,
-            misfire_grace_time=None,
-            coalesce=True,
-        )
-
-    async def _wake(self) -> None:
-        self._waking = True
-        try:
-            await self.run_due()
-        finally:
-            self._waking = False
-            self.poke()
+    async def _sleep_until_due(self) -> None:
+        """Until the earliest timer is due, looking again whenever something changes."""
+        while True:
+            self._changed.clear()
+            due = await self.next_due()
+            delay = None if due is None else due - self.clock.now()
+            if delay is not None and delay <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._changed.wait()
+            if not self._changed.is_set():
+                return
 
     async def run_due(self) -> None:
         """Do everything that is due now."""

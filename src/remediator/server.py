@@ -33,7 +33,15 @@ from remediator.api import Api, api_auth
 from remediator.clock import Clock, SystemClock
 from remediator.config import Config, WebhookAuth, load_config
 from remediator.control import Control
-from remediator.edge import EdgeRunner, RequestError, edge_checks, error, read_body, reply
+from remediator.edge import (
+    QUIET,
+    EdgeRunner,
+    RequestError,
+    edge_checks,
+    error,
+    read_body,
+    reply,
+)
 from remediator.engine import Engine
 from remediator.errors import ListenError, PayloadError, StoreError
 from remediator.executor import Executor
@@ -108,9 +116,38 @@ class Routes:
             return error(e.status, e.message)
         except PayloadError as e:
             return error(400, str(e))
+        # the journal holds exactly the text the decision path read, so a replay reads it too
+        journaled = await self._journal(text)
+        if isinstance(journaled, web.Response):
+            return journaled
+        self.engine.submit(journaled, notification)
+        return reply(
+            {"status": "accepted", "journal_id": journaled, "alerts": len(notification.alerts)}
+        )
+
+    async def _journal(self, text: str) -> int | web.Response:
+        """The notification's journal id once committed, or the 503 that makes Alertmanager
+        retry. Bounded by server.journal_timeout, so that the 503 comes within Alertmanager's
+        deadline (SQLite itself waits 30 s for a lock another process holds). An append given
+        up on before its write began is not written (both stores), so what was refused is not
+        stored behind Alertmanager's back; one whose write was under way may still commit,
+        and the retry is then a duplicate, as Alertmanager's own are."""
+        limit = self.config.server.journal_timeout
         try:
-            # the journal holds exactly the text the decision path read, so a replay reads it too
-            journal_id = await self.store.append_journal(text, self.clock.now())
+            async with asyncio.timeout(limit):
+                return await self.store.append_journal(text, self.clock.now())
+        except TimeoutError:
+            QUIET.warning(
+                "journal_timeout",
+                "the store did not journal a notification within %gs (locked by another process, "
+                "or slow); answered 503 so Alertmanager retries",
+                limit,
+            )
+            return error(
+                503,
+                f"the store did not take it within {limit:g}s (locked or slow); retry",
+                headers={"Retry-After": str(STORE_RETRY_AFTER)},
+            )
         except StoreError as e:
             log.error("cannot journal a notification, answering 503 so Alertmanager retries: %s", e)
             return error(
@@ -118,10 +155,6 @@ class Routes:
                 "store unavailable; retry",
                 headers={"Retry-After": str(STORE_RETRY_AFTER)},
             )
-        self.engine.submit(journal_id, notification)
-        return reply(
-            {"status": "accepted", "journal_id": journal_id, "alerts": len(notification.alerts)}
-        )
 
     # -- probes and metrics --------------------------------------------------------------------
 

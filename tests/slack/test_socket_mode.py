@@ -128,6 +128,39 @@ async def test_an_allowed_verb_acts(
     assert (await running.daemon.control.killswitch()).on
 
 
+UNSTORABLE: list[tuple[dict[str, Any], str]] = [
+    ({"text": "killswitch on \ud800"}, "text: contains a lone surrogate (not valid Unicode)"),
+    ({"text": "killswitch on a\x00b"}, "text: contains a NUL character"),
+    ({"user_id": 2**70}, "user_id: integer outside the signed 64-bit range"),
+    ({"user_id": 42}, "user_id: expected a string, got int"),
+    ({"text": ["killswitch", "on"]}, "text: expected a string, got list"),
+    (
+        {"channel_id": {"\ud800": "C0"}},
+        "channel_id: a key contains a lone surrogate (not valid Unicode)",
+    ),
+    ({"team_id": 2**64}, "team_id: integer outside the signed 64-bit range"),
+]
+
+
+async def test_a_command_the_store_cannot_hold_is_refused_in_the_acknowledgement(
+    config: Path, start_daemon: StartDaemon, slack_api: SlackAPI
+) -> None:
+    """Over the websocket a command is JSON, not a form: it is held to what an HTTP form may
+    carry (the fields a command reads are strings, and nothing the store cannot hold). Before,
+    a lone surrogate in a kill switch's reason failed its write and the envelope was never
+    acknowledged."""
+    running = await connected(config, start_daemon, slack_api)
+    for change, problem in UNSTORABLE:
+        ack = await ack_of(slack_api, "slash_commands", {**slash("killswitch on"), **change})
+        assert ack["payload"] == {
+            "response_type": "ephemeral",
+            "text": f":warning: this command cannot be read: {problem}",
+        }, change
+    assert not (await running.daemon.control.killswitch()).on
+    await ack_of(slack_api, "slash_commands", slash("killswitch on maintenance"))
+    assert (await running.daemon.control.killswitch()).on
+
+
 async def test_a_click_is_acknowledged_and_answered_through_its_response_url(
     config: Path, start_daemon: StartDaemon, slack_api: SlackAPI
 ) -> None:

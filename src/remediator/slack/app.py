@@ -43,6 +43,7 @@ MAX_SEEN = 100_000
 GROUP_CACHE = 60.0
 MANUAL_REPORT_TIMEOUT = 600.0
 STATUS_SHOWN = 20  # open incidents listed by `status`, newest first
+COMMAND_FIELDS = ("user_id", "text", "response_url")  # what a slash command reads
 HELP = """*{command}* verbs:
 `status [incident|target]` · `history [n]` · `ack <incident>` · `close <incident> <reason>`
 `pause|resume|restart|rollback <target> [label=value ...]` (targets: {targets})
@@ -145,6 +146,16 @@ class SlackApp:
         except (ControlError, UsageError) as e:
             return ephemeral(f":warning: {slack_escape(str(e))}")
         return ephemeral(text)
+
+    async def socket_command(self, payload: Any) -> web.Response:
+        """A slash command over Socket Mode: JSON rather than a form, so held to what a form may
+        carry first (socket_form); a refusal is the ephemeral reply."""
+        try:
+            form = socket_form(payload)
+        except PayloadError as e:
+            self.metrics.slack_requests.labels("commands", "invalid").inc()
+            return ephemeral(f":warning: this command cannot be read: {slack_escape(str(e))}")
+        return await self.command(form)
 
     async def interaction(self, payload: Any) -> web.Response:
         """A click's payload (block_actions); the answer only acknowledges it."""
@@ -340,6 +351,20 @@ def _form(body: bytes) -> dict[str, str]:
     form = {k: v[0] for k, v in parsed.items()}
     wire.check(form)
     return form
+
+
+def socket_form(payload: Any) -> dict[str, str]:
+    """A slash command's fields as Socket Mode carries them (a JSON object), refusing what an
+    HTTP form could not carry or the store could not hold: the fields a command reads must be
+    strings, and no value a lone surrogate, a NUL or an integer past 64 bits."""
+    if not isinstance(payload, dict):
+        raise PayloadError(f"expected an object, got {type(payload).__name__}")
+    wire.check(payload)
+    for key in COMMAND_FIELDS:
+        value = payload.get(key, "")
+        if not isinstance(value, str):
+            raise PayloadError(f"{key}: expected a string, got {type(value).__name__}")
+    return {k: v for k, v in payload.items() if isinstance(v, str)}
 
 
 def _block_action(payload: Any) -> tuple[str, int, Request]:

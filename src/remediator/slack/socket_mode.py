@@ -5,7 +5,8 @@ Slack hands out the websocket's URL (apps.connections.open, with the xapp- app-l
 `hello`, then sends each command or click as an envelope that must be acknowledged with its
 `envelope_id` within three seconds; a command's ephemeral answer travels in the acknowledgement.
 The websocket itself is authenticated by the app token, so there is no request signature to check;
-who may use a verb is checked exactly as over HTTP (SlackApp.command and SlackApp.interaction).
+who may use a verb is checked exactly as over HTTP (SlackApp.command and SlackApp.interaction), and
+what a command or click carries is held to what the store can hold, as an HTTP form is.
 """
 
 from __future__ import annotations
@@ -65,8 +66,8 @@ class SocketMode:
 
     async def answer(self, kind: str, payload: Any) -> dict[str, Any] | None:
         """The acknowledgement's payload for one envelope (None: a bare acknowledgement)."""
-        if kind == "slash_commands" and isinstance(payload, dict):
-            response = await self.app.command({k: str(v) for k, v in payload.items()})
+        if kind == "slash_commands":
+            response = await self.app.socket_command(payload)
         elif kind == "interactive":
             response = await self.app.interaction(payload)
         else:

@@ -185,6 +185,9 @@ class JournalAppender:
             await self._commit(batch)
 
     async def _commit(self, batch: list[_Entry]) -> None:
+        batch = [e for e in batch if not e.future.done()]  # its webhook gave up: not stored
+        if not batch:
+            return
         try:
             async with self._connection() as conn:
                 ats, bodies = [e.at for e in batch], [e.body for e in batch]

@@ -185,6 +185,12 @@ class _Writer(threading.Thread):
 
 
 def _run_in_savepoint(conn: sqlite3.Connection, tx: SqliteTx, job: _Job) -> Outcome:
+    if job.future.cancelled():
+        # its caller gave up before it ran (a webhook past journal_timeout answered 503, say):
+        # not run, so what was refused is not stored behind the caller's back. Read from this
+        # thread: a cancellation is never undone, and one that lands just after this look only
+        # means the write is kept, as if it had finished first.
+        return job, None, None
     conn.execute("SAVEPOINT job")
     try:
         result = run_sync(job.op(tx))
