@@ -37,7 +37,7 @@ run: $(VENV)/.runtime $(STATE)/webhook-token $(STATE)/api-token
 
 ## test: install what the tests need (Python packages; Debian packages as root) and run them all
 test: $(BIN)/remediator system-deps
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=15
 
 system-deps:
 	@scripts/system-deps.sh

@@ -174,9 +174,10 @@ def _slack_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(params=BACKENDS)
 def store_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run the test once per backend: base_config() writes that backend's store, PostgreSQL's
-    a fresh database (tests/postgres.py) whose DSN is in $TEST_PG_DSN."""
+    a fresh database with the migrations applied (tests/postgres.py) whose DSN is in
+    $TEST_PG_DSN."""
     backend: str = request.param
     if backend == "postgres":
-        monkeypatch.setenv("TEST_PG_DSN", request.getfixturevalue("postgres_dsn"))
+        monkeypatch.setenv("TEST_PG_DSN", request.getfixturevalue("migrated_dsn"))
     monkeypatch.setenv("TEST_STORE_BACKEND", backend)
     return backend

@@ -8,6 +8,12 @@ create), and dropped afterwards. Missing binaries skip the test, and fail it in 
 (tests/binaries.py).
 
     def test_x(postgres_dsn: str) -> None: ...        # a fresh, empty database
+    def test_y(migrated_dsn: str) -> None: ...        # a fresh database, migrations applied
+
+A migrated database is a copy (CREATE DATABASE ... TEMPLATE) of one that the store's own
+migration runner migrated once per session: what a store opening an empty database would make,
+without running every migration again for each test. Migrating an empty database stays tested
+(tests/store/test_postgres.py, on `postgres_dsn`).
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from remediator.schema import Secret
+from remediator.store.postgres import PostgresStore
+from remediator.store.settings import PostgresSettings
 from tests.binaries import require_postgres_binary
 
 ROLE = "remediator"
@@ -42,6 +51,7 @@ class PostgresServer:
         self.port = _free_port()
         self.password = secrets.token_hex(16)
         self.proc: subprocess.Popen[bytes] | None = None
+        self._migrated: str | None = None  # migrated_template(), made on first use
         user = "postgres" if os.geteuid() == 0 else None
         self._as: dict[str, Any] = (
             {} if user is None else {"user": user, "group": user, "extra_groups": []}
@@ -109,14 +119,36 @@ class PostgresServer:
             host=str(self.sockets), port=self.port, user="postgres", database="postgres"
         )
 
-    async def create_database(self) -> str:
+    async def create_database(self, template: str = "template1") -> str:
         name = f"t_{secrets.token_hex(6)}"
         admin = await self.admin()
         try:
-            await admin.execute(f"CREATE DATABASE {name} OWNER {ROLE}")
+            await admin.execute(f"CREATE DATABASE {name} OWNER {ROLE} TEMPLATE {template}")
         finally:
             await admin.close()
         return name
+
+    async def migrated_template(self) -> str:
+        """The database that migrated copies are made from: migrated by the store, once."""
+        if self._migrated is None:
+            name = await self.create_database()
+            store = PostgresStore(PostgresSettings(Secret(self.dsn(name), "template"), pool_size=1))
+            await store.open()
+            await store.close()
+            await self._until_unused(name)
+            self._migrated = name
+        return self._migrated
+
+    async def _until_unused(self, name: str) -> None:
+        """A closed connection's backend may linger a moment; a copy needs none left."""
+        admin = await self.admin()
+        try:
+            async with asyncio.timeout(30):
+                query = "SELECT count(*) FROM pg_stat_activity WHERE datname = $1"
+                while await admin.fetchval(query, name):
+                    await asyncio.sleep(0.01)
+        finally:
+            await admin.close()
 
     async def drop_database(self, name: str) -> None:
         admin = await self.admin()
@@ -166,5 +198,14 @@ def postgres_server() -> Iterator[PostgresServer]:
 async def postgres_dsn(postgres_server: PostgresServer) -> AsyncIterator[str]:
     """The DSN of a fresh database, owned by the unprivileged role; dropped after the test."""
     name = await postgres_server.create_database()
+    yield postgres_server.dsn(name)
+    await postgres_server.drop_database(name)
+
+
+@pytest.fixture
+async def migrated_dsn(postgres_server: PostgresServer) -> AsyncIterator[str]:
+    """The DSN of a fresh database with every migration applied (a copy of the migrated
+    template), owned by the unprivileged role; dropped after the test."""
+    name = await postgres_server.create_database(await postgres_server.migrated_template())
     yield postgres_server.dsn(name)
     await postgres_server.drop_database(name)

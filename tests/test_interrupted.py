@@ -118,7 +118,9 @@ async def test_killed_while_the_preconditions_are_in_flight_both_actions_run_onc
     assert (await first.post(down("a"))).status_code == 200
     assert (await first.post(down("b"))).status_code == 200
     await until(lambda: status_reads(connect, "a") == 1)
-    running = await first.actions()
+    async with asyncio.timeout(20):  # b's claim is made once its notification is decided
+        while "b" not in (running := await first.actions()):
+            await asyncio.sleep(0.05)
     assert (running["a"]["status"], running["a"]["phase"]) == ("running", "checking")
     assert running["b"]["status"] == "claimed"  # its target is busy with a
     first.kill(signal.SIGKILL)

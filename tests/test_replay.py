@@ -147,9 +147,12 @@ async def recorded_day(
 
 
 def ladder(n: int, *, pause_at_pause: bool = True) -> list[tuple[Any, ...]]:
+    """The ladder's actions: the kill switch runs once per incident, at the first tier that
+    lists it; the rollback tier lists it again (runbook 4.2) and does not call it twice."""
+    at_rollback = "not repeated" if pause_at_pause else "ran"
     rows = [
         ("ingestion-error-rate", LADDER, n, "on_resolved", "resume_ingestion", "ran"),
-        ("ingestion-error-rate", LADDER, n, "rollback", "pause_ingestion", "ran"),
+        ("ingestion-error-rate", LADDER, n, "rollback", "pause_ingestion", at_rollback),
         ("ingestion-error-rate", LADDER, n, "rollback", "rollback_feature_flag", "approval asked"),
     ]
     if pause_at_pause:
@@ -210,8 +213,8 @@ async def test_the_journal_replays_to_exactly_the_actions_the_audit_recorded(
     assert all(d.same for d in result.differences)
     s = result.summary
     assert (s.notifications, s.incidents) == (4 + 6 + 24 + 4, 1 + 3 + len(STORM) + 1)
-    assert s.actions == {
-        ("ingestion-error-rate", "ingestion-config"): 6,
+    assert s.actions == {  # per ladder: pause at 12 % and resume; 23 % does not pause again
+        ("ingestion-error-rate", "ingestion-config"): 4,
         ("cdc-connector-down", "kafka-connect"): 1 + len(STORM),
     }
     assert s.refusals == {"cooldown": 2}
@@ -224,9 +227,10 @@ async def test_edited_rules_replay_to_the_differences_a_person_predicts(
     recorded_day: Path, tmp_path: Path
 ) -> None:
     """Pause moved from > 10 % to > 15 %: 12 % no longer pauses, so each ladder loses its pause
-    tier's pause_ingestion (23 % still pauses, in the rollback tier). The budget lowered from 30
-    to 5 an hour: of the storm's twelve restarts within the hour, five run and seven are refused.
-    Nothing else changes."""
+    tier's pause_ingestion, and 23 % pauses in the rollback tier instead (live, the kill switch
+    was not repeated there: it had run at 12 %). The budget lowered from 30 to 5 an hour: of the
+    storm's twelve restarts within the hour, five run and seven are refused. Nothing else
+    changes."""
     live = load_config(recorded_day)
     text = (ROOT / "rules" / "ingestion.yaml").read_text()
     assert text.count('when: "> 10%"') == 1
@@ -246,6 +250,10 @@ async def test_edited_rules_replay_to_the_differences_a_person_predicts(
     lost_pauses: list[tuple[str, str, int, str, str, str, str | None]] = [
         ("ingestion-error-rate", LADDER, n, "pause", "pause_ingestion", "ran", None) for n in (1, 2)
     ]
+    paused_at_rollback: list[tuple[str, str, int, str, str, str, str | None]] = [
+        ("ingestion-error-rate", LADDER, n, "rollback", "pause_ingestion", "not repeated", "ran")
+        for n in (1, 2)
+    ]
     refused: list[tuple[str, str, int, str, str, str, str | None]] = [
         (
             "cdc-connector-down",
@@ -260,7 +268,7 @@ async def test_edited_rules_replay_to_the_differences_a_person_predicts(
     ]
     assert sorted(
         (d.rule, d.key, d.occurrence, d.tier, d.action, d.live, d.replay) for d in changed
-    ) == sorted(lost_pauses + refused)
+    ) == sorted(lost_pauses + paused_at_rollback + refused)
     assert result.summary.budgets_hit == {("cdc-connector-down", "restart_connector"): 7}
     assert by_side(result.differences, "replay") == sorted(
         ladder(1, pause_at_pause=False)
@@ -309,7 +317,8 @@ def test_the_command_prints_the_timeline_summary_and_json_and_writes_nothing(
     assert "Busiest hour: 2026-11-22 10:00:00Z, 12 actions" in out
     assert "Compared with the audit: 23 the same, 0 different" in out
     report = json.loads(data.stdout)
-    assert report["summary"]["actions_total"] == 19
+    # two ladders of two kill-switch calls each (pause, resume), one restart per connector
+    assert report["summary"]["actions_total"] == 2 * 2 + 1 + len(STORM)
     assert report["summary"]["busiest_hour"] == {"start": "2026-11-22T10:00:00.000Z", "actions": 12}
     assert all(row["same"] for row in report["compare"])
 

@@ -160,6 +160,65 @@ def test_actions_show_their_request_precondition_verification_and_approval(
     assert "- runs `resume_ingestion` if `pause_ingestion` ran" in ingestion
 
 
+def test_the_kill_switch_shows_once_per_incident_where_the_rollback_tier_lists_it_again(
+    regenerated: Path,
+) -> None:
+    section = _section(regenerated / "ingestion.md", "ingestion-error-rate")
+    pause, rollback = _tier_row(section, "pause"), _tier_row(section, "rollback")
+    assert "once per incident" not in pause
+    assert (
+        "[`pause_ingestion`](#action-pause_ingestion) (once per incident: not called again if it "
+        "already ran)" in rollback
+    )
+    assert "once per incident" not in rollback.partition("rollback_feature_flag")[2]
+    kill_switch = section[section.index("#### `pause_ingestion`") :].partition("\n#### ")[0]
+    assert "- **Once per incident**: " in kill_switch
+    assert "**Once per incident**" not in section[section.index("#### `resume_ingestion`") :]
+
+
+def test_tiers_that_page_say_so_and_without_a_policy_the_page_says_nobody_is_called(
+    regenerated: Path,
+) -> None:
+    section = _section(regenerated / "ingestion.md", "ingestion-error-rate")
+    assert "**pages**" not in _tier_row(section, "notify")
+    assert "**pages**" in _tier_row(section, "pause")
+    assert "the tiers that page (`pause`, `rollback`) call nobody" in section
+    backlog = _section(regenerated / "ingestion.md", "ingestion-staging-backlog")
+    assert "No escalation policy is configured" in backlog
+    assert "call nobody" not in backlog
+
+
+def test_an_escalation_policy_is_shown_level_by_level(
+    checkout: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The example config's commented `paging` section, switched on: the CDC runbook's path."""
+    monkeypatch.setenv("PAGERDUTY_ROUTING_KEY", "R" * 32)
+    monkeypatch.setenv("OPSGENIE_API_KEY", "opsgenie-key")
+    example = checkout / "examples" / "remediator.yaml"
+    lines = example.read_text().splitlines()
+    start = lines.index("# paging:")
+    for i in range(start, start + 10):
+        lines[i] = lines[i][2:]
+    paged = example.with_name("paged.yaml")
+    paged.write_text("\n".join(lines) + "\n")
+
+    found = {p.name: p.text for p in pages(load_config(paged), [], Where(tmp_path))}
+
+    cdc = _section_text(found["cdc.md"], "cdc-connector-down")
+    assert "Reaching `escalate-on-call` calls the escalation policy `on-call`" in cdc
+    assert (
+        "It is also called when an action fails, an action is interrupted, a verification "
+        "fails, a step needs a human, a circuit opens." in cdc
+    )
+    assert "1. at once: <!subteam^S0ONCALL>, triggers `pagerduty`" in cdc
+    assert "2. unacknowledged 30m after level 1: <!subteam^S0TEAMLEAD>, triggers `opsgenie`" in cdc
+    assert "3. unacknowledged 30m after level 2: <!subteam^S0INFRAMGR>" in cdc
+    backlog = _section_text(found["ingestion.md"], "ingestion-staging-backlog")
+    assert (
+        "No tier pages; the escalation policy `on-call` is called when an action fails" in backlog
+    )
+
+
 def test_pages_show_the_alerting_rule_expression_and_link_only_inside_the_repository(
     regenerated: Path,
 ) -> None:
@@ -204,7 +263,10 @@ def test_docs_prints_to_stdout_without_out(checkout: Path) -> None:
 
 
 def _section(page: Path, rule: str) -> str:
-    text = page.read_text()
+    return _section_text(page.read_text(), rule)
+
+
+def _section_text(text: str, rule: str) -> str:
     start = text.index(f"\n## {rule}\n")
     end = text.find("\n## ", start + 1)
     return text[start : end if end >= 0 else len(text)]

@@ -175,7 +175,7 @@ def _outcome(steps: Sequence[Line]) -> str:
     for step in reversed(steps):
         if step.event == "refused":
             return f"refused: {refused_by(step)}"
-        if step.event in ("dry_run", "skipped", "precondition_failed", "held"):
+        if step.event in ("dry_run", "skipped", "precondition_failed", "held", "not_repeated"):
             return step.event.replace("_", " ")
     return names[-1] if names else "?"
 

@@ -1,11 +1,13 @@
 """Retention: what the store no longer needs is deleted, in small batches, on both backends.
 
 Journal entries go `retention.journal` after they were decided; resolved incidents, with their
-alert instances, claims, attempts, approvals, audit lines and Slack message refs, go
+alert instances, claims, attempts, approvals, audit lines, Slack message refs and page, go
 `retention.incidents` after they resolved, and never sooner than the longest window a guardrail
 reads back (cooldowns, budgets, circuit breakers, repeats): nothing a guardrail still counts is
-deleted. An open incident, or one with an unfinished claim, is never deleted. Each batch is one
-short transaction; between batches the writer serves everyone else (webhooks first)."""
+deleted. Delivered Slack messages and pager events go after as long. An open incident, or one
+with an unfinished claim, is never deleted, nor a message or pager event not yet delivered.
+Each batch is one short transaction; between batches the writer serves everyone else (webhooks
+first)."""
 
 from __future__ import annotations
 
@@ -78,6 +80,8 @@ class Pruner:
             self._count(pruned, deleted)
         while n := await self.store.prune_outbox(now - keep, batch):
             self._count(pruned, {"slack_outbox": n})
+        while deleted := await self.store.prune_pages(now - keep, batch):
+            self._count(pruned, deleted)
         return dict(pruned)
 
     def _count(self, pruned: Counter[str], deleted: dict[str, int]) -> None:

@@ -22,11 +22,21 @@ from remediator.checks import Check
 from remediator.config import Config
 from remediator.errors import RenderError
 from remediator.guardrails import Budget
+from remediator.paging.policy import EVENTS, Level, Policy, mention_text
 from remediator.rules import Condition, Rule, Tier
 from remediator.schema import format_duration
 from remediator.targets import Target
 from remediator.types import Action
 
+# the policy's `page_on` words, as the page reads them
+PAGE_ON_TEXT = {
+    "refused": "an action is refused",
+    "failed": "an action fails",
+    "interrupted": "an action is interrupted",
+    "verification_failed": "a verification fails",
+    "needs_human": "a step needs a human",
+    "circuit_open": "a circuit opens",
+}
 DASHBOARD = Path("alerting/grafana/remediator.json")  # relative to the repository's root
 
 
@@ -117,6 +127,7 @@ class RulePage:
             *_paragraph(self.rule.description),
             *self._fires(),
             *self._ladder(),
+            *self._paging(),
             *self._action_sections(),
             *self._guardrails(),
             *self._resolve(),
@@ -151,10 +162,60 @@ class RulePage:
         ]
         for tier in self.rule.tiers:
             lines.append(
-                f"| {tier.name} | {_reached(self.rule, tier)} | {_tier_actions(tier)} | "
+                f"| {tier.name} | {_reached(self.rule, tier)} | {self._tier_actions(tier)} | "
                 f"{self._then(tier)} |"
             )
         return [*lines, ""]
+
+    def _tier_actions(self, tier: Tier) -> str:
+        earlier = {a for t in self.rule.tiers[: tier.index] for a in t.actions}
+        names = ", ".join(
+            f"[`{a}`](#{_anchor('action-' + a)})"
+            + (
+                " (once per incident: not called again if it already ran)"
+                if a in earlier and self.config.policy(a).once_per_incident
+                else ""
+            )
+            for a in tier.actions
+        )
+        approval = " (each waits for a person's approval)" if tier.approval and tier.actions else ""
+        paged = "; **pages** (see Who is paged)" if tier.page else ""
+        return (names or "none: people are told") + approval + paged
+
+    def _paging(self) -> list[str]:
+        lines = ["### Who is paged", ""]
+        paging = self.config.paging
+        policy = paging.policy(self.rule)
+        tiers = _names([t.name for t in self.rule.tiers if t.page])
+        if policy is None:
+            why = f": the tiers that page ({tiers}) call nobody" if tiers else ""
+            return [
+                *lines,
+                f"No escalation policy is configured (`paging` or `slack.page_group`){why}; "
+                "the incident's Slack thread still tells the channel.",
+                "",
+            ]
+        events = [PAGE_ON_TEXT[w] for w in sorted(policy.page_on, key=list(EVENTS).index)]
+        when = ", ".join(events) or "nothing else"
+        if tiers:
+            lines.append(
+                f"Reaching {tiers} calls the escalation policy `{policy.name}`: one page per "
+                f"incident, which a higher tier updates, never a second one. It is also called "
+                f"when {when}."
+            )
+        else:
+            lines.append(
+                f"No tier pages; the escalation policy `{policy.name}` is called when {when}."
+            )
+        lines += [
+            "",
+            *(_level(policy, i, level) for i, level in enumerate(policy.levels, 1)),
+            "",
+            "`/remediate ack <incident>` or `POST /api/v1/incidents/<id>/ack` acknowledges the "
+            "page and stops the climb; the incident's resolution resolves it.",
+            "",
+        ]
+        return lines
 
     def _then(self, tier: Tier) -> str:
         above = self.rule.tier_name(tier.index + 1)
@@ -261,10 +322,16 @@ def _condition(c: Condition) -> str:
     return f"{c.op} {c.threshold:g}"
 
 
-def _tier_actions(tier: Tier) -> str:
-    names = ", ".join(f"[`{a}`](#{_anchor('action-' + a)})" for a in tier.actions)
-    approval = " (each waits for a person's approval)" if tier.approval and tier.actions else ""
-    return (names or "none: people are told") + approval
+def _level(policy: Policy, n: int, level: Level) -> str:
+    who = [mention_text(level.mention)] if level.mention else []
+    who += [f"triggers `{p}`" for p in level.pagers]
+    if n == 1:
+        when = "at once"
+    elif level.after is not None:
+        when = f"unacknowledged {_duration(level.after)} after level {n - 1}"
+    else:
+        when = f"unacknowledged after level {n - 1} for the severity's response time"
+    return f"{n}. {when}: {', '.join(who) or 'nobody'}"
 
 
 def _names(names: Sequence[str], sep: str = ", ") -> str:
@@ -314,6 +381,11 @@ class ActionText:
             )
         if policy.budget is not None:
             lines.append(f"- **Budget**: {_budget(policy.budget)} of this action")
+        if policy.once_per_incident:
+            lines.append(
+                "- **Once per incident**: a higher tier listing it again does not call it again "
+                "once it took or may take effect for the incident (audited as `not_repeated`)"
+            )
         return [*lines, ""]
 
 

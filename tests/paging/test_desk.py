@@ -227,6 +227,25 @@ async def test_the_ingestion_ladder_pages_once_and_the_page_follows_the_incident
     assert [event for event, _ in await ingestion.audit("page")] == ["paged", "paged"]
 
 
+async def test_the_kill_switch_runs_once_on_the_climb_to_rollback(
+    ingestion: Desk,
+    targets: Targets,
+) -> None:
+    """The shipped pack's rollback tier lists pause_ingestion again (runbook 4.2); the switch,
+    set at 12 %, is not called a second time at 25 %, and Slack says PAUSED once."""
+    await ingestion.fire(error_rate("0.12", "P1"))
+    await ingestion.later(10)  # the verification reads the switch back: it holds
+    await ingestion.fire(error_rate("0.12", "P1"), error_rate("0.25", "P0"))
+    puts = [s for s in targets.config.server.seen if s.method == "PUT"]
+    assert len(puts) == 1
+    steps = [(a["step"], a["action"]) for a in await ingestion.pack.actions()]
+    assert steps == [("pause", "pause_ingestion"), ("rollback", "rollback_feature_flag")]
+    assert [e for e, _ in await ingestion.audit("action") if e == "not_repeated"] == [
+        "not_repeated"
+    ]
+    assert sum(" PAUSED*" in t for t in ingestion.thread()) == 1
+
+
 async def test_with_the_pager_down_the_whole_time_every_event_arrives_in_order(
     ingestion_any: Desk, pagerduty: PagerDutyAPI
 ) -> None:

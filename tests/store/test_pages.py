@@ -1,11 +1,13 @@
 """The store's paging tables (store/pages.py), on both backends: pages of incidents, the pager
-outbox in order per incident and pager, escalations that happen once, and what once_per_incident
-reads."""
+outbox in order per incident and pager, escalations that happen once, what once_per_incident
+reads, and retention of pages and pager events."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from remediator.paging.records import PageEvent, PageState
-from remediator.store.records import AuditEntry, Changes
+from remediator.store.records import AuditEntry, Changes, IncidentWrite
 from tests.store.conftest import AnyStore
 from tests.store.test_contract import claim, new_incident
 
@@ -87,3 +89,48 @@ async def test_done_actions_are_those_that_took_or_may_take_effect(
     await store.finish_claim(pause.id, "succeeded", "ok", 4.0, finished)
     await store.set_verification(pause.id, "failed", "not paused", None, None)
     assert await store.done_actions(incident) == set()  # its verification failed: may run again
+
+
+async def resolve(store: AnyStore, incident_id: int, at: float) -> None:
+    [incident] = [i for i in await store.load_open_incidents() if i.id == incident_id]
+    resolved = replace(incident, status="resolved", resolved_at=at)
+    await store.apply(Changes(at=at, incidents=[IncidentWrite(resolved, {})]))
+
+
+async def test_retention_deletes_old_pages_and_delivered_events_never_an_open_or_pending_one(
+    store: AnyStore,
+) -> None:
+    """An open incident keeps its page; a pruned incident's page goes with it; delivered or
+    given-up pager events go once old enough; an event still waiting for its pager stays,
+    however old, even when its incident is gone; a page left by an incident pruned earlier
+    (before pages were pruned with incidents) goes too."""
+    still_open, gone, waiting = [await opened(store, k) for k in ("c1", "c2", "c3")]
+    events = [
+        PageEvent(still_open, "pd", "trigger", {"n": 1}),
+        PageEvent(gone, "pd", "trigger", {"n": 2}),
+        PageEvent(gone, "og", "trigger", {"n": 3}),
+        PageEvent(waiting, "pd", "resolve", {"n": 4}),
+    ]
+    states = [PageState(i, "on-call", 1, 2.0, ("pd",)) for i in (still_open, gone, waiting)]
+    orphan = PageState(999, "on-call", 1, 2.0, ("pd",))
+    await store.record_pages(events, [*states, orphan], [], 1, 2.0)
+    rows = {r.payload["n"]: r.id for r in await store.pages_due(2.0, 10)}
+    await store.page_done(rows[1], "sent", 3.0)
+    await store.page_done(rows[2], "sent", 3.0)
+    await store.page_done(rows[3], "failed", 3.0, "HTTP 400")
+    for incident in (gone, waiting):
+        await resolve(store, incident, 10.0)
+
+    assert await store.prune_pages(1.0, 10) == {"pages": 1}  # the orphan; nothing old enough
+    assert await store.page_state(999) is None
+    deleted = await store.prune_incidents(100.0, 10)
+    assert (deleted["incidents"], deleted["pages"]) == (2, 2)
+    assert await store.prune_pages(100.0, 1) == {"page_outbox": 1}  # a batch at a time
+    assert await store.prune_pages(100.0, 10) == {"page_outbox": 2}
+    assert await store.prune_pages(100.0, 10) == {}
+
+    assert await store.page_state(still_open) == states[0]
+    assert (await store.page_state(gone), await store.page_state(waiting)) == (None, None)
+    [pending] = await store.pages_due(100.0, 10)
+    assert (pending.incident_id, pending.event, pending.payload) == (waiting, "resolve", {"n": 4})
+    assert await store.page_stats() == (1, 2.0)

@@ -1,7 +1,9 @@
 """Deleting what is no longer needed, a small batch per transaction: journal entries already
-decided, and resolved incidents with everything that hangs from them (alert instances, claims,
-attempts, approvals, audit lines, Slack message refs). The caller (remediator.retention) says
-how old is old enough; an open incident, or one with an unfinished claim, is never deleted."""
+decided, resolved incidents with everything that hangs from them (alert instances, claims,
+attempts, approvals, audit lines, Slack message refs, their page), and delivered or given-up
+Slack messages and pager events. The caller (remediator.retention) says how old is old enough;
+an open incident, or one with an unfinished claim, is never deleted, and neither is a message or
+pager event still waiting for delivery."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ _CASCADE = (
     ("claims", "DELETE FROM claims WHERE incident_id IN ({ids})"),
     ("alert_instances", "DELETE FROM alert_instances WHERE incident_id IN ({ids})"),
     ("audit", "DELETE FROM audit WHERE incident_id IN ({ids})"),
+    ("pages", "DELETE FROM pages WHERE incident_id IN ({ids})"),
     ("incidents", "DELETE FROM incidents WHERE id IN ({ids})"),
 )
 
@@ -53,6 +56,30 @@ class RetentionSQL(Runner):
             )
 
         return await self._write(op)
+
+    async def prune_pages(self, before: float, limit: int) -> dict[str, int]:
+        """Delete up to `limit` pager events delivered or given up before `before`, and up to
+        `limit` pages whose incident is gone (pruned before pages went with it); the rows
+        deleted per table, none when nothing was. Pending events stay, whatever their age."""
+        return await self._write(lambda tx: _prune_pages(tx, before, limit))
+
+
+async def _prune_pages(tx: Tx, before: float, limit: int) -> dict[str, int]:
+    deleted = {
+        "page_outbox": await tx.execute(
+            "DELETE FROM page_outbox WHERE id IN (SELECT id FROM page_outbox "
+            "WHERE status != 'pending' AND created_at < ? ORDER BY id LIMIT ?)",
+            before,
+            limit,
+        ),
+        "pages": await tx.execute(
+            "DELETE FROM pages WHERE incident_id IN (SELECT incident_id FROM pages p "
+            "WHERE NOT EXISTS (SELECT 1 FROM incidents i WHERE i.id = p.incident_id) "
+            "ORDER BY incident_id LIMIT ?)",
+            limit,
+        ),
+    }
+    return {table: n for table, n in deleted.items() if n}
 
 
 async def _prune_incidents(tx: Tx, resolved_before: float, limit: int) -> dict[str, int]:
