@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from tests.conftest import API_TOKEN, base_config
 from tests.payloads import alert, notification
 from tests.peers import REMEDIATOR, DaemonProcess
-from tests.standins import Recorder
+from tests.standins import Recorder, StandIn
 
 RULES = """
 actions:
@@ -186,7 +187,7 @@ async def test_simulate_reads_stdin_and_asks_the_daemon_for_its_guardrails(
         "drop), it will not run when the switch is turned off"
     ) in lines
     assert "      approval required: a person approves it before it runs" in lines
-    assert lines[-1] == "not evaluated: cooldowns, budgets, one action at a time per target"
+    assert lines[-1] == "not evaluated: none"  # the daemon told it every guardrail's state
 
     alone = simulate()  # no --url: the config's default kill switch (off), and says so
     assert (alone.returncode, alone.stderr) == (0, "")
@@ -195,3 +196,95 @@ async def test_simulate_reads_stdin_and_asks_the_daemon_for_its_guardrails(
         "not evaluated: the kill switch at runtime (the config's default was used), mutes, "
         "circuit breakers"
     )
+
+
+GUARDED = """
+actions:
+  restart_cool: {kind: http, target: svc, path: /restart, retries: 0}
+  bump: {kind: http, target: bumps, path: /bump, retries: 0, budget: {max: 1, per: 1h}}
+  poke: {kind: http, target: slow, path: /poke, retries: 0, timeout: 60s}
+rules:
+  - name: cool
+    match: '{alertname="Cool"}'
+    cooldown: 1h
+    tiers:
+      - actions: [restart_cool]
+  - name: bump-on-alert
+    match: '{alertname="Bump"}'
+    incident_key: [alertname, n]
+    tiers:
+      - actions: [bump]
+  - name: poke-on-alert
+    match: '{alertname="Slow"}'
+    incident_key: [alertname, n]
+    tiers:
+      - actions: [poke]
+"""
+
+
+async def test_simulate_over_url_judges_cooldowns_budgets_and_one_at_a_time(
+    write_config: Callable[..., Path], recorder: Callable[..., Awaitable[Recorder]]
+) -> None:
+    """The daemon acted once for each rule (the poke still hangs on its target); simulating the
+    next alerts over --url refuses the cooldown and the spent budget and waits for the target,
+    as the daemon would, from GET /api/v1/guardrails."""
+    svc, bumps = await recorder(), await recorder()
+    release = asyncio.Event()
+
+    async def hang(request: web.Request) -> web.Response:
+        await release.wait()  # the poke stays out until the test ends
+        return web.json_response({})
+
+    hanging = web.Application()
+    hanging.router.add_route("*", "/{tail:.*}", hang)
+    slow = await StandIn(hanging).start()
+    urls = {"svc": svc.server.url, "bumps": bumps.server.url, "slow": slow.url}
+    config = write_config(base_config(urls, "rule_files: [rules.yaml]\n"), rules=GUARDED)
+    daemon = DaemonProcess(config)
+    await daemon.start()
+    try:
+        cool = alert("Cool")
+        fired = notification(cool), notification(alert("Bump", n="1"))
+        for body in (*fired, notification(alert("Slow", n="1"))):
+            assert (await daemon.post(body)).status_code == 200
+        async with asyncio.timeout(20):
+            while not (svc.server.seen and bumps.server.seen and slow.seen):
+                await asyncio.sleep(0.05)
+        resolved = {**cool, "status": "resolved", "endsAt": "2026-11-22T09:30:00Z"}
+        assert (await daemon.post(notification(resolved))).status_code == 200
+        async with asyncio.timeout(20):  # the Cool incident resolved: the next one is new
+            while (await daemon.api("/incidents?status=resolved"))["items"] == []:
+                await asyncio.sleep(0.05)
+
+        state = await daemon.api("/guardrails")
+        [cooldown] = state["cooldowns"]
+        assert (cooldown["rule"], cooldown["target"]) == ("cool", "svc")
+        assert cooldown["incident_key"] == {"alertname": "Cool"}
+        [budget] = state["budgets"]
+        assert (budget["scope"], budget["max"], budget["used"], budget["left"]) == ("bump", 1, 1, 0)
+        assert state["busy_targets"] == ["slow"]
+        assert sorted(s["action"] for s in state["starts"]) == ["bump", "poke", "restart_cool"]
+
+        payload = json.dumps(
+            notification(alert("Cool"), alert("Bump", n="2"), alert("Slow", n="2"))
+        )
+        env = {**daemon.env, "PATH": os.environ["PATH"], "REMEDIATOR_API_TOKEN": API_TOKEN}
+        command = [str(REMEDIATOR), "simulate", "--config", str(config), "-", "--url", daemon.url]
+
+        def simulate() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                command, input=payload, capture_output=True, text=True, env=env, timeout=60
+            )
+
+        asked = await asyncio.to_thread(simulate)
+        assert (asked.returncode, asked.stderr) == (0, "")
+        lines = asked.stdout.splitlines()
+        said = [x.strip() for x in lines if x.startswith("      ")]
+        assert any(x.startswith("refuse by cooldown: rule 'cool' acted on 'svc'") for x in said)
+        assert any(x.startswith("refuse by budget: budget for bump spent: 1 actions") for x in said)
+        assert "wait by one_at_a_time: another action is running on 'slow'" in said
+        assert lines[-1] == "not evaluated: none"
+    finally:
+        release.set()
+        await daemon.close()
+        await slow.stop()

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from remediator import guardrail_state
 from remediator.control import Control, mute_view
 from remediator.edge import RequestError, error, read_body, reply
 from remediator.engine import Engine
@@ -48,6 +49,7 @@ class Api:
             ("GET", "/api/v1/approvals", self.approvals),
             ("POST", "/api/v1/approvals/{id}", self.decide),
             ("GET", "/api/v1/circuits", self.circuits),
+            ("GET", "/api/v1/guardrails", self.guardrails),
             ("POST", "/api/v1/circuits/{target}/reset", self.reset_circuit),
         ]
         for method, path, handler in routes:
@@ -88,6 +90,12 @@ class Api:
         limit, before = page_params(request)
         page = await self.store.history(limit, before)
         return page_response(request, page.items, page.next_before)
+
+    async def guardrails(self, request: web.Request) -> web.Response:
+        """Cooldowns running, budgets left, busy targets, and the starts they count."""
+        config, now = self.control.config, self.control.clock.now()
+        state = await self.store.guardrail_state(now - guardrail_state.horizon(config))
+        return reply(guardrail_state.view(config, state, now))
 
     # -- kill switch ---------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from remediator import __version__, cli_offline, cli_remote, logs
+from remediator import __version__, cli_help, cli_offline, cli_remote, logs
 from remediator.alerts import parse_notification
 from remediator.cli_remote import Remote, RemoteError, add_remote_options, remote
 from remediator.config import Config, load_config
@@ -147,34 +147,42 @@ def _parser() -> argparse.ArgumentParser:
     history.set_defaults(command=cmd_history)
 
     ks = sub.add_parser("killswitch", parents=[remote], help="show or flip the kill switch")
-    ks.add_argument("state", choices=["on", "off", "status"], nargs="?", default="status")
-    ks.add_argument("--reason", default="")
+    ks.add_argument(
+        "state", choices=["on", "off", "status"], nargs="?", default="status", help="what to do"
+    )
+    ks.add_argument("--reason", default="", help="why, recorded in the audit")
     ks.set_defaults(command=cmd_killswitch)
 
     mutes = sub.add_parser("mutes", parents=[remote], help="list, add or end mutes")
-    mutes.add_argument("verb", choices=["list", "add", "end"], nargs="?", default="list")
+    mutes.add_argument(
+        "verb", choices=["list", "add", "end"], nargs="?", default="list", help="what to do"
+    )
     mutes.add_argument("id", nargs="?", type=int, help="the mute to end")
-    mutes.add_argument("--rule")
-    mutes.add_argument("--target")
+    mutes.add_argument("--rule", help="add: mute this rule's actions")
+    mutes.add_argument("--target", help="add: mute every action on this target")
     mutes.add_argument("--matchers", help="label matchers, e.g. '{connector=\"sink\"}'")
-    mutes.add_argument("--duration", default="1h")
-    mutes.add_argument("--reason", default="")
+    mutes.add_argument("--duration", default="1h", help="add: how long the mute lasts")
+    mutes.add_argument("--reason", default="", help="add: why, shown with the mute")
     mutes.add_argument("--all", action="store_true", help="include ended and expired mutes")
     mutes.set_defaults(command=cmd_mutes)
 
     approvals = sub.add_parser("approvals", parents=[remote], help="list or decide approvals")
-    approvals.add_argument("verb", choices=["list", "approve", "deny"], nargs="?", default="list")
-    approvals.add_argument("id", nargs="?", type=int)
-    approvals.add_argument("--reason", default="")
+    approvals.add_argument(
+        "verb", choices=["list", "approve", "deny"], nargs="?", default="list", help="what to do"
+    )
+    approvals.add_argument("id", nargs="?", type=int, help="the approval to decide")
+    approvals.add_argument("--reason", default="", help="deny: why, recorded in the audit")
     approvals.set_defaults(command=cmd_approvals)
 
     circuits = sub.add_parser("circuits", parents=[remote], help="list or reset circuit breakers")
-    circuits.add_argument("verb", choices=["list", "reset"], nargs="?", default="list")
-    circuits.add_argument("target", nargs="?")
+    circuits.add_argument(
+        "verb", choices=["list", "reset"], nargs="?", default="list", help="what to do"
+    )
+    circuits.add_argument("target", nargs="?", help="reset: the target whose circuit closes")
     circuits.set_defaults(command=cmd_circuits)
     cli_remote.register(sub, remote)
     cli_offline.register(sub, common)
-    return parser
+    return cli_help.show_defaults(parser)
 
 
 def cmd_serve(config: Config, args: argparse.Namespace) -> int:
@@ -233,7 +241,7 @@ def cmd_simulate(config: Config, args: argparse.Namespace) -> int:
             _flags(a)
         if not o.actions:
             print("    no actions")
-    print(f"not evaluated: {', '.join(not_evaluated(known))}")
+    print(f"not evaluated: {', '.join(not_evaluated(known)) or 'none'}")
     return 0
 
 

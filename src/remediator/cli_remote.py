@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +22,7 @@ from remediator.config import Config
 from remediator.errors import RemediatorError
 from remediator.matchers import parse_matchers
 from remediator.simulate import Known
+from remediator.store.records import GuardrailState, Start
 
 TOKEN_ENV = "REMEDIATOR_API_TOKEN"  # noqa: S105  # the variable's name, not a secret
 Command = Callable[["Remote", argparse.Namespace], None]
@@ -119,7 +119,9 @@ def register(sub: argparse._SubParsersAction, remote_parent: argparse.ArgumentPa
         "audit trail, or close an open one by hand: nothing runs for it, and its alerts' "
         "repeats reopen nothing.",
     )
-    incidents.add_argument("verb", choices=["list", "show", "close"], nargs="?", default="list")
+    incidents.add_argument(
+        "verb", choices=["list", "show", "close"], nargs="?", default="list", help="what to do"
+    )
     incidents.add_argument("id", nargs="?", type=int, help="the incident (show, close)")
     incidents.add_argument(
         "--status", choices=["open", "resolved"], help="list only these (default: all)"
@@ -196,8 +198,10 @@ def cmd_status(remote: Remote, args: argparse.Namespace) -> None:
 
 
 def known(remote: Remote) -> Known:
-    """What `simulate --url` asks the running daemon: its kill switch, mutes, open circuits."""
-    now = time.time()
+    """What `simulate --url` asks the running daemon: its kill switch, mutes, open circuits,
+    and the starts and busy targets its cooldowns, budgets and one-at-a-time read."""
+    state = remote.call("GET", "/guardrails")
+    now = parse_time(state["now"])
     mutes = [
         guardrails.Mute(
             id=m["id"],
@@ -215,6 +219,20 @@ def known(remote: Remote) -> Known:
         killswitch=bool(remote.call("GET", "/killswitch")["on"]),
         mutes=mutes,
         open_circuits=frozenset(c["target"] for c in circuits if c["state"] == "open"),
+        store=GuardrailState(
+            [
+                Start(
+                    s["rule"],
+                    s["action"],
+                    s["target"],
+                    tuple(s["key"]),
+                    dict(s["incident_key"]),
+                    parse_time(s["started_at"]),
+                )
+                for s in state["starts"]
+            ],
+            list(state["busy_targets"]),
+        ),
         now=now,
     )
 

@@ -718,6 +718,8 @@ class Engine:
             "value": incident.value,
             "fingerprint": alert.fingerprint,
         }
+        if self.storm.active:
+            context["storm"] = True  # its routine lines are told by the storm's summary
         changes.claims.append(
             NewClaim(
                 incident.id,

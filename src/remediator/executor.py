@@ -61,6 +61,9 @@ from remediator.trust import default_tls
 from remediator.turns import Turns
 from remediator.types import Action, Notifier, Store
 
+# An action line a storm does not fold into its summary: someone has to look.
+LOUD_IN_A_STORM = frozenset({FAILED, INTERRUPTED, "approval_requested"})
+
 log = logging.getLogger(__name__)
 
 WAIT_POLL = 1.0  # how often a claim whose turn it is looks again at a busy target (replicas)
@@ -570,6 +573,9 @@ class Executor:
                 delay = min(delay * 2, RESUME_MAX)
 
     def _entry(self, claim: Claim, event: str, detail: str) -> AuditEntry:
+        """An action's line. A claim made during a storm is told by the storm's summary, as its
+        incident's opening was, unless a human must act on it (a failure, an approval)."""
+        quiet = claim.context.get("storm") is True and event not in LOUD_IN_A_STORM
         return AuditEntry(
             kind="action",
             event=event,
@@ -579,7 +585,7 @@ class Executor:
             rule=claim.rule,
             tier=claim.step,
             action=claim.action,
-            detail={"claim_id": claim.id},
+            detail={"claim_id": claim.id, "storm": True} if quiet else {"claim_id": claim.id},
         )
 
     # -- timers: held claims and verification ---------------------------------------------------

@@ -128,9 +128,65 @@ def document() -> dict[str, Any]:
                 "Circuit": _ANY_OBJECT,
                 "AuditEntry": _ANY_OBJECT,
                 "KillSwitch": _KILLSWITCH,
+                "Guardrails": _GUARDRAILS,
             },
         },
     }
+
+
+_LABELS = {"type": "object", "additionalProperties": {"type": "string"}}
+_GUARDRAILS = {
+    "type": "object",
+    "required": ["now", "since", "cooldowns", "budgets", "busy_targets", "starts"],
+    "properties": {
+        "now": _TEXT,
+        "since": _TEXT,
+        "cooldowns": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["rule", "target", "incident_key", "last_start", "until"],
+                "properties": {
+                    "rule": _TEXT,
+                    "target": _TEXT,
+                    "incident_key": _LABELS,
+                    "last_start": _TEXT,
+                    "until": _TEXT,
+                },
+            },
+        },
+        "budgets": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["scope", "max", "per", "used", "left"],
+                "properties": {
+                    "scope": _TEXT,
+                    "max": {"type": "integer"},
+                    "per": _TEXT,
+                    "used": {"type": "integer"},
+                    "left": {"type": "integer"},
+                },
+            },
+        },
+        "busy_targets": {"type": "array", "items": _TEXT},
+        "starts": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["rule", "action", "target", "key", "incident_key", "started_at"],
+                "properties": {
+                    "rule": _TEXT,
+                    "action": _TEXT,
+                    "target": _TEXT,
+                    "key": {"type": "array", "items": _TEXT},
+                    "incident_key": _LABELS,
+                    "started_at": _TEXT,
+                },
+            },
+        },
+    },
+}
 
 
 def _paths() -> dict[str, Any]:
@@ -249,6 +305,13 @@ def _paths() -> dict[str, Any]:
         "/api/v1/circuits": {"get": _operation("Circuit breakers", _items("Circuit"))},
         "/api/v1/circuits/{target}/reset": {
             "post": _operation("Close a circuit", _STATUS, parameters=[_path("target", _TEXT)])
+        },
+        "/api/v1/guardrails": {
+            "get": _operation(
+                "The guardrails that read the store: cooldowns running, budgets left, busy "
+                "targets, and the action starts they count (what `simulate --url` judges with)",
+                _ref("Guardrails"),
+            )
         },
         "/api/v1/openapi.json": {"get": _operation("This document", _ANY_OBJECT)},
     }

@@ -1,15 +1,17 @@
 """What a payload would do, computed with the daemon's own rules, touching nothing.
 
 The guardrails are judged with what is known: the config (dry-run, maintenance windows, the kill
-switch's default) and, given the running daemon's answers (`Known`), its kill switch, mutes and
-open circuits. What could not be judged is listed (`not_evaluated`), never silently passed.
+switch's default) and, given the running daemon's answers (`Known`), its kill switch, mutes, open
+circuits, and the action starts and busy targets that cooldowns, budgets and one-at-a-time read
+(GET /api/v1/guardrails). What could not be judged is listed (`not_evaluated`), never silently
+passed.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from remediator import guardrails
@@ -19,7 +21,7 @@ from remediator.config import Config
 from remediator.errors import RenderError
 from remediator.incidents import Firing, open_incident
 from remediator.rules import Rule, RuleIndex
-from remediator.store.records import RESOLVED_STEP
+from remediator.store.records import RESOLVED_STEP, GuardrailState
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +48,11 @@ class Known:
     killswitch: bool | None = None
     mutes: Sequence[guardrails.Mute] | None = None
     open_circuits: frozenset[str] | None = None
+    store: GuardrailState | None = None  # starts and busy targets, as the daemon's store has them
     now: float = field(default_factory=time.time)
 
 
-ALWAYS_UNKNOWN = ("cooldowns", "budgets", "one action at a time per target")
+STORE_GUARDRAILS = ("cooldowns", "budgets", "one action at a time per target")
 
 
 def not_evaluated(known: Known) -> list[str]:
@@ -63,7 +66,7 @@ def not_evaluated(known: Known) -> list[str]:
         )
         if value is None
     ]
-    return [*missing, *ALWAYS_UNKNOWN]
+    return [*missing, *(STORE_GUARDRAILS if known.store is None else ())]
 
 
 def simulate(
@@ -125,20 +128,20 @@ def _judge(
     tier = next((t for t in rule.tiers if t.name == step), None)
     approval = policy.destructive or (tier is not None and tier.approval)
     g = config.guardrails
+    undo = step == RESOLVED_STEP  # as the executor judges it: exempt from cooldowns and budgets
     verdict = guardrails.decide(
         guardrails.Policy(
             dry_run=g.dry_run or rule.dry_run,
+            cooldown=None if undo else rule.cooldown,
             during_maintenance="drop" if rule.during_maintenance == "drop" else "hold",
             on_killswitch="hold" if g.on_killswitch == "hold" else "drop",
             on_mute="hold" if g.on_mute == "hold" else "drop",
+            global_budget=None if undo else g.budget,
+            action_budget=None if undo else policy.budget,
             approval_required=approval,
         ),
         guardrails.Ask(rule.name, name, action.target, ctx.labels, known.now),
-        guardrails.Facts(
-            killswitch=g.killswitch if known.killswitch is None else known.killswitch,
-            mutes=known.mutes or (),
-            windows=config.windows,
-        ),
+        _facts(config, rule, name, ctx, known),
     )
     said: dict[str, str] = {}
     if approval:
@@ -150,6 +153,32 @@ def _judge(
     elif verdict.outcome not in ("allow", "ask_approval"):
         said["guardrail"] = f"{verdict.outcome} by {verdict.guardrail}: {verdict.reason}"
     return said
+
+
+def _facts(
+    config: Config, rule: Rule, name: str, ctx: RenderContext, known: Known
+) -> guardrails.Facts:
+    """What the daemon's store says about this action, as the executor reads it for a new
+    incident: the last start by the same rule and key on the target (cooldown), the starts in
+    the budgets' windows, and whether the target is busy."""
+    g, target = config.guardrails, config.actions[name].target
+    facts = guardrails.Facts(
+        killswitch=g.killswitch if known.killswitch is None else known.killswitch,
+        mutes=known.mutes or (),
+        windows=config.windows,
+    )
+    if known.store is None:
+        return facts
+    key = rule.key_of(ctx.labels)
+    starts = known.store.starts
+    same = [s.at for s in starts if (s.rule, s.target, s.key) == (rule.name, target, key)]
+    return replace(
+        facts,
+        last_other_start=max(same, default=None),
+        started_global=[s.at for s in starts],
+        started_action=[s.at for s in starts if s.action == name],
+        target_busy=target in known.store.busy,
+    )
 
 
 def _preview(config: Config, name: str, ctx: RenderContext) -> dict[str, str]:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         AuditEntry,
         Changes,
         Claim,
+        GuardrailState,
         MuteRow,
         OutboxItem,
         OutboxRow,
@@ -300,6 +301,10 @@ class Reads(Protocol):
         ...
 
     async def history(self, limit: int, before: int | None) -> Page: ...
+    async def guardrail_state(self, since: float) -> GuardrailState:
+        """The actions started since `since`, oldest first, and the targets an action is
+        running on: what cooldowns, budgets and one-at-a-time read."""
+        ...
 
 
 class Retention(Protocol):

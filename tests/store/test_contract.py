@@ -359,3 +359,31 @@ async def test_a_failure_of_the_requests_own_data_does_not_count_for_the_breaker
         attempt = Attempt(c.id, 1, 2.0, finished, False, "HTTP 5xx or 404", target_fault=fault)
         await store.finish_claim(c.id, "failed", "x", finished, audit("x"), last_attempt=attempt)
     assert await store.target_failures("connect") == [10.0, 12.0]
+
+
+async def test_the_guardrail_state_is_the_starts_since_a_time_and_the_busy_targets(
+    store: AnyStore,
+) -> None:
+    """What GET /api/v1/guardrails reads: started actions since `since` (finished or running,
+    oldest first, with their incident's key), never a claim that did not start; and the
+    targets with a running action."""
+    names = ("early", "restart", "flag", "waiting")
+    claims = [replace(claim(-1, name), idempotency_key=name) for name in names]
+    applied = await store.apply(Changes(at=0.1, incidents=[new_incident()], claims=claims))
+    early, restart, flag, _ = applied.claims
+    for c, at in ((early, 0.5), (restart, 2.0), (flag, 5.0)):
+        assert await store.start_claim(c.id, at, {})
+    for c in (early, restart):
+        await store.finish_claim(c.id, SUCCEEDED, "ok", 6.0, audit("done", c.incident_id))
+
+    state = await store.guardrail_state(1.0)
+
+    assert [(s.action, s.at, s.rule, s.target) for s in state.starts] == [
+        ("restart", 2.0, "r", "connect"),
+        ("flag", 5.0, "r", "connect"),
+    ]
+    assert state.starts[0].key == ("X", "c1")
+    assert state.starts[0].key_labels == {"alertname": "X", "connector": "c1"}
+    assert state.busy == ["connect"]
+    await store.finish_claim(flag.id, SUCCEEDED, "ok", 7.0, audit("done", flag.incident_id))
+    assert (await store.guardrail_state(1.0)).busy == []

@@ -3,12 +3,13 @@ records become JSON in remediator.views, shared by both backends."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 from remediator import views
 from remediator.store import rows
-from remediator.store.records import Page
+from remediator.store.records import RUNNING, STARTED, GuardrailState, Page, Start
 from remediator.store.sql import Row, Runner, Tx
 
 
@@ -66,12 +67,43 @@ class ReadsSQL(Runner):
         first: everything /api/v1/incidents/{id} shows."""
         return await self._read(lambda tx: _incident_record(tx, incident_id))
 
+    async def guardrail_state(self, since: float) -> GuardrailState:
+        """The actions started since `since` and the busy targets (GET /api/v1/guardrails)."""
+        return await self._read(lambda tx: _guardrail_state(tx, since))
+
     async def count_incidents(self, status: str) -> int:
         async def op(tx: Tx) -> int:
             sql = "SELECT COUNT(*) FROM incidents WHERE status = ?"
             return int(await tx.fetchval(sql, status))
 
         return await self._read(op)
+
+
+async def _guardrail_state(tx: Tx, since: float) -> GuardrailState:
+    started = await tx.fetch(
+        "SELECT c.rule, c.action, c.target, i.incident_key, i.key_labels, c.started_at "
+        "FROM claims c JOIN incidents i ON i.id = c.incident_id WHERE c.started_at >= ? "
+        f"AND c.status IN ({', '.join('?' for _ in STARTED)}) ORDER BY c.started_at, c.id",
+        since,
+        *STARTED,
+    )
+    busy = await tx.fetch(
+        "SELECT DISTINCT target FROM claims WHERE status = ? ORDER BY target", RUNNING
+    )
+    return GuardrailState(
+        [
+            Start(
+                r["rule"],
+                r["action"],
+                r["target"],
+                tuple(json.loads(r["incident_key"])),
+                json.loads(r["key_labels"]),
+                float(r["started_at"]),
+            )
+            for r in started
+        ],
+        [r["target"] for r in busy],
+    )
 
 
 async def _incident_record(tx: Tx, incident_id: int) -> dict[str, Any] | None:

@@ -191,6 +191,27 @@ class TargetHistory:
 
 
 @dataclass(frozen=True, slots=True)
+class Start:
+    """An action that started: what cooldowns and budgets count."""
+
+    rule: str
+    action: str
+    target: str
+    key: tuple[str, ...]  # its incident's key values, as the cooldown compares them
+    key_labels: dict[str, str]
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class GuardrailState:
+    """What the guardrails that read the store see: the starts since a time, oldest first,
+    and the targets an action is running on (one at a time)."""
+
+    starts: list[Start]
+    busy: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxItem:
     """A Slack message to deliver. `thread` orders delivery (incident:<id>, channel:<c>);
     `ref` names a posted message so later updates and replies can find it."""
