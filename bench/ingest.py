@@ -53,6 +53,13 @@ WRK = shutil.which("wrk") or "/usr/bin/wrk"
 LUA = ROOT / "bench" / "post_alerts.lua"
 CONNECTIONS = 32
 RESOLVE_P = 0.1
+# the repeat-heavy mix: 2.5 % of alerts resolve and 2.5 % fire again as a new instance, so 95 % of
+# notifications repeat a known firing alert (what Alertmanager's repeat_interval produces)
+REPEATS_RESOLVE_P = 0.025
+REPEATS_POOL = 200  # label sets: after the first 200 notifications, the mix is what it says
+# the targets per payload size: notifications/s as a share of bare's, ack p99 (issue 17)
+TARGETS = {1: (0.5, 20.0), 50: (0.25, 50.0)}
+REPEATS_TARGET = 0.6
 POOL = {1: 2000, 50: 100}  # groups per payload size: 2,000 label sets, or 5,000
 
 
@@ -71,6 +78,8 @@ class Run:
     journal_rows: int = 0
     undecided_at_end: int = 0  # journal backlog when wrk stopped
     drain_rate: float = 0.0  # notifications decided per second after wrk stopped
+    claims_made: int = 0  # claims made while the load ran
+    claims_judged: int = 0  # of those, started or settled before it ended
     counts: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -93,7 +102,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def wrk(port: int, pool: Path, alerts: int, seconds: float, out: Path) -> dict[str, object]:
+def wrk(
+    port: int, pool: Path, alerts: int, seconds: float, out: Path, resolve_p: float = RESOLVE_P
+) -> dict[str, object]:
     argv = [
         WRK,
         "-t1",
@@ -108,7 +119,7 @@ def wrk(port: int, pool: Path, alerts: int, seconds: float, out: Path) -> dict[s
         str(pool),
         str(alerts),
         WEBHOOK_TOKEN,
-        str(RESOLVE_P),
+        str(resolve_p),
         str(out),
     ]
     subprocess.run(
@@ -138,12 +149,14 @@ def _summarise(kind: str, alerts: int, raw: dict[str, object], cpu: float) -> Ru
     )
 
 
-def run_bare(work: Workdir, pool: Path, alerts: int, seconds: float) -> Run:
+def run_bare(
+    work: Workdir, pool: Path, alerts: int, seconds: float, resolve_p: float = RESOLVE_P
+) -> Run:
     port = free_port()
     with helper(work, "bare", port, cpu=SERVER_CPU) as proc:
         wait_ready(proc, port)
         before = cpu_seconds(proc.pid)
-        raw = wrk(port, pool, alerts, seconds, work.path / "wrk-bare.json")
+        raw = wrk(port, pool, alerts, seconds, work.path / "wrk-bare.json", resolve_p)
         cpu = cpu_seconds(proc.pid) - before
     return _summarise("bare", alerts, raw, cpu)
 
@@ -174,6 +187,7 @@ def run_full(
     profile: Path | None = None,
     drain_limit: float = 10.0,
     profile_drain: Path | None = None,
+    resolve_p: float = RESOLVE_P,
 ) -> Run:
     port = free_port()
     config = work.config(sink_port, BENCH_RULES)
@@ -184,10 +198,11 @@ def run_full(
         wait_ready(proc, port)
         if profile is not None:
             spy = py_spy(proc.pid, seconds, profile, work)
-        before = cpu_seconds(proc.pid)
-        raw = wrk(port, pool, alerts, seconds, work.path / "wrk-full.json")
-        cpu = cpu_seconds(proc.pid) - before
+        before, began = cpu_seconds(proc.pid), time.time()
+        raw = wrk(port, pool, alerts, seconds, work.path / "wrk-full.json", resolve_p)
+        cpu, ended = cpu_seconds(proc.pid) - before, time.time()
         result = _summarise("full", alerts, raw, cpu)
+        result.claims_made, result.claims_judged = judged_during(work.db, began, ended)
         if spy is not None:
             spy.proc.wait(timeout=60)  # type: ignore[union-attr]
         result.undecided_at_end = backlog(work.db)
@@ -213,6 +228,21 @@ def backlog(db: Path) -> int:
         return int(conn.execute(sql).fetchone()[0])
     finally:
         conn.close()
+
+
+def judged_during(db: Path, began: float, ended: float) -> tuple[int, int]:
+    """(claims made while the load ran, those of them started or settled before it ended):
+    whether the actions keep pace with the incidents the load opens."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        made, judged = conn.execute(
+            "SELECT count(*), coalesce(sum(coalesce(started_at, finished_at, 1e300) <= ?), 0) "
+            "FROM claims WHERE claimed_at BETWEEN ? AND ?",
+            (ended, began, ended),
+        ).fetchone()
+    finally:
+        conn.close()
+    return int(made), int(judged)
 
 
 def drain(db: Path, undecided: int, limit: float) -> float:
@@ -261,22 +291,32 @@ def py_spy(pid: int, seconds: float, out: Path, work: Workdir) -> Proc:
     return Proc(pinned(LOAD_CPU, argv), work.path / "py-spy.log").start()
 
 
-def measure(alerts: int, runs: int, seconds: float) -> tuple[list[Run], list[Run], list[Run]]:
+def measure(
+    alerts: int,
+    runs: int,
+    seconds: float,
+    resolve_p: float = RESOLVE_P,
+    ack_only: bool = True,
+    groups: int = 0,
+) -> tuple[list[Run], list[Run], list[Run]]:
     bare: list[Run] = []
     ack: list[Run] = []
     full: list[Run] = []
     with Workdir.make("ingest") as work:
         pool = work.path / f"pool-{alerts}.tsv"
-        write_pool(pool, alerts, POOL[alerts])
+        write_pool(pool, alerts, groups or POOL[alerts])
         sink_port = free_port()
         with helper(work, "sink", sink_port) as sink:
             wait_ready(sink, sink_port)
             for i in range(runs):
-                bare.append(run_bare(work, pool, alerts, seconds))
-                with Workdir.make(f"ingest-ack-{alerts}-{i}") as run_dir:
-                    ack.append(run_ack_only(run_dir, sink_port, pool, alerts, seconds))
+                bare.append(run_bare(work, pool, alerts, seconds, resolve_p))
+                if ack_only:
+                    with Workdir.make(f"ingest-ack-{alerts}-{i}") as run_dir:
+                        ack.append(run_ack_only(run_dir, sink_port, pool, alerts, seconds))
                 with Workdir.make(f"ingest-full-{alerts}-{i}") as run_dir:
-                    full.append(run_full(run_dir, sink_port, pool, alerts, seconds))
+                    full.append(
+                        run_full(run_dir, sink_port, pool, alerts, seconds, resolve_p=resolve_p)
+                    )
     return bare, ack, full
 
 
@@ -330,13 +370,34 @@ def run(quick: bool = False) -> Section:
                 )
         section.figures += figures(alerts, bare, full)
         section.figures += ack_figures(alerts, bare, ack)
+        section.figures += pace_figures(alerts, full)
         counts = full[-1].counts
         section.notes.append(
             f"{alerts}-alert payloads, last full run: {full[-1].ok:,} acknowledged, "
             f"{full[-1].journal_rows:,} journal rows, {counts.get('incidents', 0):,} incidents, "
             f"{counts.get('claims', 0):,} claims, {counts.get('audit', 0):,} audit rows."
         )
+    bare, _, full = measure(1, runs, seconds, REPEATS_RESOLVE_P, False, REPEATS_POOL)
+    for i, (b, f) in enumerate(zip(bare, full, strict=True)):
+        for r in (b, f):
+            table.append(
+                f"| 1, 95 % repeats | {i + 1} | {r.kind} | {r.rate:,.0f} | {r.rate:,.0f} | "
+                f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.max_ms:.1f} | {r.cpu_us:,.0f} | "
+                f"{r.other or 0} | {r.missing if r.kind != 'bare' else '-'} | "
+                + (
+                    f"{r.decided_rate:,.0f} | {r.undecided_at_end:,.0f} | {r.drain_rate:,.0f} |"
+                    if r.kind == "full"
+                    else "- | - | - |"
+                )
+            )
+    section.figures += repeat_figures(bare, full)
     section.details.append("\n".join(table))
+    section.notes.append(
+        f"The repeat-heavy rows: 1-alert payloads where an alert resolves with probability "
+        f"{REPEATS_RESOLVE_P:g} and fires again as a new instance after that, so about 95 % "
+        f"of notifications repeat a firing alert the daemon already knows (a pool of "
+        f"{REPEATS_POOL} label sets, sent round-robin: only the first pass is new)."
+    )
     section.notes.append(
         f"{runs} runs of {seconds:g} s per server and payload size, alternating bare, ack-only "
         "and full; "
@@ -384,7 +445,50 @@ def ack_figures(alerts: int, bare: list[Run], ack: list[Run]) -> list[Figure]:
     ]
 
 
+def pace_figures(alerts: int, full: list[Run]) -> list[Figure]:
+    made = sum(r.claims_made for r in full)
+    judged = sum(r.claims_judged for r in full)
+    return [
+        Figure(
+            f"ingest {alerts}-alert: actions judged during the load, of those claimed",
+            float(judged),
+            "",
+            ">= 0.9x claimed",
+            made > 0 and judged >= 0.9 * made,
+            float(made),
+            "claims made during the load (all runs)",
+        )
+    ]
+
+
+def repeat_figures(bare: list[Run], full: list[Run]) -> list[Figure]:
+    rate_b, rate_f = median([r.rate for r in bare]), median([r.rate for r in full])
+    return [
+        Figure(
+            "ingest 1-alert, 95 % repeats: notifications/s",
+            rate_f,
+            "/s",
+            f">= {REPEATS_TARGET:g}x bare",
+            rate_f >= REPEATS_TARGET * rate_b,
+            rate_b,
+            "bare aiohttp, same mix",
+            [r.rate for r in full],
+        ),
+        Figure(
+            "ingest 1-alert, 95 % repeats: ack p99",
+            median([r.p99_ms for r in full]),
+            "ms",
+            "-",
+            None,
+            median([r.p99_ms for r in bare]),
+            "bare aiohttp, same mix",
+            [r.p99_ms for r in full],
+        ),
+    ]
+
+
 def figures(alerts: int, bare: list[Run], full: list[Run]) -> list[Figure]:
+    share, p99_target = TARGETS[alerts]
     rate_b, rate_f = median([r.rate for r in bare]), median([r.rate for r in full])
     p99_b, p99_f = median([r.p99_ms for r in bare]), median([r.p99_ms for r in full])
     missing = sum(r.missing for r in full)
@@ -396,8 +500,8 @@ def figures(alerts: int, bare: list[Run], full: list[Run]) -> list[Figure]:
             f"ingest {alerts}-alert: notifications/s",
             rate_f,
             "/s",
-            ">= 0.5x bare",
-            rate_f / rate_b >= 0.5,
+            f">= {share:g}x bare",
+            rate_f / rate_b >= share,
             rate_b,
             "bare aiohttp",
             [r.rate for r in full],
@@ -406,8 +510,8 @@ def figures(alerts: int, bare: list[Run], full: list[Run]) -> list[Figure]:
             f"ingest {alerts}-alert: ack p99",
             p99_f,
             "ms",
-            "<= 20 ms",
-            p99_f <= 20.0,
+            f"<= {p99_target:g} ms",
+            p99_f <= p99_target,
             p99_b,
             "bare aiohttp",
             [r.p99_ms for r in full],

@@ -25,6 +25,7 @@ from pathlib import Path
 from bench import (
     a2a,
     backtest,
+    connectors,
     failover,
     http_client,
     ingest,
@@ -46,9 +47,14 @@ from bench.common import (
 )
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
+RERUN_ONLY = ".venv/bin/python -m bench.run --only {}"  # writes RESULTS.md with that section
+RERUN = {  # the sections that also run alone, printing their figures
+    "postgres": ".venv/bin/python -m bench.postgres_store",
+    "connectors": ".venv/bin/python -m bench.connectors",
+}
 FINDINGS = ROOT / "bench" / "FINDINGS.md"
 ORDER = (
-    "ingest", "a2a", "postgres", "rules", "memory", "restart", "slack", "http_client",
+    "ingest", "a2a", "postgres", "connectors", "rules", "memory", "restart", "slack", "http_client",
     "backtest", "failover", "profiles",
 )  # fmt: skip
 
@@ -169,7 +175,7 @@ def rewrite() -> None:
 
 
 def write(sections: list[Section], fresh: set[str], seconds: float, host: list[str]) -> None:
-    out = ["# Benchmark results (issue 7)", ""]
+    out = ["# Benchmark results (issues 7, 11 and 17)", ""]
     out += [
         f"Written by `make bench` (`python -m bench.run`) in {seconds:.0f} s. Every figure is "
         "measured in this run, beside a baseline measured in the same run; ratio = measured / "
@@ -179,7 +185,12 @@ def write(sections: list[Section], fresh: set[str], seconds: float, host: list[s
     out += ["## Machine", "", *host, "", "## Summary", "", *summary(sections), ""]
     for s in sections:
         stale = "" if s.key in fresh else " (from an earlier invocation)"
-        out += [f"## {s.title}{stale}", ""]
+        out += [
+            f"## {s.title}{stale}",
+            "",
+            f"Rerun: `{RERUN.get(s.key, RERUN_ONLY.format(s.key))}`",
+            "",
+        ]
         for block in s.details:
             out += [block, ""]
         out += [f"- {note}" for note in s.notes]
@@ -207,6 +218,7 @@ def main() -> None:
         "ingest": lambda: ingest.run(args.quick),
         "a2a": lambda: a2a.run(args.quick),
         "postgres": lambda: postgres_store.run(args.quick),
+        "connectors": lambda: connectors.run(args.quick),
         "rules": lambda: rule_scaling.run(args.quick),
         "memory": lambda: startup.memory(1 if args.quick else 3),
         "restart": lambda: startup.restart(3 if args.quick else 5),
@@ -220,6 +232,7 @@ def main() -> None:
     steal_before = cpu_ticks()
     load_before = os.getloadavg()[0]
     sections: list[Section] = []
+    loads: list[str] = []
     for key in ORDER:
         section = runners[key]() if key in wanted else Section.load(key)
         if section is None:
@@ -227,6 +240,7 @@ def main() -> None:
         if key in wanted:
             section.save()
             print_section(section)
+            loads.append(f"{key} {os.getloadavg()[0]:.2f}")
         sections.append(section)
     seconds = time.monotonic() - started
     steal = cpu_ticks()
@@ -238,6 +252,7 @@ def main() -> None:
         f"- load average (1 min) at start {load_before:.2f}, at end {os.getloadavg()[0]:.2f}: "
         "the benchmarks alone keep it under ~2.2; more means other work shared the CPUs and the "
         "figures are not comparable with a quiet run",
+        f"- load average (1 min) after each section: {', '.join(loads)}",
     ]
     run_info = {"seconds": seconds, "machine": host, "fresh": sorted(wanted)}
     (OUT / "run.json").write_text(json.dumps(run_info))

@@ -3,7 +3,9 @@
 The daemon runs the shipped rule packs (rules/cdc.yaml, rules/ingestion.yaml) plus BENCH_RULES:
 50 rules for alertnames Bench00..Bench49 (each with a severity regex, an incident key of
 alertname and instance, and one HTTP action) and one rule for the alert-to-action benchmark.
-Every target points at the sink stand-in, which answers at once.
+Every target points at the sink stand-in, which answers at once. Each rule's actions run one at
+a time per alert instance (`one_at_a_time_by`), not per target: every instance stands for a
+different thing behind the one sink, as connectors behind one Kafka Connect cluster.
 
 The ingest mix, by alert label set (a group of a 50-alert notification shares one alertname, as
 Alertmanager groups by alertname):
@@ -29,6 +31,7 @@ _BENCH_RULE = """\
   - name: bench-{n:02d}
     match: '{{alertname="Bench{n:02d}", severity=~"critical|warning|page"}}'
     incident_key: [alertname, instance]
+    one_at_a_time_by: [instance]
     tiers:
       - name: act
         actions: [bench_call]
@@ -55,6 +58,7 @@ rules:
   - name: bench-a2a
     match: '{alertname="BenchA2A"}'
     incident_key: [alertname, seq]
+    one_at_a_time_by: [seq]
     tiers:
       - name: act
         actions: [a2a_call]

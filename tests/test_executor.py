@@ -574,3 +574,33 @@ async def test_claims_waiting_for_a_busy_target_are_queued_not_tasks(world: Worl
     await world.running.settle()
     assert [a["status"] for a in await world.actions()] == ["succeeded"] * 20
     assert len(world.flags.server.seen) == 20
+
+
+async def test_one_at_a_time_by_a_label_runs_lanes_of_one_target_side_by_side(
+    write_config: Callable[..., Path],
+    start_daemon: StartDaemon,
+    recorder: Callable[..., Awaitable[Recorder]],
+) -> None:
+    target = await recorder()
+    target.delay = 1.5
+    rules = """
+    actions:
+      restart: {kind: http, target: t, method: POST, path: "/restart/{connector}/{task}",
+                retries: 0, timeout: 10s}
+    rules:
+      - name: r
+        match: '{alertname="Down"}'
+        incident_key: [alertname, connector, task]
+        one_at_a_time_by: [connector]
+        tiers: [{actions: [restart]}]
+    """
+    config = write_config(base_config({"t": target.server.url}, "rule_files: [r.yaml]\n"), r=rules)
+    running = await start_daemon(config, FakeClock(T0))
+    alerts = [alert("Down", connector=c, task=t) for c, t in (("a", "1"), ("a", "2"), ("b", "1"))]
+    await running.post_alerts(notification(*alerts))
+    async with asyncio.timeout(1.2):  # within the first request's 1.5 s: two lanes at once
+        while len(target.server.seen) < 2:
+            await asyncio.sleep(0.02)
+    assert sorted(s.path for s in target.server.seen) == ["/restart/a/1", "/restart/b/1"]
+    await running.settle()
+    assert target.server.seen[-1].path == "/restart/a/2"  # its lane's turn came after a/1's

@@ -37,3 +37,14 @@ def test_after_close_no_claim_starts() -> None:
     turns.pass_on(on("t", 1))
     turns.add(on("u", 3))
     assert started == [1]
+
+
+def test_a_key_gives_each_lane_of_a_target_its_own_queue() -> None:
+    started: list[int] = []
+    lanes = {1: "a", 2: "a", 3: "b"}
+    turns = Turns(60.0, lambda claim: started.append(claim.id), lambda c: f"t/{lanes[c.id]}")
+    for claim_id in (1, 2, 3):
+        turns.add(on("t", claim_id))
+    assert (started, turns.queued()) == ([1, 3], 1)  # lanes a and b side by side
+    turns.pass_on(on("t", 1))
+    assert started == [1, 3, 2]

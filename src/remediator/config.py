@@ -150,6 +150,7 @@ RULE_KEYS = frozenset(
         "on_resolved",
         "dry_run",
         "cooldown",
+        "one_at_a_time_by",
         "during_maintenance",
         "slack",
         "escalation",
@@ -727,6 +728,7 @@ class _Loader:
             position=position,
             dry_run=node.opt("dry_run", Node.boolean, False),
             cooldown=node.opt("cooldown", Node.duration, None),
+            one_at_a_time_by=tuple(node.strings("one_at_a_time_by")),
             channel=node.get("slack").opt("channel", Node.string, "")  # type: ignore[union-attr]
             if node.has("slack")
             else "",

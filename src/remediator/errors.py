@@ -24,6 +24,11 @@ class RenderError(RemediatorError):
     """An action could not be built from an alert (a label it needs is missing or unusable)."""
 
 
+class MissingResult(RenderError):
+    """An action refers to an earlier action's result (`$results.<action>`) that it was not
+    given: the caller reads the incident's results and renders again."""
+
+
 class StoreError(RemediatorError):
     """The store could not be reached or refused a write. Nothing of sqlite3 or asyncpg leaves
     the store: a backend's error is one of these, with the driver's error as its cause."""

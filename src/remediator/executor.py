@@ -29,8 +29,9 @@ from remediator import guardrails, interrupted
 from remediator.actions.base import AttemptContext, AttemptResult, RenderContext
 from remediator.clock import Clock, iso
 from remediator.config import Config
-from remediator.errors import Fenced, RenderError, StoreError, StoreUnavailable
+from remediator.errors import Fenced, MissingResult, RenderError, StoreError, StoreUnavailable
 from remediator.guardrails import Ask, Facts, Mute, Policy, Verdict
+from remediator.lanes import lane_of
 from remediator.matchers import parse_matchers
 from remediator.metrics import Metrics
 from remediator.store.records import (
@@ -101,7 +102,7 @@ class Executor:
         self._session: aiohttp.ClientSession | None = None  # made in the loop, at first use
         self._rand = rand
         self._slots = asyncio.Semaphore(config.max_concurrency)
-        self._turns = Turns(WAIT_POLL, self._start)
+        self._turns = Turns(WAIT_POLL, self._start, self.turn_key)
         self._tasks: set[asyncio.Task[None]] = set()
         self._inflight: set[int] = set()  # claims this process runs now: never twice at once
         self._reread: set[int] = set()  # queued claims to read again before they run
@@ -288,22 +289,41 @@ class Executor:
         if action is None:
             await self._finish(claim, FAILED, f"action {claim.action!r} is no longer configured")
             return
-        if await self._resolved_meanwhile(claim):
-            return
-        results = await self.store.incident_results(claim.incident_id)
         try:
-            request = action.prepare(render_context(claim, results))
+            request = await self._prepare(claim, action)
         except RenderError as e:
-            await self._finish(claim, FAILED, f"cannot build the request: {e}")
+            if not await self._resolved_meanwhile(claim):
+                await self._finish(claim, FAILED, f"cannot build the request: {e}")
             return
         if await self._admitted(claim, action, request):
             await self._execute(claim, action, request)
 
+    async def _prepare(self, claim: Claim, action: Action) -> Mapping[str, Any]:
+        """The claim's request; the incident's earlier results are read only for an action
+        that refers to one (`$results.<action>`)."""
+        try:
+            return action.prepare(render_context(claim))
+        except MissingResult:
+            results = await self.store.incident_results(claim.incident_id)
+            return action.prepare(render_context(claim, results))
+
+    def lane(self, claim: Claim) -> str | None:
+        """What of its target the claim holds (lanes.py; None: all of it)."""
+        rule = self.config.rule(claim.rule)
+        by = () if rule is None else rule.one_at_a_time_by
+        return lane_of(by, claim.context.get("labels", {}))
+
+    def turn_key(self, claim: Claim) -> str:
+        """The queue the claim takes its turn in (turns.py): its target, or its lane of it."""
+        lane = self.lane(claim)
+        return claim.target if lane is None else f"{claim.target}\x1f{lane}"
+
     async def _admitted(self, claim: Claim, action: Action, request: Mapping[str, Any]) -> bool:
         """Ask the guardrails until they allow (True) or settle the claim otherwise (False)."""
+        lane = self.lane(claim)
         while True:
-            verdict, started = await self._start_if_allowed(claim, request)
-            if verdict is None:  # its incident resolved since _guarded looked
+            verdict, started = await self._start_if_allowed(claim, request, lane)
+            if verdict is None:  # its incident resolved: a firing action never runs then
                 await self._skip_resolved(claim)
                 return False
             if verdict.outcome == "allow":
@@ -333,7 +353,7 @@ class Executor:
         )
 
     async def _start_if_allowed(
-        self, claim: Claim, request: Mapping[str, Any]
+        self, claim: Claim, request: Mapping[str, Any], lane: str | None
     ) -> tuple[Verdict | None, bool]:
         """The guardrails' verdict on starting the claim now and, if they allow, its start, in
         one store transaction: claims judged at the same moment cannot both take the last unit
@@ -344,7 +364,8 @@ class Executor:
         budgets = [b.per for b in (policy.global_budget, policy.action_budget) if b]
         since = now - max(budgets, default=0.0)
         judge = self._judge(claim, policy, now)
-        return await self.store.start_claim_if(claim, request, now, since, judge)
+        sent = self.config.policy(claim.action).precondition is None  # sent_at with the start
+        return await self.store.start_claim_if(claim, request, now, since, judge, lane, sent)
 
     def _judge(
         self, claim: Claim, policy: Policy, now: float
@@ -445,8 +466,9 @@ class Executor:
         started = time.monotonic()
         last: Attempt | None = None
         try:
-            status, detail = await self._precondition(claim, request)
-            if status is None and not await self.store.mark_sent(claim.id, self.clock.now()):
+            status, detail, checked = await self._precondition(claim, request)
+            sending = checked and status is None  # sent_at not recorded with the start
+            if sending and not await self.store.mark_sent(claim.id, self.clock.now()):
                 return  # no longer running: settled elsewhere, nothing sent
             if status is None:
                 status, detail, last = await self._attempts(action, claim, request)
@@ -468,14 +490,15 @@ class Executor:
 
     async def _precondition(
         self, claim: Claim, request: Mapping[str, Any]
-    ) -> tuple[str | None, str]:
+    ) -> tuple[str | None, str, bool]:
+        """(None or PRECONDITION_FAILED, detail, whether a precondition was checked)."""
         check = self.config.policy(claim.action).precondition
         if check is None:
-            return None, ""
+            return None, "", False
         result = await check.evaluate(render_context(claim), self.http)
         if result.holds:
-            return None, ""
-        return PRECONDITION_FAILED, f"precondition failed, not acting: {result.detail}"
+            return None, "", True
+        return PRECONDITION_FAILED, f"precondition failed, not acting: {result.detail}", True
 
     async def _attempts(
         self, action: Action, claim: Claim, request: Mapping[str, Any]

@@ -152,6 +152,7 @@ class Rule:
     position: int = 0  # order across all rule files
     dry_run: bool = False
     cooldown: float | None = None
+    one_at_a_time_by: tuple[str, ...] = ()  # labels making lanes of a target (lanes.py)
     during_maintenance: str = "hold"  # or "drop"
     channel: str = ""  # Slack channel for this rule's incidents ("": the default)
     templates: Mapping[str, str] = field(default_factory=dict)  # template name -> source

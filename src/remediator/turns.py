@@ -19,18 +19,25 @@ from remediator.store.records import Claim
 
 
 class Turns:
-    def __init__(self, poll: float, start: Callable[[Claim], None]) -> None:
+    def __init__(
+        self,
+        poll: float,
+        start: Callable[[Claim], None],
+        key: Callable[[Claim], str] = lambda claim: claim.target,
+    ) -> None:
         self.poll = poll
         self._start = start  # gives a claim whose turn it is its task
+        self._key = key  # the queue a claim waits in: its target, or its lane of it (lanes.py)
         self._queued: dict[str, deque[Claim]] = {}
         self._holder: dict[str, int] = {}  # target: the id of the claim whose turn it is
         self._closed = False
 
     def add(self, claim: Claim) -> None:
         """Queue the claim behind its target's; it starts at once if the target has none."""
-        self._queued.setdefault(claim.target, deque()).append(claim)
-        if claim.target not in self._holder:
-            self._next(claim.target)
+        key = self._key(claim)
+        self._queued.setdefault(key, deque()).append(claim)
+        if key not in self._holder:
+            self._next(key)
 
     def close(self) -> None:
         """No claim starts from now on (shutdown): queued ones stay claimed in the store and run
@@ -43,9 +50,10 @@ class Turns:
 
     def pass_on(self, claim: Claim) -> None:
         """The claim no longer holds its target: the next claim's turn (once per claim)."""
-        if self._holder.get(claim.target) == claim.id:
-            del self._holder[claim.target]
-            self._next(claim.target)
+        key = self._key(claim)
+        if self._holder.get(key) == claim.id:
+            del self._holder[key]
+            self._next(key)
 
     def _next(self, target: str) -> None:
         queued = self._queued.get(target)

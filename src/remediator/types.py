@@ -136,13 +136,18 @@ class Claims(Protocol):
         now: float,
         since: float,
         judge: Callable[[TargetHistory, list[MuteRow]], Verdict | None],
+        lane: str | None = None,
+        sent: bool = False,
     ) -> tuple[Verdict | None, bool]:
         """Judge the claim on the store's facts (its target's history since `since`, the mutes
         active at `now`, its incident's status) and, if the verdict allows, start it, in one
         transaction holding a lock that every start takes: no other claim, in this process or
         another on the same database, is judged or started in between, so budgets and busy
         targets cannot race. Returns the verdict (None: the judge says it must not start at
-        all) and whether the claim started (False also if it was no longer `claimed`)."""
+        all) and whether the claim started (False also if it was no longer `claimed`).
+        `lane` (lanes.py): the claim holds only that lane of its target, and waits only for a
+        running claim of the same lane or one holding the whole target (None: the whole
+        target). `sent`: its request leaves at once, so its `sent_at` is the start's."""
         ...
 
     async def set_claim(

@@ -1,6 +1,7 @@
 """The store's contract for what people steer and what Slack delivers, on both backends:
 settings, mutes, approvals decided and expired (remediator.approvals' rules), circuit breaker
-failures (guardrails.breaker_failure), the facts start_claim_if judges on, the Slack outbox."""
+failures (guardrails.breaker_failure), the facts start_claim_if judges on (lanes of a target
+included), the Slack outbox."""
 
 from __future__ import annotations
 
@@ -115,6 +116,29 @@ async def test_start_claim_if_judges_on_the_stores_facts(store: AnyStore) -> Non
     assert seen[-1].started_global == [5.0]
     assert seen[-1].incident_status == "open"
     assert (await store.claim(first)).status == RUNNING  # type: ignore[union-attr]
+
+
+async def test_a_claim_in_a_lane_waits_only_for_its_lane_or_the_whole_target(
+    store: AnyStore,
+) -> None:
+    def judge(history: TargetHistory, mutes: list[MuteRow]) -> Verdict:
+        return Verdict("wait") if history.target_busy else Verdict("allow")
+
+    a1, a2, b, whole = [await store.claim(i) for i in await claims(store, 4)]
+    assert a1 and a2 and b and whole  # noqa: PT018
+    lane_a, lane_b = '{"connector":"a"}', '{"connector":"b"}'
+    assert (await store.start_claim_if(a1, {}, 5.0, 0.0, judge, lane_a, sent=True))[1] is True
+    assert (await store.start_claim_if(a2, {}, 5.0, 0.0, judge, lane_a))[1] is False
+    assert (await store.start_claim_if(b, {}, 5.0, 0.0, judge, lane_b))[1] is True
+    assert (await store.start_claim_if(whole, {}, 5.0, 0.0, judge))[1] is False  # lanes run
+    started = await store.claim(a1.id)
+    assert started is not None
+    assert started.sent_at == 5.0  # no precondition: sent as it started, in the same commit
+    assert (await store.claim(b.id)).sent_at is None  # type: ignore[union-attr]
+    for done in (a1, b):
+        await store.finish_claim(done.id, SUCCEEDED, "ok", 6.0, audit("done"))
+    assert (await store.start_claim_if(whole, {}, 7.0, 0.0, judge))[1] is True
+    assert (await store.start_claim_if(a2, {}, 7.0, 0.0, judge, lane_a))[1] is False  # whole
 
 
 async def test_the_outbox_delivers_in_order_per_thread(store: AnyStore) -> None:

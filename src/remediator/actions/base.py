@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import httpx
 
-from remediator.errors import RenderError
+from remediator.errors import MissingResult, RenderError
 from remediator.jsonpath import FIELD, extract
 from remediator.schema import Node
 
@@ -62,7 +62,7 @@ class RenderContext:
         it when the output is JSON (`$results.silence.silenceID`)."""
         action, _, path = ref.partition(".")
         if action not in self.results:
-            raise RenderError(f"no result from action {action!r} in this incident")
+            raise MissingResult(f"no result from action {action!r} in this incident")
         output = self.results[action]
         if not path:
             return output

@@ -38,6 +38,7 @@ BATCH = 200
 CONCURRENCY = 8
 IDLE_WAIT = 5.0
 MARKER_EVENT = "remediator_message"  # the metadata event type that names the outbox row
+Known = dict[int, tuple[dict[str, Any] | None, list[str]]]  # incident id -> (its view, ran)
 FIND_SLACK = 300.0  # look this much before the row was queued: clocks differ
 RETRYABLE_ERRORS = frozenset(
     {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
@@ -308,20 +309,28 @@ class Outbox:
             if not entries:
                 return
             items: list[OutboxItem] = []
+            incidents: Known = {}
             for entry in entries:
-                items.extend(await self._compose(entry))
+                items.extend(await self._compose(entry, incidents))
             last = entries[-1].id or self._cursor
             await self.store.enqueue_slack(items, last, time.time())
             self._cursor = last
 
-    async def _compose(self, entry: AuditEntry) -> list[OutboxItem]:
+    async def _compose(self, entry: AuditEntry, incidents: Known) -> list[OutboxItem]:
+        """The messages for one audit line. `incidents`: what this batch of lines already read
+        of their incidents (an incident's lines of one batch are told from one read)."""
         if entry.detail.get("storm"):
             return []  # a storm's lines are told by its summary: no reads for them
         incident = approval = None
         taken: list[str] = []
         if entry.incident_id is not None:
-            incident = await self.store.incident(entry.incident_id)
-            taken = sorted(await self.store.ran_actions(entry.incident_id))
+            if entry.incident_id not in incidents:
+                read = await self.store.incident(entry.incident_id)
+                incidents[entry.incident_id] = (
+                    read,
+                    sorted(await self.store.ran_actions(entry.incident_id)),
+                )
+            incident, taken = incidents[entry.incident_id]
         approval_id = entry.detail.get("approval_id")
         if isinstance(approval_id, int):
             approval = await self.store.approval(approval_id)

@@ -119,12 +119,18 @@ async def _run_job(conn: asyncpg.Connection, tx: Tx, job: _Job, savepoint: bool)
         return job, None, e
 
 
-# PostgreSQL's own: a batch of journal entries in two statements, whatever its size. The ids are
-# taken from the journal's sequence first, in order, so that each entry knows its own.
-_TAKE_IDS = "SELECT nextval(pg_get_serial_sequence('journal', 'id')) FROM generate_series(1, $1)"
-_INSERT_JOURNAL = (
-    "INSERT INTO journal (id, received_at, body) "
-    "SELECT * FROM unnest($1::bigint[], $2::float8[], $3::text[])"
+# PostgreSQL's own: a batch of journal entries in one statement, whatever its size, so one round
+# trip and one commit (a statement outside a transaction block commits on its own). The ids are
+# taken from the journal's sequence first, in the entries' order, so that each knows its own; the
+# insert runs whether or not its rows are read (a data-modifying WITH always runs to completion).
+_APPEND_JOURNAL = (
+    "WITH taken AS MATERIALIZED ("
+    " SELECT n, nextval(pg_get_serial_sequence('journal', 'id')) AS id"
+    " FROM generate_series(1, cardinality($1::float8[])) AS n ORDER BY n),"
+    " inserted AS (INSERT INTO journal (id, received_at, body)"
+    " SELECT taken.id, e.at, e.body FROM taken"
+    " JOIN unnest($1::float8[], $2::text[]) WITH ORDINALITY AS e(at, body, n) USING (n))"
+    " SELECT id FROM taken ORDER BY n"
 )
 # the leader LISTENs on it (election.py): a batch from any replica is read without waiting
 _NOTIFY = "SELECT pg_notify('remediator_journal', '')"
@@ -137,13 +143,16 @@ class _Entry:
     future: asyncio.Future[int]
 
 
+Connect = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
+
+
 class JournalAppender:
     """Group commit of journal appends: every entry queued since the last commit goes in one
-    transaction of two statements. If it fails, every entry in it fails (the webhook answers
+    statement, committed on its own. If it fails, every entry in it fails (the webhook answers
     503 and Alertmanager sends it again)."""
 
-    def __init__(self, transaction: Transaction, wrap: Callable[[Exception], Exception]) -> None:
-        self._transaction = transaction
+    def __init__(self, connection: Connect, wrap: Callable[[Exception], Exception]) -> None:
+        self._connection = connection
         self._wrap = wrap
         self._entries: asyncio.Queue[_Entry | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -182,11 +191,10 @@ class JournalAppender:
         if not batch:
             return
         try:
-            async with self._transaction() as (conn, _):
-                ids = [r[0] for r in await conn.fetch(_TAKE_IDS, len(batch))]
-                bodies, ats = [e.body for e in batch], [e.at for e in batch]
-                await conn.execute(_INSERT_JOURNAL, ids, ats, bodies)
-                await conn.execute(_NOTIFY)
+            async with self._connection() as conn:
+                ats, bodies = [e.at for e in batch], [e.body for e in batch]
+                ids = [r[0] for r in await conn.fetch(_APPEND_JOURNAL, ats, bodies)]
+                await conn.execute(_NOTIFY)  # after the append's commit: the leader reads it
         except Exception as e:  # the batch failed: every entry in it did
             failure = self._wrap(e)
             for entry in batch:

@@ -60,21 +60,31 @@ class ClaimsSQL(Runner):
         return await self._write(op)
 
     async def start_claim_if(
-        self, claim: Claim, request: Mapping[str, Any], now: float, since: float, judge: Judge
+        self,
+        claim: Claim,
+        request: Mapping[str, Any],
+        now: float,
+        since: float,
+        judge: Judge,
+        lane: str | None = None,
+        sent: bool = False,
     ) -> tuple[Verdict | None, bool]:
         """Judge the claim on the store's facts and, if the verdict allows, start it, in one
         transaction that holds the starts lock to its commit: no other claim, in this process
-        or another on the same database, is judged or started in between. Fenced."""
+        or another on the same database, is judged or started in between. `lane`: what of its
+        target the claim holds (None: all of it); `sent`: its request may leave at once (no
+        precondition first), so `sent_at` is recorded with the start, in the same commit.
+        Fenced."""
         epoch = self.epoch
 
         async def op(tx: Tx) -> tuple[Verdict | None, bool]:
             await fence(tx, epoch)
             await tx.fetchval(tx.dialect.lock, LOCK_STARTS)
-            facts = await target_history(tx, claim, since)
+            facts = await target_history(tx, claim, since, lane)
             verdict = judge(facts, await active_mutes(tx, now))
             if verdict is None or verdict.outcome != "allow":
                 return verdict, False
-            return verdict, await _start_claim(tx, claim.id, now, request)
+            return verdict, await _start_claim(tx, claim.id, now, request, lane, sent)
 
         return await self._write(op, serial=True)
 
@@ -183,7 +193,9 @@ class ClaimsSQL(Runner):
                 return None
             return await insert_audit(tx, audit)
 
-        return await self._write(op)
+        # in the starts' order: a waiter handed the target's turn before this commit (the
+        # executor's hand-off) is judged after it, and finds the target free
+        return await self._write(op, serial=True)
 
     async def set_verification(
         self,
@@ -236,14 +248,24 @@ async def close_claim(tx: Tx, claim_id: int, after: ClaimAfter, at: float) -> No
     )
 
 
-async def _start_claim(tx: Tx, claim_id: int, at: float, request: Mapping[str, Any]) -> bool:
-    """Running from `at`, with a lease of CLAIM_LEASE that its holder renews from then on."""
+async def _start_claim(
+    tx: Tx,
+    claim_id: int,
+    at: float,
+    request: Mapping[str, Any],
+    lane: str | None = None,
+    sent: bool = False,
+) -> bool:
+    """Running from `at`, with a lease of CLAIM_LEASE that its holder renews from then on; in
+    `lane` of its target, and sent at once if `sent`."""
     sql = (
         "UPDATE claims SET status = ?, started_at = ?, request = ?, lease_until = ?, "
-        "lease_renewed_at = ? WHERE id = ? AND status = ?"
+        "lease_renewed_at = ?, lane = ?, sent_at = ? WHERE id = ? AND status = ?"
     )
-    body, lease = json.dumps(request), at + CLAIM_LEASE
-    return await tx.execute(sql, RUNNING, at, body, lease, at, claim_id, CLAIMED) == 1
+    body, lease, sent_at = json.dumps(request), at + CLAIM_LEASE, at if sent else None
+    return (
+        await tx.execute(sql, RUNNING, at, body, lease, at, lane, sent_at, claim_id, CLAIMED) == 1
+    )
 
 
 async def _insert_attempt(tx: Tx, attempt: Attempt) -> None:
@@ -274,56 +296,74 @@ async def active_mutes(tx: Tx, now: float) -> list[MuteRow]:
     return [rows.mute(r) for r in await tx.fetch(sql, now)]
 
 
-async def target_history(tx: Tx, claim: Claim, since: float) -> TargetHistory:
+async def target_history(
+    tx: Tx, claim: Claim, since: float, lane: str | None = None
+) -> TargetHistory:
     """Facts about `claim`'s rule, action and target: starts since `since` (budgets), the last
-    start by another incident (cooldown), whether the target is busy, the target's failures since
+    start by another incident (cooldown), whether the target is busy (for a claim in a `lane`:
+    a claim of the same lane or one holding the whole target runs), the target's failures since
     its last success or reset (circuit breaker), the claim's approval, its incident's status."""
     # Each read below must cost what this claim's history costs, not the whole claims table (it
     # runs before every action). A unary + keeps SQLite from using a column's index where the
     # planner, without statistics, would pick a far larger range (all of a target's claims).
     started = marks(STARTED)
-    last_other = await tx.fetchval(  # cooldown: the same rule and incident key, same target
-        "SELECT MAX(c.started_at) FROM incidents i JOIN claims c ON c.incident_id = i.id "
-        "WHERE i.incident_key = (SELECT incident_key FROM incidents WHERE id = ?) AND i.id != ? "
-        f"AND +c.rule = ? AND +c.target = ? AND +c.status IN ({started})",
+    busy_sql = "SELECT 1 FROM claims WHERE target = ? AND status = ? AND id != ?"
+    lanes: tuple[str, ...] = ()
+    if lane is not None:
+        busy_sql += " AND (lane IS NULL OR lane = ?)"
+        lanes = (lane,)
+    # the single facts in one statement (one round trip, on PostgreSQL)
+    facts = await tx.fetchrow(
+        "SELECT (SELECT MAX(c.started_at) FROM incidents i JOIN claims c "  # cooldown
+        "ON c.incident_id = i.id WHERE i.incident_key = "
+        "(SELECT incident_key FROM incidents WHERE id = ?) AND i.id != ? "
+        f"AND +c.rule = ? AND +c.target = ? AND +c.status IN ({started})) AS last_other, "
+        f"EXISTS ({busy_sql}) AS busy, "
+        "(SELECT status FROM incidents WHERE id = ?) AS status, "
+        "(SELECT MAX(at) FROM circuit_resets WHERE target = ?) AS reset",
         claim.incident_id,
         claim.incident_id,
         claim.rule,
         claim.target,
         *STARTED,
+        claim.target,
+        RUNNING,
+        claim.id,
+        *lanes,
+        claim.incident_id,
+        claim.target,
     )
+    assert facts is not None
     starts = await tx.fetch(
         f"SELECT action, started_at FROM claims WHERE started_at >= ? AND +status IN ({started})",
         since,
         *STARTED,
     )
-    busy = await tx.fetchrow(
-        "SELECT 1 FROM claims WHERE target = ? AND status = ? AND id != ? LIMIT 1",
-        claim.target,
-        RUNNING,
-        claim.id,
-    )
     approval = await tx.fetchrow(
         f"SELECT {rows.APPROVAL_COLUMNS} FROM approvals WHERE claim_id = ?", claim.id
     )
-    status = await tx.fetchval("SELECT status FROM incidents WHERE id = ?", claim.incident_id)
     return TargetHistory(
-        last_other_start=last_other,
+        last_other_start=facts["last_other"],
         started_global=[r["started_at"] for r in starts],
         started_action=[r["started_at"] for r in starts if r["action"] == claim.action],
-        target_busy=busy is not None,
-        failures=await breaker_failures(tx, claim.target),
+        target_busy=bool(facts["busy"]),
+        failures=await breaker_failures(tx, claim.target, facts["reset"]),
         approval=None if approval is None else rows.approval(approval),
-        incident_status=status,
+        incident_status=facts["status"],
     )
 
 
-async def breaker_failures(tx: Tx, target: str) -> list[float]:
+_RESET = "SELECT MAX(at) FROM circuit_resets WHERE target = ?"
+_UNREAD = object()
+
+
+async def breaker_failures(tx: Tx, target: str, reset: Any = _UNREAD) -> list[float]:
     """The target's failures (as guardrails.breaker_failure counts them) since its last success
-    and its last reset, oldest first: its outcomes read newest first until a success. An action
-    whose request's own data was refused (an attempt without target_fault) is neither: it says
-    nothing about the target."""
-    reset = await tx.fetchval("SELECT MAX(at) FROM circuit_resets WHERE target = ?", target)
+    and its last reset (`reset`, if the caller read it), oldest first: its outcomes read newest
+    first until a success. An action whose request's own data was refused (an attempt without
+    target_fault) is neither: it says nothing about the target."""
+    if reset is _UNREAD:
+        reset = await tx.fetchval(_RESET, target)
     sql = (  # walks claims_target_status from the newest
         f"SELECT id, finished_at, status, verify_status FROM claims WHERE target = ? "
         f"AND status IN ({marks(guardrails.BREAKER_OUTCOMES)}) AND finished_at > ? "

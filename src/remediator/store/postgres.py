@@ -125,7 +125,7 @@ class PostgresStore(
         self.settings = settings
         self._pool: asyncpg.Pool | None = None
         # appends, committed together; judge-and-start writes, one after the other
-        self._journal = JournalAppender(self._transaction, _batch_error)
+        self._journal = JournalAppender(self._autocommit, _batch_error)
         self._starts = Batcher("starts", self._transaction, _batch_error)
         self._open = False
         self.commits = 0
@@ -138,6 +138,7 @@ class PostgresStore(
                 min_size=1,
                 max_size=s.pool_size,
                 timeout=s.connect_timeout,
+                reset=_keep_session,
                 # a server that went away without closing the socket fails the call, not hangs it
                 command_timeout=s.statement_timeout + COMMAND_MARGIN,
                 server_settings={
@@ -191,10 +192,11 @@ class PostgresStore(
             await pool.close()
 
     async def _write(self, op: Op[T], urgent: bool = False, serial: bool = False) -> T:
-        """Judge-and-start writes (`serial`) queue for the starts batcher, which commits all that
-        wait in one transaction: one advisory lock and one commit for many. Every other write
-        runs now, in a transaction of its own on a pooled connection (journal appends have
-        their own path: append_journal)."""
+        """Judge-and-start writes and finishes (`serial`) queue for the starts batcher, which
+        commits all that wait in one transaction, in order: one advisory lock and one commit for
+        many, and a finish that frees a target lands before the start of the claim handed its
+        turn. Every other write runs now, in a transaction of its own on a pooled connection
+        (journal appends have their own path: append_journal)."""
         if not self._open or self._pool is None:
             raise StoreUnavailable("the store is not open")
         if serial:
@@ -221,6 +223,14 @@ class PostgresStore(
             yield conn, PostgresTx(conn)
         self.commits += 1
 
+    @asynccontextmanager
+    async def _autocommit(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection whose one statement commits on its own; counted as a commit."""
+        assert self._pool is not None
+        async with self._pool.acquire() as conn:
+            yield conn
+        self.commits += 1
+
     async def _read(self, op: Op[T]) -> T:
         if self._pool is None:
             raise StoreUnavailable("the store is not open")
@@ -229,6 +239,13 @@ class PostgresStore(
                 return await op(PostgresTx(conn))
         except (asyncpg.PostgresError, *_UNAVAILABLE) as e:
             raise store_error(e) from e
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A connection goes back to the pool as it is: asyncpg's default reset is one more round
+    trip per use (unlock, CLOSE ALL, UNLISTEN, RESET ALL), and the store leaves nothing to reset:
+    its only lock is transaction-level, it never listens, and its settings are the connection's
+    own (server_settings)."""
 
 
 def _batch_error(e: Exception) -> Exception:

@@ -66,8 +66,8 @@ class Runner:
 
     async def _write(self, op: Op[T], urgent: bool = False, serial: bool = False) -> T:
         """`urgent`: someone waits for this commit to answer (a journal append). `serial`: a
-        judge-and-start write, that holds the starts lock: a backend may commit several in one
-        transaction, one after the other."""
+        judge-and-start write, that holds the starts lock, or a finish that frees a target:
+        committed in the order submitted, a backend may commit several in one transaction."""
         raise NotImplementedError
 
     async def _read(self, op: Op[T]) -> T:
