@@ -223,7 +223,7 @@ def test_the_profiles_say_what_they_are() -> None:
     assert postgres["persistence"]["enabled"] is False
     assert postgres["podDisruptionBudget"]["enabled"] is True
     assert "sqlite" not in postgres["config"]["store"]
-    assert "NOT IMPLEMENTED" in (CHART / "values-postgres.yaml").read_text(encoding="utf-8")
+    assert "leader" in (CHART / "values-postgres.yaml").read_text(encoding="utf-8")
 
 
 def test_the_default_rules_are_the_shipped_rule_packs() -> None:
