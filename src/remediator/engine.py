@@ -57,6 +57,7 @@ from remediator.store.records import (
     InstanceWrite,
     NewClaim,
 )
+from remediator.tasks import cancel_and_wait
 from remediator.types import Notifier, Store
 
 log = logging.getLogger(__name__)
@@ -254,8 +255,7 @@ class Engine:
         """Stop at once, dropping what is queued (a deposed leader: the entries stay
         unprocessed in the journal, for the next leader)."""
         if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
+            await cancel_and_wait(self._worker)
             self._worker = None
         while not self._queue.empty():  # whoever waits for idle() stops waiting
             self._queue.get_nowait()

@@ -18,6 +18,7 @@ from remediator.engine import BACKLOG_LIMIT, Engine
 from remediator.errors import StoreError
 from remediator.executor import Executor
 from remediator.store.records import CLAIMED
+from remediator.tasks import cancel_and_wait
 from remediator.types import Store
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,7 @@ class JournalFeed:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     def poke(self) -> None:

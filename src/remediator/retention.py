@@ -12,7 +12,6 @@ first)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 
@@ -20,6 +19,7 @@ from remediator.clock import Clock
 from remediator.config import Config
 from remediator.metrics import Metrics
 from remediator.store.settings import Retention
+from remediator.tasks import cancel_and_wait
 from remediator.types import Retention as RetentionStore
 
 log = logging.getLogger(__name__)
@@ -63,9 +63,7 @@ class Pruner:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def prune(self) -> dict[str, int]:

@@ -25,6 +25,7 @@ from remediator.errors import StoreError
 from remediator.executor import Executor
 from remediator.paging.desk import PagerDesk
 from remediator.store.records import HELD
+from remediator.tasks import cancel_and_wait
 from remediator.types import Store
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,7 @@ class Timers:
 
     async def stop(self) -> None:
         if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
+            await cancel_and_wait(self._loop)
             self._loop = None
 
     def poke(self) -> None:

@@ -40,6 +40,7 @@ from remediator.paging.records import (
 from remediator.schema import format_duration
 from remediator.store.pages import CURSOR as PAGE_CURSOR
 from remediator.store.records import AuditEntry
+from remediator.tasks import cancel_and_wait
 from remediator.trust import default_tls
 from remediator.types import Store
 
@@ -98,9 +99,7 @@ class PagerDesk:
     async def halt(self) -> None:
         """Stop delivering (a deposed leader): the next leader resumes where this stopped."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def stop(self) -> None:

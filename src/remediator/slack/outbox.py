@@ -30,6 +30,7 @@ from remediator.slack.fixes import explain
 from remediator.slack.messages import Composer, Facts
 from remediator.slack.templates import Templates
 from remediator.store.records import AuditEntry, OutboxItem, OutboxRow
+from remediator.tasks import cancel_and_wait
 from remediator.types import Store
 
 log = logging.getLogger(__name__)
@@ -253,9 +254,7 @@ class Outbox:
     async def halt(self) -> None:
         """Stop delivering (a deposed leader): the next leader resumes where this stopped."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def stop(self) -> None:
