@@ -563,17 +563,22 @@ class Executor:
         hand_off: bool = False,
     ) -> None:
         entry = self._entry(claim, status, detail)
+        waiter = hand_off and self._turns.waiting(claim)
         finishing = asyncio.ensure_future(
-            self._finish_claim(claim.id, status, detail, entry, from_statuses, last_attempt)
+            self._finish_claim(claim.id, status, detail, entry, from_statuses, last_attempt, waiter)
         )
-        if hand_off:
+        if waiter:
             # The next claim on the target need not wait for this commit: the task above
             # queues its write first (asyncio runs ready callbacks in the order scheduled), and
-            # the writer runs writes in the order queued, so the next claim's judge-and-start
-            # comes after it, in the same transaction or a later one, and finds the target free.
-            # Saves a commit per action on a busy target.
+            # the store commits ordered writes in the order queued, so the next claim's
+            # judge-and-start comes after it, in the same transaction or a later one, and finds
+            # the target free. Saves a commit per action on a busy target.
             self._turns.pass_on(claim)
         written = await asyncio.shield(finishing)
+        if hand_off:
+            # nobody waited: the write went beside the starts, and a claim that came meanwhile
+            # is judged once it committed
+            self._turns.pass_on(claim)
         if written is None:
             return  # already finished
         self.metrics.actions.labels(claim.kind, status).inc()
@@ -593,14 +598,16 @@ class Executor:
         entry: AuditEntry,
         from_statuses: tuple[str, ...],
         last_attempt: Attempt | None,
+        ordered: bool,
     ) -> AuditEntry | None:
         """A claim's outcome is what happened: written as soon as the store takes it, however
-        long it is unavailable (an outcome forgotten would leave the claim to on_interrupted)."""
+        long it is unavailable (an outcome forgotten would leave the claim to on_interrupted).
+        `ordered`: in order with the starts (a waiter was handed the claim's turn)."""
         delay = RESUME_FIRST
         while True:
             try:
                 return await self.store.finish_claim(
-                    claim_id, status, detail, entry.at, entry, from_statuses, last_attempt
+                    claim_id, status, detail, entry.at, entry, from_statuses, last_attempt, ordered
                 )
             except StoreUnavailable as e:
                 log.error("claim %d: outcome %s waits for the store: %s", claim_id, status, e)
