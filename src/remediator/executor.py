@@ -26,7 +26,7 @@ import aiohttp
 import httpx
 
 from remediator import guardrails, interrupted
-from remediator.actions.base import AttemptContext, AttemptResult, RenderContext
+from remediator.actions.base import AttemptContext, AttemptResult, Clients, RenderContext
 from remediator.clock import Clock, iso
 from remediator.config import Config
 from remediator.errors import Fenced, MissingResult, RenderError, StoreError, StoreUnavailable
@@ -153,11 +153,11 @@ class Executor:
             return interrupted.retry()
         if policy == interrupted.VERIFY and own.verify is not None:
             check = own.verify.check
-            result = await check.evaluate(render_context(claim), self.http)
+            result = await check.evaluate(render_context(claim), self.clients())
             return interrupted.verified(result.holds, check.describe(), result.detail)
         if policy == interrupted.VERIFY and own.precondition is not None:
             check = own.precondition
-            result = await check.evaluate(render_context(claim), self.http)
+            result = await check.evaluate(render_context(claim), self.clients())
             return interrupted.still_needed(result.holds, check.describe(), result.detail)
         return interrupted.escalate(claim.target)
 
@@ -224,6 +224,10 @@ class Executor:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(trust_env=False, auto_decompress=True)
         return self._session
+
+    def clients(self) -> Clients:
+        """The clients a precondition or a verification reads with."""
+        return Clients(self.http, self.session())
 
     # -- one claim -----------------------------------------------------------------------------
 
@@ -495,7 +499,7 @@ class Executor:
         check = self.config.policy(claim.action).precondition
         if check is None:
             return None, "", False
-        result = await check.evaluate(render_context(claim), self.http)
+        result = await check.evaluate(render_context(claim), self.clients())
         if result.holds:
             return None, "", True
         return PRECONDITION_FAILED, f"precondition failed, not acting: {result.detail}", True
@@ -662,7 +666,7 @@ class Executor:
             return
         self._polling.add(claim.id)
         try:
-            result = await verification.check.evaluate(render_context(claim), self.http)
+            result = await verification.check.evaluate(render_context(claim), self.clients())
             now = self.clock.now()
             deadline = claim.verify_deadline or now
             if result.holds:
