@@ -154,7 +154,7 @@ class Control:
         )
         await self.refresh_gauges()
         await self.notifier.publish([entry])
-        self.executor.wake()
+        self.executor.wake(mute.until)
         return mute
 
     def _check_mute(

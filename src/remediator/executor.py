@@ -111,8 +111,9 @@ class Executor:
         self._polling: set[int] = set()
         self.holding: set[int] = set()  # claims started here and not yet settled (leases.py)
         self._open_circuits: set[str] = set()  # targets whose opening was announced
-        # set by the daemon: timers to re-arm, and the engine's handler for failed verification
-        self.wake: Callable[[], None] = lambda: None
+        # set by the daemon: timers to re-arm (with the deadline written), and the engine's
+        # handler for failed verification
+        self.wake: Callable[[float | None], None] = lambda at: None
         self.verify_failed: Callable[[Claim, str], None] = lambda claim, detail: None
 
     def reconfigure(self, config: Config) -> None:
@@ -440,7 +441,7 @@ class Executor:
         if held:
             log.info("%s", entry.message, extra=claim_fields(claim))
             await self.notifier.publish([entry])
-            self.wake()
+            self.wake(verdict.until)
         if held and verdict.guardrail == "killswitch" and not self.state.killswitch:
             await self._release(claim, "the kill switch was turned off as it was held")
 
@@ -459,7 +460,7 @@ class Executor:
         await self.notifier.publish(
             [replace(entry, detail={**entry.detail, "approval_id": approval.id})]
         )
-        self.wake()
+        self.wake(expires)
 
     async def _execute(self, claim: Claim, action: Action, request: Mapping[str, Any]) -> None:
         self.metrics.actions_running.inc()
@@ -486,7 +487,7 @@ class Executor:
                 now + verify.every,
                 now + verify.within,
             )
-            self.wake()
+            self.wake(now + verify.every)
 
     async def _precondition(
         self, claim: Claim, request: Mapping[str, Any]
@@ -562,17 +563,22 @@ class Executor:
         hand_off: bool = False,
     ) -> None:
         entry = self._entry(claim, status, detail)
+        waiter = hand_off and self._turns.waiting(claim)
         finishing = asyncio.ensure_future(
-            self._finish_claim(claim.id, status, detail, entry, from_statuses, last_attempt)
+            self._finish_claim(claim.id, status, detail, entry, from_statuses, last_attempt, waiter)
         )
-        if hand_off:
+        if waiter:
             # The next claim on the target need not wait for this commit: the task above
             # queues its write first (asyncio runs ready callbacks in the order scheduled), and
-            # the writer runs writes in the order queued, so the next claim's judge-and-start
-            # comes after it, in the same transaction or a later one, and finds the target free.
-            # Saves a commit per action on a busy target.
+            # the store commits ordered writes in the order queued, so the next claim's
+            # judge-and-start comes after it, in the same transaction or a later one, and finds
+            # the target free. Saves a commit per action on a busy target.
             self._turns.pass_on(claim)
         written = await asyncio.shield(finishing)
+        if hand_off:
+            # nobody waited: the write went beside the starts, and a claim that came meanwhile
+            # is judged once it committed
+            self._turns.pass_on(claim)
         if written is None:
             return  # already finished
         self.metrics.actions.labels(claim.kind, status).inc()
@@ -592,14 +598,16 @@ class Executor:
         entry: AuditEntry,
         from_statuses: tuple[str, ...],
         last_attempt: Attempt | None,
+        ordered: bool,
     ) -> AuditEntry | None:
         """A claim's outcome is what happened: written as soon as the store takes it, however
-        long it is unavailable (an outcome forgotten would leave the claim to on_interrupted)."""
+        long it is unavailable (an outcome forgotten would leave the claim to on_interrupted).
+        `ordered`: in order with the starts (a waiter was handed the claim's turn)."""
         delay = RESUME_FIRST
         while True:
             try:
                 return await self.store.finish_claim(
-                    claim_id, status, detail, entry.at, entry, from_statuses, last_attempt
+                    claim_id, status, detail, entry.at, entry, from_statuses, last_attempt, ordered
                 )
             except StoreUnavailable as e:
                 log.error("claim %d: outcome %s waits for the store: %s", claim_id, status, e)
@@ -661,6 +669,7 @@ class Executor:
         if verification is None:
             return
         self._polling.add(claim.id)
+        next_at: float | None = None
         try:
             result = await verification.check.evaluate(render_context(claim), self.http)
             now = self.clock.now()
@@ -673,16 +682,13 @@ class Executor:
                 self.verify_failed(claim, result.detail)
                 await self.refresh_circuit(claim.target, claim)
             else:
+                next_at = min(now + verification.every, deadline)
                 await self.store.set_verification(
-                    claim.id,
-                    VERIFY_PENDING,
-                    result.detail,
-                    min(now + verification.every, deadline),
-                    deadline,
+                    claim.id, VERIFY_PENDING, result.detail, next_at, deadline
                 )
         finally:
             self._polling.discard(claim.id)
-            self.wake()
+            self.wake(next_at)
 
     async def _verified(self, claim: Claim, status: str, detail: str) -> None:
         event = "verified" if status == VERIFY_PASSED else "verification_failed"

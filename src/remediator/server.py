@@ -339,7 +339,8 @@ class Daemon:
             self.feed = JournalFeed(self.store, self.engine, self.executor, self.control, poll)
             self.roles.on_journal = self.feed.poke
         self.engine.fenced = self.roles.lost
-        self.executor.wake = self.engine.wake = self.pager_desk.wake_timers = self.timers.poke
+        self.executor.wake = self.engine.wake = self.timers.poke
+        self.pager_desk.wake_timers = self.timers.rearm
         self.executor.verify_failed = self.engine.verification_failed
         self.engine.storm.metrics_gauge = self.metrics.storm_active.set
         self.reloader = Reloader(
@@ -401,7 +402,7 @@ class Daemon:
             self.routes.config = config
             await self.engine.reconfigure(config)
         await self.control.load()
-        self.timers.poke()
+        self.timers.rearm()
 
     def _reload_on_signal(self) -> None:
         task = asyncio.create_task(self.reload("SIGHUP"), name="remediator-reload")

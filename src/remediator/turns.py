@@ -48,6 +48,10 @@ class Turns:
         """How many claims wait for their turn."""
         return sum(len(q) for q in self._queued.values())
 
+    def waiting(self, claim: Claim) -> bool:
+        """Whether a claim waits behind this one's turn."""
+        return bool(self._queued.get(self._key(claim)))
+
     def pass_on(self, claim: Claim) -> None:
         """The claim no longer holds its target: the next claim's turn (once per claim)."""
         key = self._key(claim)

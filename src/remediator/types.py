@@ -188,10 +188,13 @@ class Claims(Protocol):
         audit: AuditEntry,
         from_statuses: tuple[str, ...] = ...,
         last_attempt: Attempt | None = None,
+        ordered: bool = True,
     ) -> AuditEntry | None:
         """Move a claim that is in one of `from_statuses` (default: not finished) to `status`,
         with its audit line and its last attempt (recorded in any case); None if the claim was
-        not in such a state."""
+        not in such a state. `ordered`: committed in order with start_claim_if's (a claim handed
+        the target's turn before this commit is judged after it); False: it may commit beside
+        them, for a caller that hands the turn on only once it has committed."""
         ...
 
     async def set_verification(

@@ -1,7 +1,10 @@
 """Group commit on PostgreSQL: writes of one kind queue, and one task commits all that wait in
-one transaction. A job that fails rolls the transaction back; the batch then runs again with a
-savepoint per job, so that only the failing job fails (ops change nothing but the database, so
-running them again is safe)."""
+one transaction, in the order queued. Claims to judge and start (starts.StartIf) that queue one
+after another are judged together (starts.start_claims_if: one read of each fact for all of
+them); any other write runs on its own, between them. A job that fails rolls the transaction
+back; the batch then runs again with a savepoint per job, each claim judged on its own, so that
+only the failing job fails (jobs change nothing but the database, so running them again is
+safe)."""
 
 from __future__ import annotations
 
@@ -15,14 +18,16 @@ import asyncpg
 
 from remediator.errors import StoreError
 from remediator.store.sql import Op, Tx
+from remediator.store.starts import Started, StartIf, start_claims_if
 
 T = TypeVar("T")
 Transaction = Callable[[], AbstractAsyncContextManager[tuple[asyncpg.Connection, Tx]]]
+MAX_BATCH = 100  # jobs in one transaction: a claim's facts are a few bound values each
 
 
 @dataclass(slots=True)
 class _Job:
-    op: Op[Any]
+    work: Op[Any] | StartIf
     future: asyncio.Future[Any]
 
 
@@ -59,9 +64,17 @@ class Batcher:
             self._task = None
 
     async def submit(self, op: Op[T]) -> T:
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._jobs.put_nowait(_Job(op, future))
-        return await future
+        result: T = await self._submit(op)
+        return result
+
+    async def judge_and_start(self, start: StartIf) -> Started:
+        result: Started = await self._submit(start)
+        return result
+
+    def _submit(self, work: Op[Any] | StartIf) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._jobs.put_nowait(_Job(work, future))
+        return future
 
     async def _loop(self) -> None:
         while (batch := await self._next_batch()) is not None:
@@ -72,7 +85,7 @@ class Batcher:
         if first is None:
             return None
         batch = [first]
-        while not self._jobs.empty():
+        while not self._jobs.empty() and len(batch) < MAX_BATCH:
             job = self._jobs.get_nowait()
             if job is None:
                 self._jobs.put_nowait(None)  # finish this batch, then stop
@@ -96,9 +109,9 @@ class Batcher:
         results: list[_Result] = []
         try:
             async with self._transaction() as (conn, tx):
-                for job in batch:
-                    results.append(await _run_job(conn, tx, job, savepoints))
-                    if results[-1][2] is not None and not savepoints:
+                for group in [[job] for job in batch] if savepoints else _groups(batch):
+                    results += await _run_group(conn, tx, group, savepoints)
+                    if not savepoints and any(error is not None for _, _, error in results):
                         raise _Abandon
             return results
         except _Abandon:
@@ -108,15 +121,46 @@ class Batcher:
             return [(job, None, failure) for job in batch]
 
 
-async def _run_job(conn: asyncpg.Connection, tx: Tx, job: _Job, savepoint: bool) -> _Result:
-    """Run one job, in a savepoint if asked, so that its failure fails only itself."""
+def _groups(batch: list[_Job]) -> list[list[_Job]]:
+    """The batch in order, claims to judge that follow one another together, any other job
+    alone."""
+    groups: list[list[_Job]] = []
+    for job in batch:
+        together = (
+            groups and isinstance(job.work, StartIf) and isinstance(groups[-1][0].work, StartIf)
+        )
+        if together:
+            groups[-1].append(job)
+        else:
+            groups.append([job])
+    return groups
+
+
+async def _run_group(
+    conn: asyncpg.Connection, tx: Tx, group: list[_Job], savepoint: bool
+) -> list[_Result]:
+    """Run one job, or claims judged together, in a savepoint if asked, so that a failure fails
+    only them."""
     try:
         if not savepoint:
-            return job, await job.op(tx), None
+            return _results(group, await _work(tx, group))
         async with conn.transaction():
-            return job, await job.op(tx), None
+            return _results(group, await _work(tx, group))
     except Exception as e:  # one job's failure must not fail the batch
-        return job, None, e
+        return [(job, None, e) for job in group]
+
+
+async def _work(tx: Tx, group: list[_Job]) -> list[Any]:
+    starts = [job.work for job in group if isinstance(job.work, StartIf)]
+    if starts:
+        return list(await start_claims_if(tx, starts))
+    op = group[0].work
+    assert not isinstance(op, StartIf)
+    return [await op(tx)]
+
+
+def _results(group: list[_Job], done: list[Any]) -> list[_Result]:
+    return [(job, result, None) for job, result in zip(group, done, strict=True)]
 
 
 # PostgreSQL's own: a batch of journal entries in one statement, whatever its size, so one round

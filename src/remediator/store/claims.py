@@ -1,34 +1,29 @@
 """Claims and their attempts: what the executor starts, records and finishes, and the facts the
-guardrails judge a claim on, read in the transaction that starts it."""
+guardrails judge a claim on (starts.py judges and starts claims on them)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from remediator import guardrails
 from remediator.approvals import ClaimAfter
-from remediator.guardrails import Verdict
 from remediator.store import rows
 from remediator.store.audit import insert_audit
-from remediator.store.dialect import LOCK_STARTS
 from remediator.store.leadership import fence
 from remediator.store.records import (
     CLAIM_LEASE,
     CLAIMED,
     RUNNING,
-    STARTED,
     VERIFY_PENDING,
     Attempt,
     AuditEntry,
     Claim,
     MuteRow,
-    TargetHistory,
 )
 from remediator.store.sql import Runner, Tx, marks
 
-Judge = Callable[[TargetHistory, list[MuteRow]], Verdict | None]
 BREAKER_PAGE = 100  # a target's outcomes are read newest first, this many at a time
 
 
@@ -58,35 +53,6 @@ class ClaimsSQL(Runner):
             return await _start_claim(tx, claim_id, at, request)
 
         return await self._write(op)
-
-    async def start_claim_if(
-        self,
-        claim: Claim,
-        request: Mapping[str, Any],
-        now: float,
-        since: float,
-        judge: Judge,
-        lane: str | None = None,
-        sent: bool = False,
-    ) -> tuple[Verdict | None, bool]:
-        """Judge the claim on the store's facts and, if the verdict allows, start it, in one
-        transaction that holds the starts lock to its commit: no other claim, in this process
-        or another on the same database, is judged or started in between. `lane`: what of its
-        target the claim holds (None: all of it); `sent`: its request may leave at once (no
-        precondition first), so `sent_at` is recorded with the start, in the same commit.
-        Fenced."""
-        epoch = self.epoch
-
-        async def op(tx: Tx) -> tuple[Verdict | None, bool]:
-            await fence(tx, epoch)
-            await tx.fetchval(tx.dialect.lock, LOCK_STARTS)
-            facts = await target_history(tx, claim, since, lane)
-            verdict = judge(facts, await active_mutes(tx, now))
-            if verdict is None or verdict.outcome != "allow":
-                return verdict, False
-            return verdict, await _start_claim(tx, claim.id, now, request, lane, sent)
-
-        return await self._write(op, serial=True)
 
     async def mark_sent(self, claim_id: int, at: float) -> bool:
         """From now on the claim's request may have left: an interruption is no longer a claim
@@ -181,7 +147,12 @@ class ClaimsSQL(Runner):
         audit: AuditEntry,
         from_statuses: tuple[str, ...] = (CLAIMED, RUNNING),
         last_attempt: Attempt | None = None,
+        ordered: bool = True,
     ) -> AuditEntry | None:
+        """`ordered`: committed in the starts' order (the executor handed the claim's turn on to
+        a waiter before this commit, which must then be judged after it and find the target or
+        lane free); otherwise on its own, beside the starts."""
+
         async def op(tx: Tx) -> AuditEntry | None:
             if last_attempt is not None:
                 await _insert_attempt(tx, last_attempt)
@@ -193,9 +164,7 @@ class ClaimsSQL(Runner):
                 return None
             return await insert_audit(tx, audit)
 
-        # in the starts' order: a waiter handed the target's turn before this commit (the
-        # executor's hand-off) is judged after it, and finds the target free
-        return await self._write(op, serial=True)
+        return await self._write(op, serial=ordered)
 
     async def set_verification(
         self,
@@ -294,63 +263,6 @@ async def active_mutes(tx: Tx, now: float) -> list[MuteRow]:
         "ORDER BY id DESC"
     )
     return [rows.mute(r) for r in await tx.fetch(sql, now)]
-
-
-async def target_history(
-    tx: Tx, claim: Claim, since: float, lane: str | None = None
-) -> TargetHistory:
-    """Facts about `claim`'s rule, action and target: starts since `since` (budgets), the last
-    start by another incident (cooldown), whether the target is busy (for a claim in a `lane`:
-    a claim of the same lane or one holding the whole target runs), the target's failures since
-    its last success or reset (circuit breaker), the claim's approval, its incident's status."""
-    # Each read below must cost what this claim's history costs, not the whole claims table (it
-    # runs before every action). A unary + keeps SQLite from using a column's index where the
-    # planner, without statistics, would pick a far larger range (all of a target's claims).
-    started = marks(STARTED)
-    busy_sql = "SELECT 1 FROM claims WHERE target = ? AND status = ? AND id != ?"
-    lanes: tuple[str, ...] = ()
-    if lane is not None:
-        busy_sql += " AND (lane IS NULL OR lane = ?)"
-        lanes = (lane,)
-    # the single facts in one statement (one round trip, on PostgreSQL)
-    facts = await tx.fetchrow(
-        "SELECT (SELECT MAX(c.started_at) FROM incidents i JOIN claims c "  # cooldown
-        "ON c.incident_id = i.id WHERE i.incident_key = "
-        "(SELECT incident_key FROM incidents WHERE id = ?) AND i.id != ? "
-        f"AND +c.rule = ? AND +c.target = ? AND +c.status IN ({started})) AS last_other, "
-        f"EXISTS ({busy_sql}) AS busy, "
-        "(SELECT status FROM incidents WHERE id = ?) AS status, "
-        "(SELECT MAX(at) FROM circuit_resets WHERE target = ?) AS reset",
-        claim.incident_id,
-        claim.incident_id,
-        claim.rule,
-        claim.target,
-        *STARTED,
-        claim.target,
-        RUNNING,
-        claim.id,
-        *lanes,
-        claim.incident_id,
-        claim.target,
-    )
-    assert facts is not None
-    starts = await tx.fetch(
-        f"SELECT action, started_at FROM claims WHERE started_at >= ? AND +status IN ({started})",
-        since,
-        *STARTED,
-    )
-    approval = await tx.fetchrow(
-        f"SELECT {rows.APPROVAL_COLUMNS} FROM approvals WHERE claim_id = ?", claim.id
-    )
-    return TargetHistory(
-        last_other_start=facts["last_other"],
-        started_global=[r["started_at"] for r in starts],
-        started_action=[r["started_at"] for r in starts if r["action"] == claim.action],
-        target_busy=bool(facts["busy"]),
-        failures=await breaker_failures(tx, claim.target, facts["reset"]),
-        approval=None if approval is None else rows.approval(approval),
-        incident_status=facts["status"],
-    )
 
 
 _RESET = "SELECT MAX(at) FROM circuit_resets WHERE target = ?"

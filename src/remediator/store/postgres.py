@@ -37,6 +37,7 @@ from remediator.store.reads import ReadsSQL
 from remediator.store.retention import RetentionSQL
 from remediator.store.settings import PostgresSettings
 from remediator.store.sql import Op, Row
+from remediator.store.starts import Started, StartIf, StartsSQL
 
 T = TypeVar("T")
 DEADLOCK_RETRIES = 3
@@ -118,6 +119,7 @@ class PostgresStore(
     ReadsSQL,
     RetentionSQL,
     LeadershipSQL,
+    StartsSQL,
 ):
     """Every store protocol on one PostgreSQL database."""
 
@@ -176,6 +178,13 @@ class PostgresStore(
         if not self._open:
             raise StoreUnavailable("the store is not open")
         return await self._journal.append(body, at)
+
+    async def _start_if(self, start: StartIf) -> Started:
+        """Judged with every claim that waits for the starts batcher (in one transaction, one
+        read of each fact for all of them), in order with the ordered finishes."""
+        if not self._open or self._pool is None:
+            raise StoreUnavailable("the store is not open")
+        return await self._starts.judge_and_start(start)
 
     async def ping(self) -> None:
         await self._read(lambda tx: tx.fetchval("SELECT 1"))

@@ -34,6 +34,7 @@ from remediator.store.pages import PagesSQL
 from remediator.store.reads import ReadsSQL
 from remediator.store.retention import RetentionSQL
 from remediator.store.sql import Op, Row, run_sync
+from remediator.store.starts import StartsSQL
 
 T = TypeVar("T")
 
@@ -223,6 +224,7 @@ class SqliteStore(
     ReadsSQL,
     RetentionSQL,
     LeadershipSQL,
+    StartsSQL,
 ):
     """Every store protocol on one SQLite file. `exclusive`: own the file (the daemon); a
     reader beside it (the CLI's history) opens it without the lock."""

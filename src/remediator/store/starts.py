@@ -1,0 +1,239 @@
+"""Judge claims on the store's facts and start those the guardrails allow, several in one
+transaction (start_claim_if's work).
+
+The starts lock is taken once, and each fact is read once for all the claims judged together
+(one statement each, not one per claim); the claims are then judged one after another, in the
+order submitted, each on the facts as the starts before it in the batch left them (a start is
+one more start for budgets, the last start of its incident key for cooldowns, and a running
+claim on its target or lane), and the allowed ones are started in one statement. So judging N
+claims together decides what judging them one at a time would, for a constant number of round
+trips. One transaction judges one claim on SQLite (its writer runs them one after another);
+PostgreSQL's starts batcher (batcher.py) gives it every claim that waits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from remediator.guardrails import Verdict
+from remediator.store import rows
+from remediator.store.claims import active_mutes, breaker_failures
+from remediator.store.dialect import LOCK_STARTS
+from remediator.store.leadership import fence
+from remediator.store.records import (
+    CLAIM_LEASE,
+    CLAIMED,
+    RUNNING,
+    STARTED,
+    Approval,
+    Claim,
+    MuteRow,
+    TargetHistory,
+)
+from remediator.store.sql import Runner, Tx, marks
+
+Judge = Callable[[TargetHistory, list[MuteRow]], Verdict | None]
+Started = tuple[Verdict | None, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class StartIf:
+    """One claim to judge at `now` and start if allowed (ClaimsSQL.start_claim_if's arguments)."""
+
+    claim: Claim
+    request: Mapping[str, Any]
+    now: float
+    since: float  # budgets count the starts since then
+    judge: Judge
+    lane: str | None = None  # what of its target the claim holds (None: all of it)
+    sent: bool = False  # its request leaves at once: sent_at is its start
+    epoch: int | None = None  # the leadership epoch it is decided in (fenced)
+
+
+class StartsChanged(Exception):
+    """A claim judged in a batch was no longer claimed when started: the claims after it were
+    judged as if it had started. The batch runs again, each claim on its own."""
+
+
+async def start_claims_if(tx: Tx, batch: Sequence[StartIf]) -> list[Started]:
+    """Each claim's verdict and whether it started, in the order of `batch`, in one transaction
+    that holds the starts lock to its commit."""
+    for epoch in dict.fromkeys(s.epoch for s in batch):
+        await fence(tx, epoch)
+    await tx.fetchval(tx.dialect.lock, LOCK_STARTS)
+    histories = await _histories(tx, batch)
+    mutes = await active_mutes(tx, min(s.now for s in batch))
+    results: list[Started] = []
+    begun: list[tuple[StartIf, str | None]] = []  # allowed so far, with their incident key
+    for start, (history, key) in zip(batch, histories, strict=True):
+        verdict = start.judge(
+            after(history, start, key, begun), [m for m in mutes if m.until > start.now]
+        )
+        allowed = verdict is not None and verdict.outcome == "allow"
+        results.append((verdict, allowed))
+        if allowed:
+            begun.append((start, key))
+    started = await _start_all(tx, [s for s, _ in begun])
+    if len(batch) == 1:
+        return [(results[0][0], results[0][1] and batch[0].claim.id in started)]
+    if started != {s.claim.id for s, _ in begun}:
+        raise StartsChanged("a claim of the batch changed before it started")
+    return results
+
+
+def after(
+    history: TargetHistory,
+    start: StartIf,
+    key: str | None,
+    begun: Sequence[tuple[StartIf, str | None]],
+) -> TargetHistory:
+    """`start`'s facts once the claims `begun` before it in its batch have started (each with its
+    incident key): what target_history would read after their starts."""
+    if not begun:
+        return history
+    claim = start.claim
+    since = [b.now for b, _ in begun if b.now >= start.since]
+    same_action = [
+        b.now for b, _ in begun if b.now >= start.since and b.claim.action == claim.action
+    ]
+    others = [
+        b.now
+        for b, other_key in begun
+        if other_key is not None
+        and other_key == key
+        and b.claim.incident_id != claim.incident_id
+        and (b.claim.rule, b.claim.target) == (claim.rule, claim.target)
+    ]
+    last = max([*others, *([] if history.last_other_start is None else [history.last_other_start])],
+               default=None)  # fmt: skip
+    busy = any(
+        b.claim.target == claim.target
+        and b.claim.id != claim.id
+        and (start.lane is None or b.lane is None or b.lane == start.lane)
+        for b, _ in begun
+    )
+    return replace(
+        history,
+        last_other_start=last,
+        started_global=[*history.started_global, *since],
+        started_action=[*history.started_action, *same_action],
+        target_busy=history.target_busy or busy,
+    )
+
+
+def _batch_values(columns: Sequence[str], count: int) -> str:
+    """`(CAST(? AS type), ...), ...`: `count` rows of parameters, typed for PostgreSQL."""
+    row = "(" + ", ".join(f"CAST(? AS {c})" for c in columns) + ")"
+    return ", ".join([row] * count)
+
+
+_FACT_TYPES = ("INTEGER", "BIGINT", "BIGINT", "TEXT", "TEXT", "TEXT")
+_STARTED = marks(STARTED)
+# the single facts of every claim of a batch, one row each (target_history's, set-based). A
+# unary + keeps SQLite off a column's index where, without statistics, it would pick a far larger
+# range (claims.target_history says more).
+_FACTS = (
+    "WITH batch (n, claim_id, incident_id, rule, target, lane) AS (VALUES {values}) "
+    "SELECT b.n, k.incident_key, k.status, "
+    "(SELECT MAX(c.started_at) FROM incidents i JOIN claims c ON c.incident_id = i.id "
+    "WHERE i.incident_key = k.incident_key AND i.id != b.incident_id "
+    f"AND +c.rule = b.rule AND +c.target = b.target AND +c.status IN ({_STARTED})) AS last_other, "
+    "EXISTS (SELECT 1 FROM claims c WHERE c.target = b.target AND c.status = ? "
+    "AND c.id != b.claim_id AND (b.lane IS NULL OR c.lane IS NULL OR c.lane = b.lane)) AS busy, "
+    "(SELECT MAX(at) FROM circuit_resets WHERE target = b.target) AS reset "
+    "FROM batch b LEFT JOIN incidents k ON k.id = b.incident_id ORDER BY b.n"
+)
+
+
+async def _histories(tx: Tx, batch: Sequence[StartIf]) -> list[tuple[TargetHistory, str | None]]:
+    """Each claim's facts as the store has them, with its incident's key."""
+    args: list[Any] = []
+    for n, s in enumerate(batch):
+        c = s.claim
+        args += [n, c.id, c.incident_id, c.rule, c.target, s.lane]
+    sql = _FACTS.format(values=_batch_values(_FACT_TYPES, len(batch)))
+    facts = await tx.fetch(sql, *args, *STARTED, RUNNING)
+    starts = await tx.fetch(
+        f"SELECT action, started_at FROM claims WHERE started_at >= ? AND +status IN ({_STARTED})",
+        min(s.since for s in batch),
+        *STARTED,
+    )
+    approvals = await _approvals(tx, [s.claim.id for s in batch])
+    failures: dict[str, list[float]] = {}
+    histories = []
+    for s, f in zip(batch, facts, strict=True):
+        c = s.claim
+        if c.target not in failures:
+            failures[c.target] = await breaker_failures(tx, c.target, f["reset"])
+        since = [r for r in starts if r["started_at"] >= s.since]
+        history = TargetHistory(
+            last_other_start=f["last_other"],
+            started_global=[r["started_at"] for r in since],
+            started_action=[r["started_at"] for r in since if r["action"] == c.action],
+            target_busy=bool(f["busy"]),
+            failures=failures[c.target],
+            approval=approvals.get(c.id),
+            incident_status=f["status"],
+        )
+        histories.append((history, f["incident_key"]))
+    return histories
+
+
+async def _approvals(tx: Tx, claim_ids: Sequence[int]) -> dict[int, Approval]:
+    sql = f"SELECT {rows.APPROVAL_COLUMNS} FROM approvals WHERE claim_id IN ({marks(claim_ids)})"
+    found = [rows.approval(r) for r in await tx.fetch(sql, *claim_ids)]
+    return {a.claim_id: a for a in found}
+
+
+_START_TYPES = ("BIGINT", "DOUBLE PRECISION", "TEXT", "TEXT", "DOUBLE PRECISION")
+# running from its `at`, with a lease of CLAIM_LEASE that its holder renews from then on, in its
+# lane of its target, sent at once if it has no precondition; only a claim still claimed
+_START = (
+    "WITH batch (claim_id, at, request, lane, sent_at) AS (VALUES {values}) "
+    "UPDATE claims SET status = ?, started_at = batch.at, request = batch.request, "
+    "lease_until = batch.at + ?, lease_renewed_at = batch.at, lane = batch.lane, "
+    "sent_at = batch.sent_at FROM batch WHERE claims.id = batch.claim_id AND claims.status = ? "
+    "RETURNING id"
+)
+
+
+async def _start_all(tx: Tx, starts: Sequence[StartIf]) -> set[int]:
+    """Start these claims, in one statement; the ids of those that were still claimed."""
+    if not starts:
+        return set()
+    args: list[Any] = []
+    for s in starts:
+        args += [s.claim.id, s.now, json.dumps(s.request), s.lane, s.now if s.sent else None]
+    sql = _START.format(values=_batch_values(_START_TYPES, len(starts)))
+    return {r["id"] for r in await tx.fetch(sql, *args, RUNNING, CLAIM_LEASE, CLAIMED)}
+
+
+class StartsSQL(Runner):
+    async def start_claim_if(
+        self,
+        claim: Claim,
+        request: Mapping[str, Any],
+        now: float,
+        since: float,
+        judge: Judge,
+        lane: str | None = None,
+        sent: bool = False,
+    ) -> Started:
+        """Judge the claim on the store's facts and, if the verdict allows, start it, in one
+        transaction that holds the starts lock to its commit: no other claim, in this process
+        or another on the same database, is judged or started in between but those judged
+        with it, each on the facts the ones before it left. `lane`: what of its target the
+        claim holds (None: all of it); `sent`: its request may leave at once (no precondition
+        first), so `sent_at` is recorded with the start, in the same commit. Fenced."""
+        return await self._start_if(
+            StartIf(claim, request, now, since, judge, lane, sent, self.epoch)
+        )
+
+    async def _start_if(self, start: StartIf) -> Started:
+        """In a transaction of its own, in the order of the serial writes (SQLite's writer runs
+        them one after another); PostgreSQL's starts batcher judges every claim that waits in
+        one (postgres.py)."""
+        done = await self._write(lambda tx: start_claims_if(tx, [start]), serial=True)
+        return done[0]
