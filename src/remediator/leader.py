@@ -31,7 +31,6 @@ from remediator.types import Store
 log = logging.getLogger(__name__)
 
 LEADER, FOLLOWER, INGEST = "leader", "follower", "ingest"
-ROLES = ("auto", INGEST)  # serve --role
 NOT_LEADING = 0  # an epoch no takeover ever hands out: every fenced write is refused
 
 

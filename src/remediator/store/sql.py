@@ -72,3 +72,23 @@ class Runner:
 
     async def _read(self, op: Op[T]) -> T:
         raise NotImplementedError
+
+
+ROWS_PER_STATEMENT = 100  # rows of one multi-row statement: its text differs by its row count
+
+
+def value_rows(columns: int, count: int) -> str:
+    """`(?, ?), (?, ?)`: `count` rows of `columns` placeholders, for a multi-row VALUES."""
+    row = "(" + ", ".join("?" * columns) + ")"
+    return ", ".join([row] * count)
+
+
+def chunks(items: Sequence[T], size: int = ROWS_PER_STATEMENT) -> list[Sequence[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def typed_rows(types: Sequence[str], count: int) -> str:
+    """`(CAST(? AS type), ...), ...`: `count` rows of parameters typed for PostgreSQL, for a
+    VALUES of their own (in an INSERT, the columns type them)."""
+    row = "(" + ", ".join(f"CAST(? AS {t})" for t in types) + ")"
+    return ", ".join([row] * count)

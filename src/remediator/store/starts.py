@@ -32,7 +32,7 @@ from remediator.store.records import (
     MuteRow,
     TargetHistory,
 )
-from remediator.store.sql import Runner, Tx, marks
+from remediator.store.sql import Runner, Tx, marks, typed_rows
 
 Judge = Callable[[TargetHistory, list[MuteRow]], Verdict | None]
 Started = tuple[Verdict | None, bool]
@@ -123,12 +123,6 @@ def after(
     )
 
 
-def _batch_values(columns: Sequence[str], count: int) -> str:
-    """`(CAST(? AS type), ...), ...`: `count` rows of parameters, typed for PostgreSQL."""
-    row = "(" + ", ".join(f"CAST(? AS {c})" for c in columns) + ")"
-    return ", ".join([row] * count)
-
-
 _FACT_TYPES = ("INTEGER", "BIGINT", "BIGINT", "TEXT", "TEXT", "TEXT")
 _STARTED = marks(STARTED)
 # the single facts of every claim of a batch, one row each (target_history's, set-based). A
@@ -153,7 +147,7 @@ async def _histories(tx: Tx, batch: Sequence[StartIf]) -> list[tuple[TargetHisto
     for n, s in enumerate(batch):
         c = s.claim
         args += [n, c.id, c.incident_id, c.rule, c.target, s.lane]
-    sql = _FACTS.format(values=_batch_values(_FACT_TYPES, len(batch)))
+    sql = _FACTS.format(values=typed_rows(_FACT_TYPES, len(batch)))
     facts = await tx.fetch(sql, *args, *STARTED, RUNNING)
     starts = await tx.fetch(
         f"SELECT action, started_at FROM claims WHERE started_at >= ? AND +status IN ({_STARTED})",
@@ -206,7 +200,7 @@ async def _start_all(tx: Tx, starts: Sequence[StartIf]) -> set[int]:
     args: list[Any] = []
     for s in starts:
         args += [s.claim.id, s.now, json.dumps(s.request), s.lane, s.now if s.sent else None]
-    sql = _START.format(values=_batch_values(_START_TYPES, len(starts)))
+    sql = _START.format(values=typed_rows(_START_TYPES, len(starts)))
     return {r["id"] for r in await tx.fetch(sql, *args, RUNNING, CLAIM_LEASE, CLAIMED)}
 
 
