@@ -26,7 +26,7 @@ import aiohttp
 import httpx
 
 from remediator import guardrails, interrupted
-from remediator.actions.base import AttemptContext, AttemptResult, RenderContext
+from remediator.actions.base import AttemptContext, AttemptResult, Clients, RenderContext
 from remediator.clock import Clock, iso
 from remediator.config import Config
 from remediator.errors import Fenced, MissingResult, RenderError, StoreError, StoreUnavailable
@@ -154,11 +154,11 @@ class Executor:
             return interrupted.retry()
         if policy == interrupted.VERIFY and own.verify is not None:
             check = own.verify.check
-            result = await check.evaluate(render_context(claim), self.http)
+            result = await check.evaluate(render_context(claim), self.clients())
             return interrupted.verified(result.holds, check.describe(), result.detail)
         if policy == interrupted.VERIFY and own.precondition is not None:
             check = own.precondition
-            result = await check.evaluate(render_context(claim), self.http)
+            result = await check.evaluate(render_context(claim), self.clients())
             return interrupted.still_needed(result.holds, check.describe(), result.detail)
         return interrupted.escalate(claim.target)
 
@@ -225,6 +225,10 @@ class Executor:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(trust_env=False, auto_decompress=True)
         return self._session
+
+    def clients(self) -> Clients:
+        """The clients a precondition or a verification reads with."""
+        return Clients(self.http, self.session())
 
     # -- one claim -----------------------------------------------------------------------------
 
@@ -496,7 +500,7 @@ class Executor:
         check = self.config.policy(claim.action).precondition
         if check is None:
             return None, "", False
-        result = await check.evaluate(render_context(claim), self.http)
+        result = await check.evaluate(render_context(claim), self.clients())
         if result.holds:
             return None, "", True
         return PRECONDITION_FAILED, f"precondition failed, not acting: {result.detail}", True
@@ -671,7 +675,7 @@ class Executor:
         self._polling.add(claim.id)
         next_at: float | None = None
         try:
-            result = await verification.check.evaluate(render_context(claim), self.http)
+            result = await verification.check.evaluate(render_context(claim), self.clients())
             now = self.clock.now()
             deadline = claim.verify_deadline or now
             if result.holds:
