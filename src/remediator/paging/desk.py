@@ -42,7 +42,7 @@ from remediator.store.pages import CURSOR as PAGE_CURSOR
 from remediator.store.records import AuditEntry
 from remediator.tasks import cancel_and_wait
 from remediator.trust import default_tls
-from remediator.types import Store
+from remediator.types import DeskStore
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class PagerDesk:
     def __init__(
         self,
         config: Config,
-        store: Store,
+        store: DeskStore,
         metrics: Metrics,
         clock: Clock,
         http: httpx.AsyncClient | None = None,

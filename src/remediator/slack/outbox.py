@@ -31,7 +31,7 @@ from remediator.slack.messages import Composer, Facts
 from remediator.slack.templates import Templates
 from remediator.store.records import AuditEntry, OutboxItem, OutboxRow
 from remediator.tasks import cancel_and_wait
-from remediator.types import Store
+from remediator.types import SlackOutboxStore
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,11 @@ class Outbox:
     """The Notifier: publish() only wakes it; it reads what to say from the audit trail."""
 
     def __init__(
-        self, config: Config, store: Store, metrics: Metrics, sender: Sender | None = None
+        self,
+        config: Config,
+        store: SlackOutboxStore,
+        metrics: Metrics,
+        sender: Sender | None = None,
     ) -> None:
         self.config = config
         self.store = store
