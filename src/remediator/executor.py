@@ -60,7 +60,7 @@ from remediator.store.records import (
 )
 from remediator.trust import default_tls
 from remediator.turns import Turns
-from remediator.types import Action, Notifier, Store
+from remediator.types import Action, ExecutorStore, Notifier
 
 # An action line a storm does not fold into its summary: someone has to look.
 LOUD_IN_A_STORM = frozenset({FAILED, INTERRUPTED, "approval_requested"})
@@ -81,7 +81,7 @@ class RuntimeState:
 class Executor:
     def __init__(
         self,
-        store: Store,
+        store: ExecutorStore,
         config: Config,
         notifier: Notifier,
         metrics: Metrics,

@@ -26,7 +26,7 @@ from remediator.metrics import Metrics
 from remediator.store.election import Elector
 from remediator.store.leadership import Replica
 from remediator.store.settings import StoreSettings
-from remediator.types import Store
+from remediator.types import Leaders
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def replica_name() -> str:
 class Roles:
     def __init__(
         self,
-        store: Store,
+        store: Leaders,
         settings: StoreSettings,
         metrics: Metrics,
         clock: Clock,
