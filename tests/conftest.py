@@ -164,6 +164,15 @@ async def kafka_connect() -> AsyncIterator[KafkaConnect]:
 
 
 @pytest.fixture
+async def target() -> AsyncIterator[Recorder]:
+    """One recording target, answering 200 (the replicas' tests: who sent which action)."""
+    r = Recorder()
+    await r.server.start()
+    yield r
+    await r.server.stop()
+
+
+@pytest.fixture
 async def recorder() -> AsyncIterator[Callable[..., Awaitable[Recorder]]]:
     made: list[Recorder] = []
 
