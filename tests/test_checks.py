@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import httpx
 import pytest
 
-from remediator.actions.base import RenderContext, Template
+from remediator.actions.base import Clients, RenderContext, Template
 from remediator.checks import (
     HttpCheck,
     KafkaConnectCheck,
@@ -29,9 +30,12 @@ from tests.standins import Connector, KafkaConnect
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(verify=default_tls()) as client:
-        yield client
+async def clients() -> AsyncIterator[Clients]:
+    async with (
+        httpx.AsyncClient(verify=default_tls()) as http,
+        aiohttp.ClientSession(trust_env=False) as session,
+    ):
+        yield Clients(http, session)
 
 
 @pytest.fixture
@@ -113,7 +117,7 @@ def test_extract_refuses_what_is_not_there(field: str) -> None:
 )
 async def test_http_check_on_the_connector_status(
     kafka_connect: KafkaConnect,
-    http: httpx.AsyncClient,
+    clients: Clients,
     field: str,
     allowed: set[str],
     state: str,
@@ -129,12 +133,12 @@ async def test_http_check_on_the_connector_status(
         frozenset(allowed),
         None,
     )
-    result = await check.evaluate(ctx(connector="c/1"), http)
+    result = await check.evaluate(ctx(connector="c/1"), clients)
     assert (result.holds, result.detail) == (holds, detail)
     assert kafka_connect.server.seen[-1].path == "/connectors/c%2F1/status"
 
 
-async def test_http_check_not_in(kafka_connect: KafkaConnect, http: httpx.AsyncClient) -> None:
+async def test_http_check_not_in(kafka_connect: KafkaConnect, clients: Clients) -> None:
     """The migration runbook: never abort a migrated one."""
     kafka_connect.connectors["m"] = Connector("migrated")
     check = HttpCheck(
@@ -144,7 +148,7 @@ async def test_http_check_not_in(kafka_connect: KafkaConnect, http: httpx.AsyncC
         None,
         frozenset({"migrated", "rolled_back"}),
     )
-    result = await check.evaluate(ctx(connector="m"), http)
+    result = await check.evaluate(ctx(connector="m"), clients)
     assert (result.holds, result.detail) == (
         False,
         "connector.state is 'migrated', which is excluded",
@@ -152,7 +156,7 @@ async def test_http_check_not_in(kafka_connect: KafkaConnect, http: httpx.AsyncC
 
 
 async def test_http_check_reports_errors_as_not_holding(
-    kafka_connect: KafkaConnect, http: httpx.AsyncClient
+    kafka_connect: KafkaConnect, clients: Clients
 ) -> None:
     check = HttpCheck(
         Target("connect", kafka_connect.server.url),
@@ -161,14 +165,14 @@ async def test_http_check_reports_errors_as_not_holding(
         frozenset({"RUNNING"}),
         None,
     )
-    missing = await check.evaluate(ctx(connector="nope"), http)
+    missing = await check.evaluate(ctx(connector="nope"), clients)
     assert (missing.holds, missing.detail.endswith(": HTTP 404")) == (False, True)
-    no_label = await check.evaluate(ctx(), http)
+    no_label = await check.evaluate(ctx(), clients)
     assert no_label.detail == "cannot build the check: label 'connector' is missing"
     down = HttpCheck(
         Target("connect", "http://127.0.0.1:9"), template("/x"), "a", frozenset({"b"}), None
     )
-    refused = await down.evaluate(ctx(), http)
+    refused = await down.evaluate(ctx(), clients)
     assert refused.holds is False
     assert "ConnectError" in refused.detail
 
@@ -217,7 +221,7 @@ def test_a_promql_check_from_config_keeps_its_selector_braces() -> None:
 )
 async def test_promql_check(
     prom: Target,
-    http: httpx.AsyncClient,
+    clients: Clients,
     query: str,
     condition: str,
     on_empty: bool,
@@ -225,19 +229,19 @@ async def test_promql_check(
     detail: str,
 ) -> None:
     check = PromQLCheck(prom, template(query, promql=True), Condition.parse(condition), on_empty)
-    result = await check.evaluate(ctx(), http)
+    result = await check.evaluate(ctx(), clients)
     assert (result.holds, result.detail) == (holds, detail)
 
 
-async def test_promql_errors_do_not_hold(prom: Target, http: httpx.AsyncClient) -> None:
+async def test_promql_errors_do_not_hold(prom: Target, clients: Clients) -> None:
     check = PromQLCheck(prom, template("sum(rate(", promql=True), Condition.parse("< 1"), False)
-    result = await check.evaluate(ctx(), http)
+    result = await check.evaluate(ctx(), clients)
     assert result.holds is False
     assert result.detail.startswith("query 'sum(rate(' failed: bad_data: ")
 
 
 async def test_promql_label_values_are_escaped_into_string_literals(
-    prom: Target, http: httpx.AsyncClient
+    prom: Target, clients: Clients
 ) -> None:
     query = template(
         'count(label_replace(vector(1), "v", "{name}", "", "") '
@@ -245,7 +249,7 @@ async def test_promql_label_values_are_escaped_into_string_literals(
         promql=True,
     )
     check = PromQLCheck(prom, query, Condition.parse("== 1"), False)
-    result = await check.evaluate(ctx(name='a"b\\c'), http)
+    result = await check.evaluate(ctx(name='a"b\\c'), clients)
     assert result.holds is True, result.detail
     assert promql_string('a"b\\c') == 'a\\"b\\\\c'
 
@@ -341,24 +345,24 @@ def connect_check(connect: KafkaConnect, **spec: object) -> KafkaConnectCheck:
 )
 async def test_kafka_connect_check(
     kafka_connect: KafkaConnect,
-    http: httpx.AsyncClient,
+    clients: Clients,
     connector: Connector,
     spec: dict[str, object],
     holds: bool,
     detail: str,
 ) -> None:
     kafka_connect.connectors["c"] = connector
-    result = await connect_check(kafka_connect, **spec).evaluate(ctx(connector="c"), http)
+    result = await connect_check(kafka_connect, **spec).evaluate(ctx(connector="c"), clients)
     shown = f"connector 'c' is {connector.state}, tasks {connector.tasks}"
     assert (result.holds, result.detail) == (holds, shown + detail)
 
 
 async def test_kafka_connect_check_reads_tasks_in_id_order(
-    kafka_connect: KafkaConnect, http: httpx.AsyncClient
+    kafka_connect: KafkaConnect, clients: Clients
 ) -> None:
     kafka_connect.connectors["c"] = Connector("RUNNING", ["RUNNING", "FAILED", "RUNNING"])
     result = await connect_check(kafka_connect, tasks=["RUNNING"]).evaluate(
-        ctx(connector="c"), http
+        ctx(connector="c"), clients
     )
     assert result.detail.endswith(
         "tasks ['RUNNING', 'FAILED', 'RUNNING']: not every task in ['RUNNING']"
@@ -374,7 +378,7 @@ async def test_kafka_connect_check_reads_tasks_in_id_order(
     ],
 )
 async def test_kafka_connect_check_errors_do_not_hold(
-    kafka_connect: KafkaConnect, http: httpx.AsyncClient, setup: str, detail: str
+    kafka_connect: KafkaConnect, clients: Clients, setup: str, detail: str
 ) -> None:
     kafka_connect.connectors["c"] = Connector()
     if setup == "missing":
@@ -384,7 +388,7 @@ async def test_kafka_connect_check_errors_do_not_hold(
     check = connect_check(kafka_connect, state=["RUNNING"])
     if setup == "down":
         await kafka_connect.server.stop()
-    result = await check.evaluate(ctx(connector="c"), http)
+    result = await check.evaluate(ctx(connector="c"), clients)
     assert not result.holds
     assert detail in result.detail
 

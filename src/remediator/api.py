@@ -16,7 +16,7 @@ from remediator.edge import RequestError, error, read_body, reply
 from remediator.engine import Engine
 from remediator.errors import ControlError, PayloadError
 from remediator.schema import INT64_MAX, Secret, decimal, parse_duration
-from remediator.types import Store
+from remediator.types import ApiStore
 from remediator.wire import decode
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -27,7 +27,7 @@ APPROVAL_STATUSES = ("pending", "approved", "denied", "expired", "cancelled", "a
 
 
 class Api:
-    def __init__(self, store: Store, engine: Engine, control: Control) -> None:
+    def __init__(self, store: ApiStore, engine: Engine, control: Control) -> None:
         self.store = store
         self.engine = engine
         self.control = control

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from remediator.actions.base import RenderContext, Template
+from remediator.actions.base import Clients, RenderContext, Template
 from remediator.actions.http import path_segment
 from remediator.actions.kafka_connect import STATES, ConnectorStatus, connector_status
 from remediator.errors import RenderError
@@ -60,14 +60,14 @@ class HttpCheck:
         )
         return f"{self.field} of GET {self.endpoint.name}{self.path.text} {wanted}"
 
-    async def evaluate(self, ctx: RenderContext, http: httpx.AsyncClient) -> CheckResult:
+    async def evaluate(self, ctx: RenderContext, clients: Clients) -> CheckResult:
         try:
             url = self.endpoint.url + self.path.render(ctx, escape=path_segment)
         except RenderError as e:
             return CheckResult(False, f"cannot build the check: {e}")
         headers = self.endpoint.request_headers()
         try:
-            response = await http.get(url, headers=headers, timeout=10.0)
+            response = await clients.http.get(url, headers=headers, timeout=10.0)
         except httpx.HTTPError as e:
             return CheckResult(False, f"GET {url}: {type(e).__name__}: {e}")
         if response.status_code != 200:
@@ -102,14 +102,14 @@ class PromQLCheck:
     def describe(self) -> str:
         return f"{self.query.text} {self.condition}"
 
-    async def evaluate(self, ctx: RenderContext, http: httpx.AsyncClient) -> CheckResult:
+    async def evaluate(self, ctx: RenderContext, clients: Clients) -> CheckResult:
         try:
             query = self.query.render(ctx, escape=promql_string)
         except RenderError as e:
             return CheckResult(False, f"cannot build the query: {e}")
         headers = self.prometheus.request_headers()
         try:
-            response = await http.post(
+            response = await clients.http.post(
                 f"{self.prometheus.url}/api/v1/query",
                 data={"query": query},
                 headers=headers,
@@ -158,12 +158,12 @@ class KafkaConnectCheck:
             parts.append(f"every task in {sorted(self.tasks)}")
         return f"connector {self.connector.text} on {self.cluster.name}: {' and '.join(parts)}"
 
-    async def evaluate(self, ctx: RenderContext, http: httpx.AsyncClient) -> CheckResult:
+    async def evaluate(self, ctx: RenderContext, clients: Clients) -> CheckResult:
         try:
             connector = self.connector.render(ctx)
         except RenderError as e:
             return CheckResult(False, f"cannot build the check: {e}")
-        status = await connector_status(http, self.cluster, connector)
+        status = await connector_status(clients.session, self.cluster, connector)
         if isinstance(status, str):
             return CheckResult(False, status)
         return self._judge(connector, status)
@@ -186,7 +186,7 @@ class Check(Protocol):
 
     def describe(self) -> str: ...
 
-    async def evaluate(self, ctx: RenderContext, http: httpx.AsyncClient) -> CheckResult: ...
+    async def evaluate(self, ctx: RenderContext, clients: Clients) -> CheckResult: ...
 
 
 @dataclass(frozen=True, slots=True)

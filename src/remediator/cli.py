@@ -13,20 +13,18 @@ import os
 import sys
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from remediator import __version__, cli_help, cli_offline, cli_remote, logs
+import remediator
+from remediator import cli_help, cli_offline, cli_remote, logs
 from remediator.alerts import parse_notification
 from remediator.cli_remote import Remote, RemoteError, add_remote_options, remote
-from remediator.config import Config, load_config
 from remediator.errors import ConfigError, ListenError, PayloadError, StoreError
-from remediator.leader import INGEST, ROLES
 from remediator.safetext import visible
 from remediator.schema import decimal, secrets_optional
-from remediator.server import Daemon
-from remediator.simulate import Known, not_evaluated, simulate
-from remediator.store.factory import build_store
-from remediator.store.records import RESOLVED_STEP
+
+if TYPE_CHECKING:  # each verb imports what it runs: one over --url needs neither config nor daemon
+    from remediator.config import Config
 
 CONFIG_ENV = "REMEDIATOR_CONFIG"
 CONFIG_SEARCH = (
@@ -77,6 +75,8 @@ def config_path(given: str | None) -> Path:
 
 def _load(args: argparse.Namespace) -> Config:
     """The config; a verb that only reads does not need the secrets it does not read."""
+    from remediator.config import load_config
+
     path = config_path(args.config)
     if getattr(args.command, "remote", False) or args.command in (cmd_history, cmd_simulate):
         with secrets_optional():
@@ -84,9 +84,22 @@ def _load(args: argparse.Namespace) -> Config:
     return load_config(path, strict=args.strict)
 
 
+class _Version(argparse.Action):
+    """--version, the installed version read only when asked for."""
+
+    def __init__(self, option_strings: list[str], dest: str) -> None:
+        super().__init__(
+            option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+            help="show program's version number and exit",
+        )  # fmt: skip
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        parser.exit(message=f"remediator {remediator.__version__}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remediator", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"remediator {__version__}")
+    parser.add_argument("--version", action=_Version)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--config",
@@ -117,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", metavar="HOST:PORT", help="override server.listen")
     serve.add_argument(
         "--role",
-        choices=ROLES,
+        choices=("auto", "ingest"),
         default="auto",
         help="auto: lead when elected (PostgreSQL), else acknowledge; ingest: only acknowledge "
         "webhooks, never lead (default: %(default)s)",
@@ -194,6 +207,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_serve(config: Config, args: argparse.Namespace) -> int:
+    from remediator.config import load_config
+    from remediator.leader import INGEST
+    from remediator.server import Daemon
+    from remediator.store.factory import build_store
+
     host = port = None
     if args.listen:
         host, _, port_text = args.listen.rpartition(":")
@@ -220,6 +238,8 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(config: Config, args: argparse.Namespace) -> int:
+    from remediator.simulate import Known, not_evaluated, simulate
+
     source = "stdin" if args.payload == "-" else args.payload
     try:
         text = sys.stdin.read() if args.payload == "-" else Path(args.payload).read_text("utf-8")
@@ -266,6 +286,8 @@ def _flags(action: dict[str, str]) -> None:
 
 
 def _step(tier: str | None) -> str:
+    from remediator.store.records import RESOLVED_STEP
+
     if tier == RESOLVED_STEP:
         return "on resolve"
     return f"tier {tier or 'none'}"
@@ -285,6 +307,8 @@ def cmd_history(config: Config | None, args: argparse.Namespace) -> int:
         return 0
 
     async def read() -> list[dict[str, object]]:
+        from remediator.store.factory import build_store
+
         store = build_store(config.store, exclusive=False)  # beside a running daemon
         await store.open()
         try:

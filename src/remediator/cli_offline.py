@@ -12,16 +12,16 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
-
-from remediator import alert_rules, backtest, replay, runbook_docs
 from remediator.alerts import parse_time
-from remediator.backtest import BacktestError
-from remediator.config import Config
 from remediator.errors import ConfigError
 
-Command = Callable[[Config, argparse.Namespace], int]
+if TYPE_CHECKING:  # imported by the verb that runs, not by every `remediator` command
+    from remediator import alert_rules, replay
+    from remediator.config import Config
+
+Command = Callable[["Config", argparse.Namespace], int]
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
@@ -96,7 +96,9 @@ def when(text: str, now: float) -> float:
     if text == "now":
         return now
     if text.startswith("now-"):
-        return now - alert_rules.duration(text[4:])
+        from remediator.alert_rules import duration
+
+        return now - duration(text[4:])
     try:
         return float(text)
     except ValueError:
@@ -124,6 +126,8 @@ def _problems(e: ConfigError) -> int:
 
 
 def cmd_docs(config: Config, args: argparse.Namespace) -> int:
+    from remediator import alert_rules, runbook_docs
+
     try:
         alerting = alert_rules.load_files(args.alert_rules)
     except ConfigError as e:
@@ -143,6 +147,8 @@ def cmd_docs(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_replay(config: Config, args: argparse.Namespace) -> int:
+    from remediator import replay
+
     try:
         since, until = _times(args)
     except ValueError as e:
@@ -171,6 +177,9 @@ def _print(result: replay.Result, as_json: bool) -> None:
 
 
 def cmd_backtest(config: Config, args: argparse.Namespace) -> int:
+    from remediator import alert_rules
+    from remediator.backtest import BacktestError
+
     try:
         since, until = _times(args)
         step = alert_rules.duration(args.step)
@@ -198,6 +207,10 @@ async def _backtest(
     step: float,
     given: list[alert_rules.AlertingRule] | None,
 ) -> replay.Result:
+    import httpx
+
+    from remediator import backtest
+
     async with httpx.AsyncClient(timeout=60.0, trust_env=False) as client:
         prometheus = backtest.Prometheus(url, client)
         return await backtest.backtest(config, prometheus, since, until, step, given)

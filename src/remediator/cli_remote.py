@@ -12,17 +12,16 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from remediator import guardrails
 from remediator.alerts import parse_time
-from remediator.config import Config
 from remediator.errors import RemediatorError
-from remediator.matchers import parse_matchers
-from remediator.simulate import Known
-from remediator.store.records import GuardrailState, Start
+
+if TYPE_CHECKING:  # a verb over --url imports neither the config's world nor the guardrails'
+    from remediator.config import Config
+    from remediator.simulate import Known
 
 TOKEN_ENV = "REMEDIATOR_API_TOKEN"  # noqa: S105  # the variable's name, not a secret
 Command = Callable[["Remote", argparse.Namespace], None]
@@ -205,6 +204,11 @@ def cmd_status(remote: Remote, args: argparse.Namespace) -> None:
 def known(remote: Remote) -> Known:
     """What `simulate --url` asks the running daemon: its kill switch, mutes, open circuits,
     and the starts and busy targets its cooldowns, budgets and one-at-a-time read."""
+    from remediator import guardrails
+    from remediator.matchers import parse_matchers
+    from remediator.simulate import Known
+    from remediator.store.records import GuardrailState, Start
+
     state = remote.call("GET", "/guardrails")
     now = parse_time(state["now"])
     mutes = [

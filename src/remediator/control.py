@@ -27,7 +27,7 @@ from remediator.store.records import (
     MuteRow,
     NewClaim,
 )
-from remediator.types import Notifier, Store
+from remediator.types import ControlStore, Notifier
 
 KILLSWITCH = "killswitch"
 MANUAL = MANUAL_STEP  # the rule, step and status of what a person asked for by hand
@@ -47,7 +47,7 @@ class Control:
     def __init__(
         self,
         config: Config,
-        store: Store,
+        store: ControlStore,
         executor: Executor,
         notifier: Notifier,
         metrics: Metrics,

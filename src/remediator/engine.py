@@ -58,7 +58,7 @@ from remediator.store.records import (
     NewClaim,
 )
 from remediator.tasks import cancel_and_wait
-from remediator.types import Notifier, Store
+from remediator.types import EngineStore, Notifier
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class Engine:
     def __init__(
         self,
         config: Config,
-        store: Store,
+        store: EngineStore,
         executor: Executor,
         notifier: Notifier,
         metrics: Metrics,

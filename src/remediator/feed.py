@@ -19,7 +19,7 @@ from remediator.errors import StoreError
 from remediator.executor import Executor
 from remediator.store.records import CLAIMED
 from remediator.tasks import cancel_and_wait
-from remediator.types import Store
+from remediator.types import FeedStore
 
 log = logging.getLogger(__name__)
 READ_LIMIT = 5_000  # entry ids read per pass; the rest wait for the next
@@ -28,7 +28,7 @@ GATHER = 0.05  # seconds between two passes at most: the NOTIFYs of a burst make
 
 class JournalFeed:
     def __init__(
-        self, store: Store, engine: Engine, executor: Executor, control: Control, poll: float
+        self, store: FeedStore, engine: Engine, executor: Executor, control: Control, poll: float
     ) -> None:
         self.store = store
         self.engine = engine

@@ -26,12 +26,11 @@ from remediator.metrics import Metrics
 from remediator.store.election import Elector
 from remediator.store.leadership import Replica
 from remediator.store.settings import StoreSettings
-from remediator.types import Store
+from remediator.types import Leaders
 
 log = logging.getLogger(__name__)
 
 LEADER, FOLLOWER, INGEST = "leader", "follower", "ingest"
-ROLES = ("auto", INGEST)  # serve --role
 NOT_LEADING = 0  # an epoch no takeover ever hands out: every fenced write is refused
 
 
@@ -43,7 +42,7 @@ def replica_name() -> str:
 class Roles:
     def __init__(
         self,
-        store: Store,
+        store: Leaders,
         settings: StoreSettings,
         metrics: Metrics,
         clock: Clock,

@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection
 from remediator.clock import Clock
 from remediator.errors import StoreError
 from remediator.store.records import CLAIM_LEASE
-from remediator.types import Store
+from remediator.types import Claims
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ RENEW_EVERY = CLAIM_LEASE / 3
 class LeaseKeeper:
     def __init__(
         self,
-        store: Store,
+        store: Claims,
         clock: Clock,
         held: Callable[[], Collection[int]],
         every: float = RENEW_EVERY,

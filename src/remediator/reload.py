@@ -24,7 +24,7 @@ from remediator.metrics import Metrics
 from remediator.rules import Rule
 from remediator.schema import Secret
 from remediator.store.records import AuditEntry, Changes
-from remediator.types import Notifier, Store
+from remediator.types import Incidents, Notifier
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class Reloader:
         config: Config,
         load: Callable[[Path], Config],
         swap: Callable[[Config], Awaitable[None]],
-        store: Store,
+        store: Incidents,
         notifier: Notifier,
         metrics: Metrics,
         clock: Clock,

@@ -19,12 +19,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import httpx
 from prometheus_client import CollectorRegistry
 
 from remediator.actions.base import (
     AttemptContext,
     AttemptResult,
+    Clients,
     Prepared,
     RenderContext,
     RetryPolicy,
@@ -105,7 +105,7 @@ class Assumed:
     def describe(self) -> str:
         return self.inner.describe()
 
-    async def evaluate(self, ctx: RenderContext, http: httpx.AsyncClient) -> CheckResult:
+    async def evaluate(self, ctx: RenderContext, clients: Clients) -> CheckResult:
         return CheckResult(True, f"assumed to hold: {self.inner.describe()}")
 
 

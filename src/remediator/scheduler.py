@@ -36,7 +36,7 @@ from remediator.executor import Executor
 from remediator.paging.desk import PagerDesk
 from remediator.store.records import HELD
 from remediator.tasks import cancel_and_wait
-from remediator.types import Store
+from remediator.types import Claims
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Timers:
         engine: Engine,
         executor: Executor,
         control: Control,
-        store: Store,
+        store: Claims,
         clock: Clock,
         paging: PagerDesk | None = None,
     ) -> None:

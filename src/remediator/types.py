@@ -334,6 +334,42 @@ class Leaders(Protocol):
     async def replicas(self) -> list[Replica]: ...
 
 
+# What each caller of more than one of the protocols above uses, and nothing more: mypy proves
+# that the caller touches no other part of the store (a test may hand it a store of that shape).
+
+
+class FeedStore(Journal, Claims, Protocol):
+    """feed.py: the journal's new rows, and the claims to hand the executor."""
+
+
+class EngineStore(Journal, Incidents, Reads, Protocol):
+    """engine.py: the journal it decides, the incidents it opens and changes."""
+
+
+class ExecutorStore(Claims, Incidents, Controls, Protocol):
+    """executor.py: the claims it runs, their incidents, the approvals it asks for."""
+
+
+class ControlStore(Controls, Claims, Incidents, Reads, Protocol):
+    """control.py: the controls people set, with the claims and incidents they act on."""
+
+
+class ApiStore(Reads, Leaders, Protocol):
+    """api.py: the read models, and the replicas."""
+
+
+class SlackAppStore(Claims, Controls, Incidents, Reads, Protocol):
+    """slack/app.py: what the slash commands and buttons read."""
+
+
+class SlackOutboxStore(SlackOutbox, Controls, Incidents, Reads, Protocol):
+    """slack/outbox.py: the outbox, and what its messages are written from."""
+
+
+class DeskStore(PagerOutbox, SlackOutbox, Controls, Incidents, Reads, Protocol):
+    """paging/desk.py: the pages, the audit it follows, and what a page says."""
+
+
 class Store(
     Journal,
     Incidents,

@@ -260,7 +260,7 @@ async def test_with_the_pager_down_the_whole_time_every_event_arrives_in_order(
         await ingestion.later(15)
     assert pagerduty.events == []
     depth = ingestion.daemon.metrics.pager_outbox_depth
-    await ingestion.daemon.pager_desk._wait()
+    await ingestion.daemon.pager_desk._read_due()
     assert depth._value.get() == 4
 
     pagerduty.down = False

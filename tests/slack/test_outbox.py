@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from remediator.store.records import AuditEntry, Changes
 from tests.conftest import Running, StartDaemon, base_config, slack_config
 from tests.payloads import alert, notification
 from tests.slack_standin import Message, SlackAPI
@@ -344,6 +346,60 @@ async def test_a_restart_loses_no_message(
     assert [m.text.split("\n")[0] for m in slack_api.thread(parent)] == [
         ":warning: *INGESTION PAUSED*"
     ]
+
+
+async def test_lines_that_tell_nothing_cost_no_commit_and_a_restart_tells_each_line_once(
+    config: Path, start_daemon: StartDaemon, slack_api: SlackAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17: in a storm the outbox committed its cursor and read what was due after every
+    pass, though a storm's lines are told by its summary. A line that told something is queued
+    with its cursor; the lines after it are read again after a restart and tell nothing again."""
+    first = await start_daemon(config)
+    outbox, store = first.daemon.outbox, first.daemon.store
+    calls: Counter[str] = Counter()
+    for name in ("enqueue_slack", "outbox_due", "outbox_stats"):
+        monkeypatch.setattr(store, name, counted(calls, name, getattr(store, name)))
+
+    async def tell(*entries: AuditEntry) -> int:
+        applied = await store.apply(Changes(at=time.time(), audit=list(entries)))
+        await outbox.publish(applied.audit)
+        last = applied.audit[-1].id or 0
+        async with asyncio.timeout(5):
+            while outbox._cursor < last:
+                await asyncio.sleep(0.01)
+        return last
+
+    storm = AuditEntry("action", "claimed", "told by the summary", 0.0, detail={"storm": True})
+    async with asyncio.timeout(5):
+        while outbox._first_due is not None:  # the first pass: nothing was queued
+            await asyncio.sleep(0.01)
+    calls.clear()
+    for _ in range(5):
+        await tell(storm)
+    assert calls == {}
+    told = await tell(AuditEntry("control", "muted", "Muted rule cdc for 1h", 0.0, actor="ann"))
+    await delivered(first)
+    assert calls["enqueue_slack"] == 1
+    assert [m.text for m in slack_api.messages] == [":control_knobs: Muted rule cdc for 1h"]
+    last = await tell(storm, storm)
+    assert await store.get_setting("slack_cursor") == told
+    await first.daemon.stop()
+    second = await start_daemon(config)
+    async with asyncio.timeout(5):
+        while second.daemon.outbox._cursor < last:
+            await asyncio.sleep(0.01)
+    await delivered(second)
+    assert [m.text for m in slack_api.messages] == [":control_knobs: Muted rule cdc for 1h"]
+
+
+def counted(
+    calls: Counter[str], name: str, method: Callable[..., Awaitable[Any]]
+) -> Callable[..., Awaitable[Any]]:
+    async def call(*args: Any) -> Any:
+        calls[name] += 1
+        return await method(*args)
+
+    return call
 
 
 async def test_without_a_token_messages_go_to_the_log(

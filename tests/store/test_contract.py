@@ -10,6 +10,7 @@ import pytest
 
 from remediator.errors import StoreConflict, StoreError
 from remediator.incidents import Incident
+from remediator.store import incidents as store_incidents
 from remediator.store.records import (
     CLAIMED,
     INTERRUPTED,
@@ -124,6 +125,29 @@ async def test_an_incident_inserted_and_updated_in_one_batch_is_one_row(
     applied = await store.apply(Changes(at=1.0, incidents=[first, updated]))
     [loaded] = await store.load_open_incidents()
     assert (loaded.id, loaded.tier) == (applied.incident_ids[-1], 2)
+
+
+async def test_open_incidents_load_page_by_page_with_their_firing_instances(
+    store: AnyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_incidents, "LOAD_PAGE", 2)
+    writes = [new_incident(-1 - i, f"c{i}") for i in range(5)]
+    instances = [
+        InstanceWrite("r", f"fp{i}-{n}", 1.0, -1 - i, "firing", float(n), 1.0)
+        for i in range(5)
+        for n in range(1 + i % 2)  # one instance, or two
+    ]
+    applied = await store.apply(Changes(at=1.0, incidents=writes, instances=instances))
+    ids = [applied.incident_ids[-1 - i] for i in range(5)]
+    gone = next(i for i in await store.load_open_incidents() if i.id == ids[2])
+    resolved = replace(gone, status="resolved", resolved_at=2.0)
+    await store.apply(Changes(at=2.0, incidents=[IncidentWrite(resolved, {})]))
+
+    loaded = await store.load_open_incidents()  # pages of two: [0, 1], [3, 4]
+    assert [i.id for i in loaded] == [ids[0], ids[1], ids[3], ids[4]]
+    for i, incident in zip((0, 1, 3, 4), loaded, strict=True):
+        expected = {(f"fp{i}-{n}", 1.0): float(n) for n in range(1 + i % 2)}
+        assert incident.instances == expected
 
 
 async def test_only_one_open_incident_per_rule_and_key(store: AnyStore) -> None:

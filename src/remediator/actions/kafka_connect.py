@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+import aiohttp
 import httpx
 
 from remediator.actions import COMMON_KEYS, ActionCommon, ActionRegistry, ParseEnv
@@ -40,6 +41,7 @@ from remediator.actions.http import (
     MAX_OUTPUT,
     error_message,
     failure,
+    fetch,
     path_segment,
     send,
 )
@@ -182,23 +184,23 @@ class ConnectorStatus:
 
 
 async def connector_status(
-    http: httpx.AsyncClient, cluster: Target, connector: str
+    session: aiohttp.ClientSession, cluster: Target, connector: str
 ) -> ConnectorStatus | str:
-    """`GET /connectors/{name}/status`: the states, or a sentence saying why there are none."""
+    """`GET /connectors/{name}/status`: the states, or a sentence saying why there are none.
+    With aiohttp, as the `http` kind sends: every ConnectorDown's precondition reads it, and
+    with httpx it was 27 % of the daemon's main thread under the ingest load (bench/FINDINGS)."""
     url = f"{cluster.url}/connectors/{path_segment(connector)}/status"
-    headers = cluster.request_headers()
-    try:
-        response = await http.get(url, headers=headers, timeout=STATUS_TIMEOUT)
-    except httpx.HTTPError as e:
-        return f"GET {url}: {type(e).__name__}: {e}"
-    if response.status_code == 404 and _is_connect_error(response.text):
+    answer = await fetch(session, "GET", url, cluster.request_headers(), None, STATUS_TIMEOUT)
+    if isinstance(answer, AttemptResult):
+        return f"GET {url}: {answer.detail}"
+    if answer.status == 404 and _is_connect_error(answer.text):
         return f"connector {connector!r} not found on cluster {cluster.name!r}"
-    if response.status_code != 200:
-        return f"GET {url}: HTTP {response.status_code}"
+    if answer.status != 200:
+        return f"GET {url}: HTTP {answer.status}"
     try:
-        return _status(response.json())
+        return _status(json.loads(answer.text))
     except (ValueError, KeyError, TypeError):
-        return f"GET {url}: not a connector status: {response.text[:200]!r}"
+        return f"GET {url}: not a connector status: {answer.text[:200]!r}"
 
 
 def _status(data: Mapping[str, Any]) -> ConnectorStatus:

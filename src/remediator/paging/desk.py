@@ -42,12 +42,15 @@ from remediator.store.pages import CURSOR as PAGE_CURSOR
 from remediator.store.records import AuditEntry
 from remediator.tasks import cancel_and_wait
 from remediator.trust import default_tls
-from remediator.types import Store
+from remediator.types import DeskStore
 
 log = logging.getLogger(__name__)
 
 BATCH = 200
 IDLE_WAIT = 5.0
+CURSOR_EVERY = 5.0  # seconds: a cursor past lines that paged nothing is written at most this
+# often (as the Slack outbox's, issue 17); after a crash those lines are read again, page nothing
+PASS_GAP = 0.05  # seconds between two passes, at least (as the Slack outbox's)
 CONCURRENCY = 4
 PAGED, PAGE_ESCALATED = "paged", "page_escalated"
 
@@ -58,7 +61,7 @@ class PagerDesk:
     def __init__(
         self,
         config: Config,
-        store: Store,
+        store: DeskStore,
         metrics: Metrics,
         clock: Clock,
         http: httpx.AsyncClient | None = None,
@@ -73,6 +76,9 @@ class PagerDesk:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._cursor = 0
+        self._cursor_written = -CURSOR_EVERY  # when the cursor was last written (clock time)
+        self._first_due: float | None = 0.0  # when the first queued event is due, as last read or
+        # queued (None: nothing queued; 0: read it again)
         self._paused: dict[str, float] = {}  # pager -> until (a 429's Retry-After)
         self._slots = asyncio.Semaphore(CONCURRENCY)
         self._deriving = asyncio.Lock()
@@ -93,7 +99,8 @@ class PagerDesk:
             latest = (await self.store.history(1, None)).items
             stored = latest[0]["id"] if latest else 0
             await self.store.record_pages([], [], [], int(stored), self.clock.now())
-        self._cursor = int(stored)
+        self._cursor, self._cursor_written = int(stored), self.clock.now()
+        self._first_due = 0.0  # what a previous leader left queued is in the store
         self._task = asyncio.create_task(self._run(), name="remediator-pager-desk")
 
     async def halt(self) -> None:
@@ -114,27 +121,36 @@ class PagerDesk:
 
     async def _run(self) -> None:
         while True:
+            self._wake.clear()  # a line published during the pass wakes the next at once
+            wait = IDLE_WAIT
             try:
                 await self.derive_new()
-                sent = await self.deliver_due()
+                if await self._deliver_if_due():
+                    continue
+                if self._first_due is not None:
+                    wait = min(IDLE_WAIT, max(0.0, self._first_due - self.clock.now()))
             except StoreError as e:
                 log.error("pager desk: store unavailable: %s", e)
-                sent = 0
-            if sent:
-                continue
-            wait = await self._wait()
-            self._wake.clear()
+                self._first_due = 0.0
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(wait, 0.01)):
                     await self._wake.wait()
+            await asyncio.sleep(PASS_GAP)
 
-    async def _wait(self) -> float:
-        try:
-            pending, due = await self.store.page_stats()
-        except StoreError:
-            return IDLE_WAIT
+    async def _deliver_if_due(self) -> int:
+        """Deliver if an event may be due (queued since, or due as last read); after a pass
+        that sent nothing, read when the next one is due."""
+        if self._first_due is None or self._first_due > self.clock.now():
+            return 0
+        sent = await self.deliver_due()
+        if not sent:
+            self._first_due = await self._read_due()
+        return sent
+
+    async def _read_due(self) -> float | None:
+        pending, due = await self.store.page_stats()
         self.metrics.pager_outbox_depth.set(pending)
-        return IDLE_WAIT if due is None else min(IDLE_WAIT, max(0.0, due - self.clock.now()))
+        return due
 
     # -- from the audit trail to pages ----------------------------------------------------------
 
@@ -148,13 +164,19 @@ class PagerDesk:
                     await self._derive(entry, states, events, audit)
                 last = entries[-1].id or self._cursor
                 changed = [s for s in states.values() if s is not None]
-                written = await self.store.record_pages(
-                    events, changed, audit, last, self.clock.now()
-                )
+                now = self.clock.now()
+                written: list[AuditEntry] = []
+                if events or changed or audit or now - self._cursor_written >= CURSOR_EVERY:
+                    written = await self.store.record_pages(events, changed, audit, last, now)
+                    self._cursor_written = now
+                if events:
+                    self._first_due = 0.0
                 self._cursor = last
                 if written or events:
                     self._wake.set()
                     self.wake_timers()
+                if len(entries) < BATCH:
+                    return  # the trail's end when read: a line published since wakes the desk
 
     async def _derive(
         self,

@@ -33,7 +33,7 @@ from remediator.slack.fixes import explain
 from remediator.slack.templates import slack_escape
 from remediator.store.records import FINISHED, AuditEntry, Claim
 from remediator.trust import default_tls
-from remediator.types import Store
+from remediator.types import SlackAppStore
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class SlackApp:
     def __init__(
         self,
         config: Config,
-        store: Store,
+        store: SlackAppStore,
         control: Control,
         metrics: Metrics,
         clock: Clock,

@@ -31,13 +31,19 @@ from remediator.slack.messages import Composer, Facts
 from remediator.slack.templates import Templates
 from remediator.store.records import AuditEntry, OutboxItem, OutboxRow
 from remediator.tasks import cancel_and_wait
-from remediator.types import Store
+from remediator.types import SlackOutboxStore
 
 log = logging.getLogger(__name__)
 
 BATCH = 200
 CONCURRENCY = 8
 IDLE_WAIT = 5.0
+CURSOR_EVERY = 5.0  # seconds: a cursor past lines that told nothing is written at most this
+# often (a commit per pass was 0.2 per new incident in a storm, issue 17); after a crash those
+# lines are read again and tell nothing again, and every line that told something was queued
+# with its cursor
+PASS_GAP = 0.05  # seconds between two passes, at least: a storm's lines are told a pass at a time
+# (a pass per publish was half a pass per new incident, three reads each, issue 17)
 MARKER_EVENT = "remediator_message"  # the metadata event type that names the outbox row
 Known = dict[int, tuple[dict[str, Any] | None, list[str]]]  # incident id -> (its view, ran)
 FIND_SLACK = 300.0  # look this much before the row was queued: clocks differ
@@ -213,7 +219,11 @@ class Outbox:
     """The Notifier: publish() only wakes it; it reads what to say from the audit trail."""
 
     def __init__(
-        self, config: Config, store: Store, metrics: Metrics, sender: Sender | None = None
+        self,
+        config: Config,
+        store: SlackOutboxStore,
+        metrics: Metrics,
+        sender: Sender | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -226,6 +236,9 @@ class Outbox:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._cursor = 0
+        self._cursor_written = 0.0  # when the cursor was last written (time.time())
+        self._first_due: float | None = 0.0  # when the first queued message is due, as last read or
+        # queued (None: nothing queued; 0: read it again)
         self._paused_until = 0.0
         self._channel_ids: dict[str, str] = {}  # a channel's name -> the ID Slack answered
         self._unsure: set[int] = set()  # rows whose last attempt may have been posted
@@ -248,7 +261,8 @@ class Outbox:
             latest = (await self.store.history(1, None)).items
             stored = latest[0]["id"] if latest else 0
             await self.store.enqueue_slack([], int(stored), time.time())
-        self._cursor = int(stored)
+        self._cursor, self._cursor_written = int(stored), time.time()
+        self._first_due = 0.0  # what a previous leader left queued is in the store
         self._task = asyncio.create_task(self._run(), name="remediator-slack-outbox")
 
     async def halt(self) -> None:
@@ -272,27 +286,35 @@ class Outbox:
 
     async def _run(self) -> None:
         while True:
+            self._wake.clear()  # a line published during the pass wakes the next at once
+            wait = IDLE_WAIT
             try:
                 await self.render_new()
-                sent = await self.deliver_due()
+                if await self._deliver_if_due():
+                    continue
+                if self._first_due is not None:
+                    wait = min(IDLE_WAIT, max(0.0, self._first_due - time.time()))
             except StoreError as e:
                 log.error("slack outbox: store unavailable: %s", e)
-                sent = 0
-            if sent:
-                continue
-            due = await self._next_due()
-            wait = IDLE_WAIT if due is None else min(IDLE_WAIT, max(0.0, due - time.time()))
-            self._wake.clear()
+                self._first_due = 0.0
             with contextlib.suppress(TimeoutError):
                 # not wait_for: Python 3.11's can swallow a cancel and hang the shutdown
                 async with asyncio.timeout(max(wait, 0.01)):
                     await self._wake.wait()
+            await asyncio.sleep(PASS_GAP)
+
+    async def _deliver_if_due(self) -> int:
+        """Deliver if a message may be due (queued since, or due as last read); after a pass
+        that sent nothing, read when the next one is due."""
+        if self._first_due is None or self._first_due > time.time():
+            return 0
+        sent = await self.deliver_due()
+        if not sent:
+            self._first_due = await self._next_due()
+        return sent
 
     async def _next_due(self) -> float | None:
-        try:
-            pending, due = await self.store.outbox_stats()
-        except StoreError:
-            return None
+        pending, due = await self.store.outbox_stats()
         self.metrics.slack_outbox_depth.set(pending)
         return max(due, self._paused_until) if due is not None else None
 
@@ -312,8 +334,15 @@ class Outbox:
             for entry in entries:
                 items.extend(await self._compose(entry, incidents))
             last = entries[-1].id or self._cursor
-            await self.store.enqueue_slack(items, last, time.time())
+            now = time.time()
+            if items or now - self._cursor_written >= CURSOR_EVERY:
+                await self.store.enqueue_slack(items, last, now)
+                self._cursor_written = now
+            if items:
+                self._first_due = 0.0
             self._cursor = last
+            if len(entries) < BATCH:
+                return  # the trail's end when read: a line published since wakes the next pass
 
     async def _compose(self, entry: AuditEntry, incidents: Known) -> list[OutboxItem]:
         """The messages for one audit line. `incidents`: what this batch of lines already read

@@ -21,6 +21,10 @@ INCIDENT_COLUMNS = (
     "id, rule, incident_key, key_labels, status, tier, value, labels, annotations, opened_at, "
     "tier_at, updated_at, resolved_at, generator_url, external_url, acked_by, acked_at"
 )
+OPEN_INCIDENT_COLUMNS = (  # what open_incident reads
+    "id, rule, incident_key, status, tier, value, opened_at, tier_at, updated_at, resolved_at, "
+    "acked_by"
+)
 CLAIM_COLUMNS = (
     "id, incident_id, step, action, kind, target, rule, idempotency_key, context, request, "
     "status, detail, attempts, claimed_at, started_at, finished_at, hold_until, verify_status, "
