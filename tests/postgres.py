@@ -176,6 +176,16 @@ class PostgresServer:
             await admin.close()
 
 
+def replica_store(lease: str = "2s", heartbeat: str = "200ms", **more: str) -> str:
+    """The `store:` line of a replica on the database in TEST_PG_DSN, with a short lease and
+    heartbeat (leader election in seconds, not the defaults' tens of seconds)."""
+    options = "".join(f", {name}: {value}" for name, value in more.items())
+    return (
+        f"store: {{postgres: {{dsn_env: TEST_PG_DSN, lease: {lease}, heartbeat: {heartbeat}"
+        f"{options}}}}}"
+    )
+
+
 def _free_port() -> int:
     import socket
 

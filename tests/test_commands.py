@@ -90,11 +90,44 @@ def test_check_refuses_a_verb_mapped_to_what_no_command_can_give(
 
 @dataclass
 class Stand:
+    """The shipped packs' targets, stood in for (tests/slack/test_readme_verbs.py too)."""
+
     connect: KafkaConnect
     config: ConfigService
     flags: ConfigService
     kube: KubeApi
     alertmanager: Recorder
+
+    @property
+    def servers(self) -> list[Any]:
+        return [s.server for s in (self.connect, self.config, self.flags, self.kube)] + [
+            self.alertmanager.server
+        ]
+
+    def main_config(self, home: Path, slack_url: str) -> str:
+        """The main config of the shipped packs against these stand-ins and Slack's at
+        `slack_url`, under the README's verb mapping; its kubeconfig is written into `home`."""
+        (home / "kubeconfig").write_text(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+            "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
+            f"clusters: [{{name: c, cluster: {{server: '{self.kube.server.url}'}}}}]\n"
+            "users: [{name: u, user: {token: t}}]\n"
+        )
+        slack = {
+            **readme_mapping(),
+            "bot_token_env": "TEST_SLACK_TOKEN",
+            "signing_secret_env": "TEST_SLACK_SECRET",
+            "base_url": slack_url,
+            "channel": "#alerts",
+        }
+        targets = {
+            "kafka-connect": self.connect.server.url,
+            "ingestion-config": self.config.server.url,
+            "feature-flags": self.flags.server.url,
+            "alertmanager": self.alertmanager.server.url,
+        }
+        cluster = "  ingestion-cluster: {kubernetes: {kubeconfig: kubeconfig}}\n"
+        return base_config(targets, cluster + PACKS + yaml.safe_dump({"slack": slack}))
 
 
 @pytest.fixture
@@ -106,18 +139,11 @@ async def stand() -> AsyncIterator[Stand]:
         KubeApi({("deployments", "ingestion", "promotion-worker"): Workload()}),
         Recorder(),
     )
-    servers = [
-        found.connect.server,
-        found.config.server,
-        found.flags.server,
-        found.kube.server,
-        found.alertmanager.server,
-    ]
-    for server in servers:
+    for server in found.servers:
         await server.start()
     yield found
     found.connect.release.set()
-    for server in servers:
+    for server in found.servers:
         await server.stop()
 
 
@@ -129,28 +155,7 @@ async def running(
     slack_api: SlackAPI,
     tmp_path: Path,
 ) -> Running:
-    (tmp_path / "kubeconfig").write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
-        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
-        f"clusters: [{{name: c, cluster: {{server: '{stand.kube.server.url}'}}}}]\n"
-        "users: [{name: u, user: {token: t}}]\n"
-    )
-    slack = {
-        **readme_mapping(),
-        "bot_token_env": "TEST_SLACK_TOKEN",
-        "signing_secret_env": "TEST_SLACK_SECRET",
-        "base_url": slack_api.base_url,
-        "channel": "#alerts",
-    }
-    targets = {
-        "kafka-connect": stand.connect.server.url,
-        "ingestion-config": stand.config.server.url,
-        "feature-flags": stand.flags.server.url,
-        "alertmanager": stand.alertmanager.server.url,
-    }
-    cluster = "  ingestion-cluster: {kubernetes: {kubeconfig: kubeconfig}}\n"
-    main = base_config(targets, cluster + PACKS + yaml.safe_dump({"slack": slack}))
-    return await start_daemon(write_config(main))
+    return await start_daemon(write_config(stand.main_config(tmp_path, slack_api.base_url)))
 
 
 async def test_every_slack_verb_in_the_readme_runs_against_the_shipped_packs(

@@ -4,6 +4,7 @@ multi-process failures (SIGKILL, a cut connection) are tests/test_replicas.py.""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -15,30 +16,11 @@ from remediator.config import load_config
 from remediator.server import Daemon
 from tests.conftest import API_TOKEN, WEBHOOK_TOKEN, base_config
 from tests.payloads import alert, notification
+from tests.postgres import replica_store
 from tests.standins import Recorder
+from tests.test_replicas import LADDER
 
-RULES = """
-actions:
-  act: {kind: http, target: svc, path: "/act/{connector}", retries: 0}
-  page: {kind: http, target: svc, path: "/page/{connector}", retries: 0}
-rules:
-  - name: down
-    match: '{alertname="Down"}'
-    incident_key: [alertname, connector]
-    tiers:
-      - actions: [act]
-        escalate_after: 5m
-      - actions: [page]
-"""
 Start = Callable[..., Awaitable[tuple[Daemon, httpx.AsyncClient]]]
-
-
-@pytest.fixture
-async def target() -> AsyncIterator[Recorder]:
-    r = Recorder()
-    await r.server.start()
-    yield r
-    await r.server.stop()
 
 
 @pytest.fixture
@@ -54,12 +36,13 @@ async def start(
     clock = FakeClock()
 
     async def make(role: str = "auto", sqlite: bool = False) -> tuple[Daemon, httpx.AsyncClient]:
-        main = base_config({"svc": target.server.url}, "rule_files: [rules.yaml]\n")
-        pg = "store: {postgres: {dsn_env: TEST_PG_DSN, lease: 2s, heartbeat: 200ms}}"
+        main = base_config({"svc0": target.server.url}, "rule_files: [rules.yaml]\n")
+        pg = replica_store()
         main = main.replace("store: {postgres: {dsn_env: TEST_PG_DSN}}", pg)
         if sqlite:
             main = main.replace(pg, "store: {sqlite: {path: state/remediator.db}}")
-        daemon = Daemon(load_config(write_config(main, rules=RULES)), clock=clock, role=role)
+        rules = textwrap.dedent(LADDER % {"after": "5m"})
+        daemon = Daemon(load_config(write_config(main, rules=rules)), clock=clock, role=role)
         await daemon.start("127.0.0.1", 0)
         client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.port}")
         started.append((daemon, client))

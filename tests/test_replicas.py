@@ -27,7 +27,7 @@ import pytest
 from tests.conftest import slack_config
 from tests.payloads import alert, notification
 from tests.peers import DaemonProcess
-from tests.postgres import PostgresServer
+from tests.postgres import PostgresServer, replica_store
 from tests.slack_standin import SlackAPI
 from tests.standins import Recorder
 
@@ -68,14 +68,6 @@ Make = Callable[..., DaemonProcess]
 
 
 @pytest.fixture
-async def target() -> AsyncIterator[Recorder]:
-    r = Recorder()
-    await r.server.start()
-    yield r
-    await r.server.stop()
-
-
-@pytest.fixture
 async def replicas(
     tmp_path: Path,
     postgres_dsn: str,
@@ -102,10 +94,7 @@ async def replicas(
         targets = "".join(
             f"  svc{d}: {{url: '{target.server.url}/{name}'}}\n" for d in range(SHARDS)
         )
-        store = (
-            f"store: {{postgres: {{dsn_env: TEST_PG_DSN, application_name: {name}, "
-            f"lease: {lease}, heartbeat: {heartbeat}, pool_size: 4}}}}"
-        )
+        store = replica_store(lease, heartbeat, application_name=name, pool_size="4")
         (home / "remediator.yaml").write_text(
             "webhook_auth: {bearer_token_env: TEST_WEBHOOK_TOKEN}\n"
             "api_auth: {bearer_token_env: TEST_API_TOKEN}\n"

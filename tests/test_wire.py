@@ -54,6 +54,37 @@ def test_the_depth_limit_counts_levels() -> None:
         wire.decode(b"[" * 33 + b"]" * 33)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 31 + "1" + "]" * 31,  # a value at level 32
+        "[" * 32 + "1" + "]" * 32,  # at level 33
+        '{"a": ' * 32 + '"x"' + "}" * 32,
+        '{"a": ' * 31 + "{}" + "}" * 31,
+        '{"n": [0, 9223372036854775807, -9223372036854775808, 9223372036854775808]}',
+        '{"n": -9223372036854775809}',
+        "9223372036854775808",
+        '{"k": "a\\u0000b"}',
+        '{"a\\u0000": 1}',
+        '{"k": "ingesti\u00f3n"}',
+        '{"ok": [true, null, 1.5, "x", {"y": []}]}',
+    ],
+)
+def test_decode_refuses_exactly_what_the_full_check_refuses(text: str) -> None:
+    """decode skips the full walk when a cheaper look shows it would find nothing."""
+    try:
+        wire.check(json.loads(text))
+        refused = None
+    except PayloadError as e:
+        refused = str(e)
+    try:
+        wire.decode(text.encode())
+        decoded = None
+    except PayloadError as e:
+        decoded = str(e)
+    assert decoded == refused
+
+
 def test_answers_are_json_without_nan_or_infinity() -> None:
     text = wire.dumps({"a": float("nan"), "b": [float("inf"), 1.5], "c": -float("inf")})
     assert json.loads(text, parse_constant=lambda c: pytest.fail(c)) == {

@@ -62,15 +62,21 @@ async def read_body(request: web.Request, limit: int, seconds: float) -> bytes:
     longer than `seconds`."""
     if request.content_length is not None and request.content_length > limit:
         raise RequestError(413, f"body larger than the limit of {limit} bytes")
-    body = bytearray()
+    if request.content.is_eof():  # it came whole with the headers: no wait to bound (no timer)
+        return await _read(request, limit)
     try:
         async with asyncio.timeout(seconds):
-            while chunk := await request.content.read(CHUNK):
-                body += chunk
-                if len(body) > limit:
-                    raise RequestError(413, f"body larger than the limit of {limit} bytes")
+            return await _read(request, limit)
     except TimeoutError:
         raise RequestError(408, f"the body did not arrive within {seconds:g}s") from None
+
+
+async def _read(request: web.Request, limit: int) -> bytes:
+    body = bytearray()
+    while chunk := await request.content.read(CHUNK):
+        body += chunk
+        if len(body) > limit:
+            raise RequestError(413, f"body larger than the limit of {limit} bytes")
     return bytes(body)
 
 

@@ -10,26 +10,23 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
-import yaml
 
 from remediator.config import VERBS, load_config
 from remediator.server import Daemon
-from tests.conftest import API_TOKEN, WEBHOOK_TOKEN, Running, base_config
+from tests.conftest import API_TOKEN, WEBHOOK_TOKEN, Running
 from tests.payloads import alert, fingerprint, notification
 from tests.slack_standin import SECRET, TOKEN, SlackAPI, command, signed
 from tests.standins import ConfigService, Connector, KafkaConnect, KubeApi, Recorder, Workload
-from tests.test_commands import readme_mapping
+from tests.test_commands import Stand, readme_mapping
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-PACKS = f"rule_files: ['{ROOT}/rules/cdc.yaml', '{ROOT}/rules/ingestion.yaml']\n"
 ONCALL, SECOND = "U0ONCALL", "U0SECOND"  # members of S0ONCALL, whom the README's access allows
 ENABLED = "/v1/config/ingestion.enabled"
 FLAG = "/v1/flags/ingestion_v2_enabled"
@@ -46,21 +43,6 @@ def readme_verbs() -> list[str]:
         for usage in re.findall(r"`([^`]+)`", cell):
             verbs += usage.split()[0].split("\\|")
     return verbs
-
-
-@dataclass
-class Stand:
-    connect: KafkaConnect
-    config: ConfigService
-    flags: ConfigService
-    kube: KubeApi
-    alertmanager: Recorder
-
-    @property
-    def servers(self) -> list[Any]:
-        return [s.server for s in (self.connect, self.config, self.flags, self.kube)] + [
-            self.alertmanager.server
-        ]
 
 
 class Desk:
@@ -135,28 +117,8 @@ async def desk(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Desk]:
     await slack.start()
     for server in stand.servers:
         await server.start()
-    (tmp / "kubeconfig").write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
-        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
-        f"clusters: [{{name: c, cluster: {{server: '{stand.kube.server.url}'}}}}]\n"
-        "users: [{name: u, user: {token: t}}]\n"
-    )
-    section = {
-        **readme_mapping(),
-        "bot_token_env": "TEST_SLACK_TOKEN",
-        "signing_secret_env": "TEST_SLACK_SECRET",
-        "base_url": slack.base_url,
-        "channel": "#alerts",
-    }
-    targets = {
-        "kafka-connect": stand.connect.server.url,
-        "ingestion-config": stand.config.server.url,
-        "feature-flags": stand.flags.server.url,
-        "alertmanager": stand.alertmanager.server.url,
-    }
-    cluster = "  ingestion-cluster: {kubernetes: {kubeconfig: kubeconfig}}\n"
     main = tmp / "remediator.yaml"
-    main.write_text(base_config(targets, cluster + PACKS + yaml.safe_dump({"slack": section})))
+    main.write_text(stand.main_config(tmp, slack.base_url))
     with pytest.MonkeyPatch.context() as env:
         for name, value in {
             "TEST_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
