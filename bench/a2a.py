@@ -36,6 +36,7 @@ from bench.common import (
     http_get,
     percentile,
     pinned,
+    sink,
     wait_ready,
 )
 from bench.ingest import cpu_seconds, py_spy
@@ -141,10 +142,8 @@ def measure(
     """One run against `kind` (daemon or relay) at `rate`: latency percentiles in ms, counts, and
     the server's CPU per notification (from the load's start until every action arrived)."""
     with Workdir.make(f"a2a-{kind}") as work:
-        sink_port = free_port()
         port = free_port()
-        with helper(work, "sink", sink_port) as sink:
-            wait_ready(sink, sink_port)
+        with sink(work) as sink_port:
             if kind == "daemon":
                 server = daemon(work, work.config(sink_port, rules or BENCH_RULES), port)
             else:

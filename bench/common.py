@@ -237,6 +237,16 @@ def helper(work: Workdir, role: str, port: int, *args: str, cpu: str = LOAD_CPU)
     return Proc(pinned(cpu, argv), work.path / f"{role}-{port}.log")
 
 
+@contextlib.contextmanager
+def sink(work: Workdir) -> Iterator[int]:
+    """bench/servers.py's sink (every action's target) in its own process, ready; its port.
+    Stopped on leaving."""
+    port = free_port()
+    with helper(work, "sink", port) as proc:
+        wait_ready(proc, port)
+        yield port
+
+
 # -- statistics --------------------------------------------------------------------------------
 
 

@@ -39,11 +39,11 @@ from bench.common import (
     Workdir,
     daemon,
     free_port,
-    helper,
     http_get,
     median,
     percentile,
     print_section,
+    sink,
     wait_ready,
 )
 from bench.postgres_store import SQLITE_STORE, server
@@ -130,9 +130,8 @@ def measure_failover(trials: int, pg: PostgresServer) -> list[float]:
     found: list[float] = []
     with (
         Workdir.make("failover") as work,
-        helper(work, "sink", (sink_port := free_port())) as sink,
+        sink(work) as sink_port,
     ):
-        wait_ready(sink, sink_port)
         config = replica_config(work, sink_port, RULES, dsn)
         with replicas(work, config, 2) as running:
             for trial in range(trials):
@@ -163,9 +162,8 @@ def measure_ingest(n: int, seconds: float, pg: PostgresServer) -> ingest.Run:
     dsn = pg.dsn(asyncio.run(pg.create_database()))
     with (
         Workdir.make(f"replicas-{n}") as work,
-        helper(work, "sink", (sink_port := free_port())) as sink,
+        sink(work) as sink_port,
     ):
-        wait_ready(sink, sink_port)
         pool = work.path / "pool-1.tsv"
         write_pool(pool, 1, ingest.POOL[1])
         config = replica_config(work, sink_port, BENCH_RULES, dsn)

@@ -45,6 +45,7 @@ from bench.common import (
     helper,
     median,
     pinned,
+    sink,
     wait_ready,
 )
 from bench.workload import BENCH_RULES, write_pool
@@ -305,9 +306,7 @@ def measure(
     with Workdir.make("ingest") as work:
         pool = work.path / f"pool-{alerts}.tsv"
         write_pool(pool, alerts, groups or POOL[alerts])
-        sink_port = free_port()
-        with helper(work, "sink", sink_port) as sink:
-            wait_ready(sink, sink_port)
+        with sink(work) as sink_port:
             for i in range(runs):
                 bare.append(run_bare(work, pool, alerts, seconds, resolve_p))
                 if ack_only:
@@ -328,9 +327,7 @@ def profile(alerts: int, seconds: float, drain_seconds: float = 0.0) -> tuple[Pa
     with Workdir.make("ingest-profile") as work:
         pool = work.path / "pool.tsv"
         write_pool(pool, alerts, POOL[alerts])
-        sink_port = free_port()
-        with helper(work, "sink", sink_port) as sink:
-            wait_ready(sink, sink_port)
+        with sink(work) as sink_port:
             run_full(
                 work,
                 sink_port,

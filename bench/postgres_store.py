@@ -40,11 +40,11 @@ from bench.common import (
     Workdir,
     daemon,
     free_port,
-    helper,
     median,
     percentile,
     pinned,
     print_section,
+    sink,
     wait_ready,
 )
 from bench.workload import BENCH_RULES, write_pool
@@ -120,9 +120,7 @@ def measure_ingest(runs: int, seconds: float, pg: PostgresServer) -> dict[str, l
     with Workdir.make("pg-ingest") as work:
         pool = work.path / "pool-1.tsv"
         write_pool(pool, 1, ingest.POOL[1])
-        sink_port = free_port()
-        with helper(work, "sink", sink_port) as sink:
-            wait_ready(sink, sink_port)
+        with sink(work) as sink_port:
             for i in range(runs):
                 found["bare"].append(ingest.run_bare(work, pool, 1, seconds))
                 with Workdir.make(f"pg-ingest-sa-{i}") as d:
@@ -228,9 +226,8 @@ def _a2a_stages(dsn: str, sent: dict[int, int], arrivals: dict[str, int]) -> dic
 
 def measure_a2a(seconds: float, pg: PostgresServer) -> dict[str, Any]:
     with Workdir.make("pg-a2a") as work:
-        sink_port, port = free_port(), free_port()
-        with helper(work, "sink", sink_port) as sink:
-            wait_ready(sink, sink_port)
+        port = free_port()
+        with sink(work) as sink_port:
             config = on_postgres(work, work.config(sink_port, BENCH_RULES), pg)
             with daemon(work, config, port) as server_proc:
                 wait_ready(server_proc, port)

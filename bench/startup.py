@@ -24,10 +24,10 @@ from bench.common import (
     Workdir,
     daemon,
     free_port,
-    helper,
     median,
     pinned,
     rss_kib,
+    sink,
     wait_ready,
 )
 from bench.populate import populate
@@ -54,18 +54,15 @@ def memory(runs: int, incidents: int = 100_000) -> Section:
     section = Section("memory", f"4. Memory with {incidents:,} open incidents")
     results: dict[int, list[dict[str, int]]] = {0: [], incidents: []}
     ready: list[float] = []
-    with Workdir.make("memory") as work:
-        sink_port = free_port()
-        with helper(work, "sink", sink_port) as sink:
-            wait_ready(sink, sink_port)
-            for n in results:
-                with Workdir.make(f"memory-{n}") as store_dir:
-                    _store(store_dir, n)
-                    for i in range(runs):
-                        seconds, used = _start(store_dir, sink_port, f"daemon-{i}")
-                        results[n].append(used)
-                        if n:
-                            ready.append(seconds)
+    with Workdir.make("memory") as work, sink(work) as sink_port:
+        for n in results:
+            with Workdir.make(f"memory-{n}") as store_dir:
+                _store(store_dir, n)
+                for i in range(runs):
+                    seconds, used = _start(store_dir, sink_port, f"daemon-{i}")
+                    results[n].append(used)
+                    if n:
+                        ready.append(seconds)
     rss = {n: median([m["VmRSS"] / 1024 for m in r]) for n, r in results.items()}
     hwm = {n: median([m["VmHWM"] / 1024 for m in r]) for n, r in results.items()}
     section.figures += [
@@ -119,15 +116,12 @@ def restart(runs: int, incidents: int = 10_000) -> Section:
         )
         imports.append(time.monotonic() - t)
     times: dict[int, list[float]] = {0: [], incidents: []}
-    with Workdir.make("restart") as work:
-        sink_port = free_port()
-        with helper(work, "sink", sink_port) as sink:
-            wait_ready(sink, sink_port)
-            for n in times:
-                with Workdir.make(f"restart-{n}") as store_dir:
-                    _store(store_dir, n)
-                    for i in range(runs):
-                        times[n].append(_start(store_dir, sink_port, f"daemon-{i}")[0])
+    with Workdir.make("restart") as work, sink(work) as sink_port:
+        for n in times:
+            with Workdir.make(f"restart-{n}") as store_dir:
+                _store(store_dir, n)
+                for i in range(runs):
+                    times[n].append(_start(store_dir, sink_port, f"daemon-{i}")[0])
     value, base = median(times[incidents]), median(times[0])
     section.figures += [
         Figure(

@@ -126,3 +126,21 @@ def test_after_counts_the_starts_before_a_claim_in_its_batch() -> None:
     assert seen.target_busy is False  # lane y of connect, and another target
     assert after(history, replace(one, lane=None), "key", begun).target_busy is True
     assert after(history, one, "key", []) is history
+
+
+async def test_a_claim_is_judged_with_its_approval(store: AnyStore) -> None:
+    asked, plain = await load(store, 2)
+    approval = await store.request_approval(asked, {"url": "u"}, 2.0, 100.0, audit("asked"))
+    assert approval is not None
+    await store.decide_approval(approval.id, True, "alice", "", 3.0, audit("ok"))
+    seen: dict[int, TargetHistory] = {}
+    await asyncio.gather(
+        *(
+            store.start_claim_if(c, {}, 5.0, 0.0, budgeted(seen, c.id), str(c.id))
+            for c in (asked, plain)
+        )
+    )
+    judged = seen[asked.id].approval
+    assert judged is not None
+    assert (judged.id, judged.status, judged.decided_by) == (approval.id, "approved", "alice")
+    assert seen[plain.id].approval is None

@@ -152,15 +152,21 @@ class ClaimsSQL(Runner):
         """`ordered`: committed in the starts' order (the executor handed the claim's turn on to
         a waiter before this commit, which must then be judged after it and find the target or
         lane free); otherwise on its own, beside the starts."""
+        own = last_attempt is not None and last_attempt.claim_id == claim_id
 
         async def op(tx: Tx) -> AuditEntry | None:
             if last_attempt is not None:
-                await _insert_attempt(tx, last_attempt)
+                await _insert_attempt(tx, last_attempt, count=not own)
+            # the claim's count of attempts with its outcome, in one statement
+            attempts = "attempts = ?, " if own else ""
             sql = (
-                "UPDATE claims SET status = ?, detail = ?, finished_at = ?, lease_until = NULL "
-                f"WHERE id = ? AND status IN ({marks(from_statuses)})"
+                f"UPDATE claims SET {attempts}status = ?, detail = ?, finished_at = ?, "
+                f"lease_until = NULL WHERE id = ? AND status IN ({marks(from_statuses)})"
             )
-            if await tx.execute(sql, status, detail, at, claim_id, *from_statuses) != 1:
+            counted = (last_attempt.attempt,) if own and last_attempt else ()
+            if await tx.execute(sql, *counted, status, detail, at, claim_id, *from_statuses) != 1:
+                if last_attempt is not None and own:
+                    await _count_attempts(tx, last_attempt)  # recorded in any case
                 return None
             return await insert_audit(tx, audit)
 
@@ -237,7 +243,8 @@ async def _start_claim(
     )
 
 
-async def _insert_attempt(tx: Tx, attempt: Attempt) -> None:
+async def _insert_attempt(tx: Tx, attempt: Attempt, count: bool = True) -> None:
+    """The attempt, and (`count`) its number as its claim's count of attempts."""
     await tx.execute(
         "INSERT INTO attempts (claim_id, attempt, started_at, finished_at, ok, "
         "status_code, exit_code, detail, output, target_fault) "
@@ -253,8 +260,14 @@ async def _insert_attempt(tx: Tx, attempt: Attempt) -> None:
         attempt.output,
         int(attempt.target_fault),
     )
-    sql = "UPDATE claims SET attempts = ? WHERE id = ?"
-    await tx.execute(sql, attempt.attempt, attempt.claim_id)
+    if count:
+        await _count_attempts(tx, attempt)
+
+
+async def _count_attempts(tx: Tx, attempt: Attempt) -> None:
+    await tx.execute(
+        "UPDATE claims SET attempts = ? WHERE id = ?", attempt.attempt, attempt.claim_id
+    )
 
 
 async def active_mutes(tx: Tx, now: float) -> list[MuteRow]:

@@ -86,11 +86,18 @@ async def take(tx: Tx, replica: str, at: float) -> int:
     return int(await tx.fetchval(sql, replica, at))
 
 
-async def fence(tx: Tx, epoch: int | None) -> None:
+async def fence(tx: Tx, epoch: int | None, lock: int | None = None) -> None:
     """Refuse the transaction unless `epoch` is still the current one (None: not fenced). The
-    share lock makes a takeover's bump wait for this transaction's commit."""
+    share lock makes a takeover's bump wait for this transaction's commit. `lock`: also take
+    this lock (dialect.py's keys), held to the commit, in the same statement."""
     if epoch is None:
+        if lock is not None:
+            await tx.fetchval(tx.dialect.lock, lock)
         return
-    current = await tx.fetchval(f"SELECT epoch FROM leadership WHERE id = 1{tx.dialect.share}")
+    read = f"SELECT epoch FROM leadership WHERE id = 1{tx.dialect.share}"
+    if lock is None:
+        current = await tx.fetchval(read)
+    else:
+        current = await tx.fetchval(f"SELECT ({read}) AS epoch, {tx.dialect.lock_call}", lock)
     if current != epoch:
         raise Fenced(f"leadership epoch {epoch} is no longer current (now {current})")

@@ -2,14 +2,16 @@
 dialect (dialect.py).
 
 Journal appends go through one writer task, as on SQLite: it takes every append queued since its
-last commit and commits them in one transaction (group commit). Every other write runs at once in
-a transaction of its own on a pooled connection, so that a write's round trips to the server
-overlap with the others' (one writer would add them up); PostgreSQL flushes the WAL of concurrent
-commits together. Every commit is durable (synchronous_commit=on, set on each connection). What
-must hold between concurrent writes, in this process or another, holds by PostgreSQL's locks:
-start_claim_if takes a transaction-level advisory lock (dialect.LOCK_STARTS), claims and open
-incidents are unique rows, and every check-then-write op writes conditionally. A transaction
-PostgreSQL fails to break a deadlock runs again."""
+last commit and commits them in one transaction (group commit). The starts batcher commits what
+waits for it together, in order (batcher.py): it judges and starts claims (all that wait with one
+read of each fact) and writes the finishes a waiter was handed the turn of. Every other write
+runs at once in a transaction of its own on a pooled connection, so that a write's round trips
+to the server overlap with the others' (one writer would add them up); PostgreSQL flushes the
+WAL of concurrent commits together. Every commit is durable (synchronous_commit=on, set on each
+connection). What must hold between concurrent writes, in this process or another, holds by
+PostgreSQL's locks: start_claim_if takes a transaction-level advisory lock
+(dialect.LOCK_STARTS), claims and open incidents are unique rows, and every check-then-write op
+writes conditionally. A transaction PostgreSQL fails to break a deadlock runs again."""
 
 from __future__ import annotations
 
@@ -201,11 +203,10 @@ class PostgresStore(
             await pool.close()
 
     async def _write(self, op: Op[T], urgent: bool = False, serial: bool = False) -> T:
-        """Judge-and-start writes and finishes (`serial`) queue for the starts batcher, which
-        commits all that wait in one transaction, in order: one advisory lock and one commit for
-        many, and a finish that frees a target lands before the start of the claim handed its
-        turn. Every other write runs now, in a transaction of its own on a pooled connection
-        (journal appends have their own path: append_journal)."""
+        """Finishes a waiter was handed the turn of (`serial`) queue for the starts batcher,
+        which commits all that wait in one transaction, in order: such a finish lands before the
+        start of the claim handed its turn. Every other write runs now, in a transaction of its
+        own on a pooled connection (journal appends have their own path: append_journal)."""
         if not self._open or self._pool is None:
             raise StoreUnavailable("the store is not open")
         if serial:

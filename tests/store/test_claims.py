@@ -1,0 +1,29 @@
+"""An action's outcome (claims.finish_claim), on both backends: its last attempt is recorded and
+counted whether or not the claim moved."""
+
+from __future__ import annotations
+
+from remediator.store.records import FAILED, SUCCEEDED, Attempt
+from tests.store.conftest import AnyStore
+from tests.store.test_contract import audit
+from tests.store.test_controls import claims
+
+
+async def test_an_outcome_counts_its_last_attempt_whether_or_not_the_claim_moved(
+    store: AnyStore,
+) -> None:
+    moved, settled = await claims(store, 2)
+    for claim_id in (moved, settled):
+        await store.start_claim(claim_id, 2.0, {})
+    await store.finish_claim(settled, SUCCEEDED, "ok", 3.0, audit("done"))
+    for claim_id in (moved, settled):
+        attempt = Attempt(claim_id, 2, 2.0, 4.0, False, "HTTP 503", status_code=503)
+        await store.finish_claim(
+            claim_id, FAILED, "HTTP 503", 4.0, audit("x"), last_attempt=attempt
+        )
+    after = {i: await store.claim(i) for i in (moved, settled)}
+    assert [(c.status, c.attempts) for c in after.values() if c] == [(FAILED, 2), (SUCCEEDED, 2)]
+    record = await store.incident_record(after[settled].incident_id)  # type: ignore[union-attr]
+    assert record is not None
+    [attempt] = [a for c in record["claims"] if c["id"] == settled for a in c["attempts"]]
+    assert attempt["status_code"] == 503
