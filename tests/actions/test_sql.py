@@ -28,7 +28,8 @@ from tests.actions.kinds import (
     run_once,
 )
 from tests.conftest import StartDaemon, base_config
-from tests.peers import free_port, postgres
+from tests.peers import free_port
+from tests.postgres import PostgresServer
 
 pytestmark = pytest.mark.postgres
 
@@ -37,9 +38,11 @@ HOSTILE = "'; DROP TABLE workspace_settings; --"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def dsn() -> AsyncIterator[str]:
-    async with postgres() as url:
-        yield url
+async def dsn(postgres_server: PostgresServer) -> AsyncIterator[str]:
+    """A database of this module's own on the session's server (tests/postgres.py)."""
+    name = await postgres_server.create_database()
+    yield postgres_server.dsn(name)
+    await postgres_server.drop_database(name)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from remediator.store.records import AuditEntry, Changes
+from remediator.store.records import AuditEntry, Changes, OutboxItem
 from tests.conftest import Running, StartDaemon, base_config, slack_config
 from tests.payloads import alert, notification
 from tests.slack_standin import Message, SlackAPI
@@ -390,6 +390,33 @@ async def test_lines_that_tell_nothing_cost_no_commit_and_a_restart_tells_each_l
             await asyncio.sleep(0.01)
     await delivered(second)
     assert [m.text for m in slack_api.messages] == [":control_knobs: Muted rule cdc for 1h"]
+
+
+async def test_a_pass_records_its_deliveries_in_one_commit_and_replies_need_no_read(
+    config: Path, start_daemon: StartDaemon, slack_api: SlackAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17: a commit per message delivered, and a read of its parent's (channel, ts) per
+    reply, were most of the outbox's store operations outside a storm."""
+    running = await start_daemon(config)
+    outbox, store = running.daemon.outbox, running.daemon.store
+    calls: Counter[str] = Counter()
+    for name in ("outbox_delivered", "slack_message"):
+        monkeypatch.setattr(store, name, counted(calls, name, getattr(store, name)))
+    items = []
+    for n in range(5):
+        thread, ref = f"incident:{n}", f"incident:{n}"
+        items += [
+            OutboxItem(thread, "#alerts", "post", {"text": f"parent {n}"}, ref=ref),
+            OutboxItem(thread, "#alerts", "reply", {"text": f"reply {n}"}, parent=ref),
+            OutboxItem(thread, "#alerts", "update", {"text": f"parent {n}, updated"}, ref=ref),
+        ]
+    await store.enqueue_slack(items, outbox._cursor, time.time())
+    await delivered(running)
+    assert calls == {"outbox_delivered": 3}  # the parents, the replies, the updates
+    for parent in slack_api.parents():
+        number = parent.text.split()[1]
+        assert parent.current_text == f"parent {number}, updated"
+        assert [m.text for m in slack_api.thread(parent)] == [f"reply {number}"]
 
 
 def counted(

@@ -18,6 +18,7 @@ from remediator.store.records import (
     VERIFY_FAILED,
     AuditEntry,
     Changes,
+    Delivered,
     MuteRow,
     OutboxItem,
     TargetHistory,
@@ -159,3 +160,24 @@ async def test_the_outbox_delivers_in_order_per_thread(store: AnyStore) -> None:
     assert [r.payload["text"] for r in await store.outbox_due(3.0, 10)] == ["two"]
     assert await store.outbox_stats() == (2, 1.0)  # "two" is due since it was queued
     assert await store.slack_message("incident:1") == ("C1", "1.1")
+
+
+async def test_a_delivery_pass_is_recorded_in_one_write(store: AnyStore) -> None:
+    items = [
+        OutboxItem("incident:1", "#a", "post", {"text": "one"}, ref="incident:1"),
+        OutboxItem("incident:2", "#a", "post", {"text": "two"}, ref="incident:2"),
+        OutboxItem("channel:#b", "#b", "post", {"text": "three"}),
+    ]
+    await store.enqueue_slack(items, 0, 1.0)
+    one, two, three = await store.outbox_due(2.0, 10)
+    await store.outbox_delivered(
+        [
+            Delivered(one.id, "sent", 2.0, sent=("incident:1", "C1", "1.1")),
+            Delivered(two.id, "failed", 2.0, "channel_not_found"),
+            Delivered(three.id, "sent", 2.0),
+        ]
+    )
+    await store.outbox_delivered([])  # nothing delivered: nothing written
+    assert await store.outbox_stats() == (0, None)
+    assert await store.slack_message("incident:1") == ("C1", "1.1")
+    assert await store.slack_message("incident:2") is None

@@ -29,7 +29,7 @@ from remediator.schema import decimal
 from remediator.slack.fixes import explain
 from remediator.slack.messages import Composer, Facts
 from remediator.slack.templates import Templates
-from remediator.store.records import AuditEntry, OutboxItem, OutboxRow
+from remediator.store.records import AuditEntry, Delivered, OutboxItem, OutboxRow
 from remediator.tasks import cancel_and_wait
 from remediator.types import SlackOutboxStore
 
@@ -42,6 +42,7 @@ CURSOR_EVERY = 5.0  # seconds: a cursor past lines that told nothing is written 
 # often (a commit per pass was 0.2 per new incident in a storm, issue 17); after a crash those
 # lines are read again and tell nothing again, and every line that told something was queued
 # with its cursor
+POSTED_KEPT = 10_000  # posted messages whose (channel, ts) are kept in memory (the store has all)
 PASS_GAP = 0.05  # seconds between two passes, at least: a storm's lines are told a pass at a time
 # (a pass per publish was half a pass per new incident, three reads each, issue 17)
 MARKER_EVENT = "remediator_message"  # the metadata event type that names the outbox row
@@ -242,6 +243,7 @@ class Outbox:
         self._paused_until = 0.0
         self._channel_ids: dict[str, str] = {}  # a channel's name -> the ID Slack answered
         self._unsure: set[int] = set()  # rows whose last attempt may have been posted
+        self._posted: dict[str, tuple[str, str]] = {}  # ref -> (channel, ts), once recorded
         self._slots = asyncio.Semaphore(CONCURRENCY)
         self._rendering = asyncio.Lock()
         self._delivering = asyncio.Lock()
@@ -262,6 +264,7 @@ class Outbox:
             stored = latest[0]["id"] if latest else 0
             await self.store.enqueue_slack([], int(stored), time.time())
         self._cursor, self._cursor_written = int(stored), time.time()
+        self._posted.clear()  # another leader may have posted since this one last led
         self._first_due = 0.0  # what a previous leader left queued is in the store
         self._task = asyncio.create_task(self._run(), name="remediator-slack-outbox")
 
@@ -379,39 +382,66 @@ class Outbox:
             if now < self._paused_until:
                 return 0
             rows = await self.store.outbox_due(now, BATCH)
-            results = await asyncio.gather(*(self._deliver(row) for row in rows))
-            return sum(results)
+            done: list[Delivered] = []
+            await asyncio.gather(*(self._deliver(row, done) for row in rows))
+            await self._record(done)
+            return len(done)
 
-    async def _deliver(self, row: OutboxRow) -> int:
+    async def _record(self, done: list[Delivered]) -> None:
+        """A pass's deliveries in one commit. Until it commits they are pending: if it fails,
+        each is looked for in Slack before it is posted again."""
+        if not done:
+            return
+        try:
+            await self.store.outbox_delivered(done)
+        except StoreError:
+            self._unsure.update(d.row_id for d in done if d.status == "sent")
+            raise
+        for d in done:
+            self._unsure.discard(d.row_id)
+            if d.sent is not None:
+                self._remember(d.sent)
+        self.metrics.slack_deliveries.labels("sent").inc(sum(d.status == "sent" for d in done))
+
+    def _remember(self, sent: tuple[str, str, str]) -> None:
+        """A posted message's (channel, ts), for its replies and updates without a read."""
+        ref, channel, ts = sent
+        self._posted.pop(ref, None)
+        self._posted[ref] = (channel, ts)
+        if len(self._posted) > POSTED_KEPT:  # the oldest first (dicts keep insertion order)
+            del self._posted[next(iter(self._posted))]
+
+    async def _posted_message(self, ref: str) -> tuple[str, str] | None:
+        return self._posted.get(ref) or await self.store.slack_message(ref)
+
+    async def _deliver(self, row: OutboxRow, done: list[Delivered]) -> None:
         async with self._slots:
             if time.time() < self._paused_until:
-                return 0
+                return
             try:
                 sent = await self._send(row)
             except Retry as e:
                 if e.unsure and row.method != "update":
                     self._unsure.add(row.id)
                 await self._retry(row, e)
-                return 0
+                return
             except Refused as e:
                 log.error("slack refused message %d for %s: %s", row.id, row.thread, e)
                 self.metrics.slack_deliveries.labels("failed").inc()
-                await self.store.outbox_done(row.id, "failed", time.time(), str(e))
-                return 1
-            await self.store.outbox_done(row.id, "sent", time.time(), sent=sent)
-            self.metrics.slack_deliveries.labels("sent").inc()
-            return 1
+                done.append(Delivered(row.id, "failed", time.time(), str(e)))
+                return
+            done.append(Delivered(row.id, "sent", time.time(), sent=sent))
 
     async def _send(self, row: OutboxRow) -> tuple[str, str, str] | None:
         if row.method == "update":
-            known = await self.store.slack_message(row.ref or "")
+            known = await self._posted_message(row.ref or "")
             if known is None:
                 return None  # the message to update was never posted (a storm, a refusal)
             await self.sender.update(known[0], known[1], row.payload)
             return None
         thread_ts, channel = None, row.channel
         if row.method == "reply" and row.parent:
-            parent = await self.store.slack_message(row.parent)
+            parent = await self._posted_message(row.parent)
             if parent is not None:
                 channel, thread_ts = parent
         found = None
@@ -422,7 +452,6 @@ class Outbox:
             log.info("slack: message %d was posted by an earlier attempt: not again", row.id)
         channel_id, ts = found or await self.sender.post(channel, row.payload, thread_ts, row.id)
         self._channel_ids[channel] = channel_id
-        self._unsure.discard(row.id)
         ref = row.ref if row.method == "post" or row.ref else None
         return (ref, channel_id, ts) if ref else None
 

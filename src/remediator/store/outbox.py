@@ -7,7 +7,7 @@ import json
 
 from remediator.store import rows
 from remediator.store.controls import put_setting
-from remediator.store.records import AuditEntry, OutboxItem, OutboxRow
+from remediator.store.records import AuditEntry, Delivered, OutboxItem, OutboxRow
 from remediator.store.sql import Runner, Tx
 
 CURSOR = "slack_cursor"  # the setting naming the last audit line turned into messages
@@ -62,24 +62,28 @@ class OutboxSQL(Runner):
         sent: tuple[str, str, str] | None = None,
     ) -> None:
         """Mark a message sent (remembering (ref, channel, ts) for later updates) or failed."""
+        await self.outbox_delivered([Delivered(row_id, status, at, error, sent)])
+
+    async def outbox_delivered(self, done: list[Delivered]) -> None:
+        """Record a delivery pass's messages, sent or failed, in one commit (issue 17: a commit
+        per message was most of the outbox's writes)."""
 
         async def op(tx: Tx) -> None:
-            await tx.execute(
+            await tx.executemany(
                 "UPDATE slack_outbox SET status = ?, sent_at = ?, error = ?, "
                 "attempts = attempts + 1 WHERE id = ?",
-                status,
-                at,
-                error,
-                row_id,
+                [(d.status, d.at, d.error, d.row_id) for d in done],
             )
-            if sent is not None:
-                await tx.execute(
+            sent = [d.sent for d in done if d.sent is not None]
+            if sent:
+                await tx.executemany(
                     "INSERT INTO slack_messages (ref, channel, ts) VALUES (?, ?, ?) "
                     "ON CONFLICT (ref) DO UPDATE SET channel = excluded.channel, ts = excluded.ts",
-                    *sent,
+                    sent,
                 )
 
-        await self._write(op)
+        if done:
+            await self._write(op)
 
     async def outbox_retry(self, row_id: int, next_at: float, error: str) -> None:
         async def op(tx: Tx) -> None:

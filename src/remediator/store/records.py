@@ -226,6 +226,18 @@ class OutboxItem:
 
 
 @dataclass(frozen=True, slots=True)
+class Delivered:
+    """A message's delivery as recorded: sent (with (ref, channel, ts) when later updates and
+    replies need to find it) or failed."""
+
+    row_id: int
+    status: str  # sent | failed
+    at: float
+    error: str = ""
+    sent: tuple[str, str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxRow:
     id: int
     thread: str
