@@ -144,3 +144,25 @@ async def test_a_claim_is_judged_with_its_approval(store: AnyStore) -> None:
     assert judged is not None
     assert (judged.id, judged.status, judged.decided_by) == (approval.id, "approved", "alice")
     assert seen[plain.id].approval is None
+
+
+async def test_a_claim_is_judged_with_the_mutes_active_at_its_time(store: AnyStore) -> None:
+    first, second = await load(store, 2)
+    for until in (6.0, 100.0, 200.0):
+        await store.add_mute(
+            MuteRow(0, "r", None, None, "deploy", "alice", 1.0, until), lambda m: audit("muted")
+        )
+    seen: dict[int, list[float]] = {}
+
+    def judge(claim_id: int) -> Judge:
+        def decide(history: TargetHistory, mutes: list[MuteRow]) -> Verdict:
+            seen[claim_id] = [m.until for m in mutes]
+            return Verdict("wait")
+
+        return decide
+
+    await asyncio.gather(
+        store.start_claim_if(first, {}, 5.0, 0.0, judge(first.id), "a"),
+        store.start_claim_if(second, {}, 7.0, 0.0, judge(second.id), "b"),
+    )
+    assert seen == {first.id: [200.0, 100.0, 6.0], second.id: [200.0, 100.0]}  # newest first

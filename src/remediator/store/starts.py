@@ -19,7 +19,7 @@ from typing import Any
 
 from remediator.guardrails import Verdict
 from remediator.store import rows
-from remediator.store.claims import active_mutes, breaker_failures
+from remediator.store.claims import breaker_failures
 from remediator.store.dialect import LOCK_STARTS
 from remediator.store.leadership import fence
 from remediator.store.records import (
@@ -63,8 +63,7 @@ async def start_claims_if(tx: Tx, batch: Sequence[StartIf]) -> list[Started]:
     await fence(tx, first, lock=LOCK_STARTS)
     for epoch in others:
         await fence(tx, epoch)
-    histories = await _histories(tx, batch)
-    mutes = await active_mutes(tx, min(s.now for s in batch))
+    histories, mutes = await _histories(tx, batch)
     results: list[Started] = []
     begun: list[tuple[StartIf, str | None]] = []  # allowed so far, with their incident key
     for start, (history, key) in zip(batch, histories, strict=True):
@@ -148,8 +147,22 @@ _FACTS = (
 )
 
 
-async def _histories(tx: Tx, batch: Sequence[StartIf]) -> list[tuple[TargetHistory, str | None]]:
-    """Each claim's facts as the store has them, with its incident's key."""
+# the starts since a time (budgets) and the active mutes (claims.active_mutes' condition), in one
+# round trip: one row shape, each kind's columns NULL in the other's rows
+_STARTS_AND_MUTES = (
+    "SELECT 'start' AS kind, action, started_at, "
+    + ", ".join(f"NULL AS {column}" for column in rows.MUTE_COLUMNS.split(", "))
+    + f" FROM claims WHERE started_at >= ? AND +status IN ({_STARTED}) UNION ALL "
+    f"SELECT 'mute', NULL, NULL, {rows.MUTE_COLUMNS} FROM mutes "
+    "WHERE ended_at IS NULL AND until > ?"
+)
+
+
+async def _histories(
+    tx: Tx, batch: Sequence[StartIf]
+) -> tuple[list[tuple[TargetHistory, str | None]], list[MuteRow]]:
+    """Each claim's facts as the store has them, with its incident's key; the mutes active at
+    the earliest of their times (each claim is judged with those active at its own)."""
     facts: list[Row] = []
     for chunk in chunks(batch):
         args: list[Any] = []
@@ -158,11 +171,11 @@ async def _histories(tx: Tx, batch: Sequence[StartIf]) -> list[tuple[TargetHisto
             args += [n, c.id, c.incident_id, c.rule, c.target, s.lane]
         sql = _FACTS.format(values=typed_rows(_FACT_TYPES, len(chunk)), approval=_APPROVAL)
         facts += await tx.fetch(sql, *args, *STARTED, RUNNING)
-    starts = await tx.fetch(
-        f"SELECT action, started_at FROM claims WHERE started_at >= ? AND +status IN ({_STARTED})",
-        min(s.since for s in batch),
-        *STARTED,
+    found = await tx.fetch(
+        _STARTS_AND_MUTES, min(s.since for s in batch), *STARTED, min(s.now for s in batch)
     )
+    starts = [r for r in found if r["kind"] == "start"]
+    mutes = sorted((rows.mute(r) for r in found if r["kind"] == "mute"), key=lambda m: -m.id)
     failures: dict[str, list[float]] = {}
     histories = []
     for s, f in zip(batch, facts, strict=True):
@@ -180,7 +193,7 @@ async def _histories(tx: Tx, batch: Sequence[StartIf]) -> list[tuple[TargetHisto
             incident_status=f["incident_status"],
         )
         histories.append((history, f["incident_key"]))
-    return histories
+    return histories, mutes
 
 
 _START_TYPES = ("BIGINT", "DOUBLE PRECISION", "TEXT", "TEXT", "DOUBLE PRECISION")
