@@ -51,7 +51,7 @@ class StandIn:
     async def start(self, port: int = 0, tls: ssl.SSLContext | None = None) -> StandIn:
         self.tls = tls
         self.app.middlewares.append(self._record)
-        self.runner = web.AppRunner(self.app, access_log=None)
+        self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=0.5)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", port, ssl_context=tls)
         await site.start()

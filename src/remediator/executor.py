@@ -223,9 +223,14 @@ class Executor:
             await self._session.close()
 
     def session(self) -> aiohttp.ClientSession:
-        """The `http` kind's client: no redirects followed, no proxy from the environment."""
+        """The `http` and `kafka_connect` kinds' client (and the Kafka Connect checks'): no
+        redirects followed, no proxy from the environment, certifi's trust as httpx's."""
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(trust_env=False, auto_decompress=True)
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=default_tls()),  # httpx's trust (trust.py)
+                trust_env=False,
+                auto_decompress=True,
+            )
         return self._session
 
     def clients(self) -> Clients:

@@ -9,16 +9,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 from aiohttp import web
 
-from remediator.actions.base import AttemptResult, RenderContext
+from remediator.actions.base import AttemptContext, AttemptResult, Clients, RenderContext
 from remediator.actions.kafka_connect import KafkaConnectAction
 from remediator.config import load_config
 from remediator.errors import ConfigError, RenderError
 from remediator.trust import default_tls
-from tests.actions.kinds import FAST_RETRIES, actions_yaml, attempt_ctx, load, run_once
+from tests.actions.kinds import FAST_RETRIES, actions_yaml, load, run_once
 from tests.conftest import StartDaemon, base_config
 from tests.standins import KafkaConnect, StandIn
 
@@ -42,16 +43,23 @@ def make(write_config: Callable[..., Path], kafka_connect: KafkaConnect) -> Make
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(verify=default_tls(), trust_env=False) as c:
-        yield c
+async def client() -> AsyncIterator[Clients]:
+    async with (
+        httpx.AsyncClient(verify=default_tls(), trust_env=False) as http,
+        aiohttp.ClientSession(trust_env=False) as session,
+    ):
+        yield Clients(http, session)
+
+
+def attempt_ctx(client: Clients, timeout: float = 5.0) -> AttemptContext:
+    return AttemptContext(1, timeout, "idem-key", client.http, client.session)
 
 
 def ctx(connector: str = SINK, **labels: str) -> RenderContext:
     return RenderContext({"alertname": "ConnectorDown", "connector": connector, **labels})
 
 
-async def attempt(action: KafkaConnectAction, client: httpx.AsyncClient, **labels: str) -> Any:
+async def attempt(action: KafkaConnectAction, client: Clients, **labels: str) -> Any:
     return await action.attempt(action.prepare(ctx(**labels)), attempt_ctx(client))
 
 
@@ -104,7 +112,7 @@ def test_each_operation_is_connects_path_and_verb(
 async def test_a_hostile_connector_name_is_one_encoded_segment(
     make: Make,
     kafka_connect: KafkaConnect,
-    client: httpx.AsyncClient,
+    client: Clients,
     connector: str,
     segment: str,
 ) -> None:
@@ -124,7 +132,7 @@ def test_a_task_id_must_be_a_number(make: Make, task: str) -> None:
 
 
 async def test_pause_and_resume_change_the_connector_state(
-    make: Make, kafka_connect: KafkaConnect, client: httpx.AsyncClient
+    make: Make, kafka_connect: KafkaConnect, client: Clients
 ) -> None:
     paused = await attempt(make(operation="pause"), client, connector=SOURCE)
     assert kafka_connect.connectors[SOURCE].state == "PAUSED"
@@ -143,7 +151,7 @@ async def test_pause_and_resume_change_the_connector_state(
 
 
 async def test_restart_with_tasks_reports_what_restarts(
-    make: Make, kafka_connect: KafkaConnect, client: httpx.AsyncClient
+    make: Make, kafka_connect: KafkaConnect, client: Clients
 ) -> None:
     action = make(operation="restart", include_tasks=True, only_failed=True)
     result = await attempt(action, client)
@@ -157,7 +165,7 @@ async def test_restart_with_tasks_reports_what_restarts(
 
 
 async def test_a_plain_restart_is_204(
-    make: Make, kafka_connect: KafkaConnect, client: httpx.AsyncClient
+    make: Make, kafka_connect: KafkaConnect, client: Clients
 ) -> None:
     result = await attempt(make(operation="restart"), client)
     assert result == AttemptResult(
@@ -169,9 +177,7 @@ async def test_a_plain_restart_is_204(
     assert kafka_connect.connectors[SINK].tasks == ["FAILED", "RUNNING"]  # tasks untouched
 
 
-async def test_restart_task(
-    make: Make, kafka_connect: KafkaConnect, client: httpx.AsyncClient
-) -> None:
+async def test_restart_task(make: Make, kafka_connect: KafkaConnect, client: Clients) -> None:
     result = await attempt(make(operation="restart_task", task="{task}"), client, task="0")
     assert (result.ok, result.detail) == (True, f"HTTP 204: task 0 of connector '{SINK}' restarted")
     assert kafka_connect.connectors[SINK].tasks == ["RUNNING", "RUNNING"]
@@ -197,7 +203,7 @@ async def serve() -> AsyncIterator[Callable[[int, str], Awaitable[StandIn]]]:
 
 
 async def test_some_3x_releases_answer_200_to_a_plain_restart(
-    make: Make, serve: Callable[[int, str], Awaitable[StandIn]], client: httpx.AsyncClient
+    make: Make, serve: Callable[[int, str], Awaitable[StandIn]], client: Clients
 ) -> None:
     server = await serve(200, "")
     result = await attempt(make(server.url, operation="restart"), client)
@@ -205,7 +211,7 @@ async def test_some_3x_releases_answer_200_to_a_plain_restart(
 
 
 async def test_connect_before_3_0_ignores_include_tasks_and_says_so(
-    make: Make, serve: Callable[[int, str], Awaitable[StandIn]], client: httpx.AsyncClient
+    make: Make, serve: Callable[[int, str], Awaitable[StandIn]], client: Clients
 ) -> None:
     server = await serve(204, "")
     action = make(server.url, operation="restart", include_tasks=True)
@@ -217,7 +223,7 @@ async def test_connect_before_3_0_ignores_include_tasks_and_says_so(
 
 
 async def test_an_unknown_connector_is_a_final_failure_naming_it(
-    make: Make, client: httpx.AsyncClient
+    make: Make, client: Clients
 ) -> None:
     result = await attempt(make(operation="pause"), client, connector="ghost")
     assert (result.ok, result.retryable, result.status_code) == (False, False, 404)
@@ -227,9 +233,7 @@ async def test_an_unknown_connector_is_a_final_failure_naming_it(
     )
 
 
-async def test_an_unknown_task_is_a_final_failure_naming_it(
-    make: Make, client: httpx.AsyncClient
-) -> None:
+async def test_an_unknown_task_is_a_final_failure_naming_it(make: Make, client: Clients) -> None:
     result = await attempt(make(operation="restart_task", task="7"), client)
     assert (result.ok, result.retryable) == (False, False)
     assert result.detail == (
@@ -239,7 +243,7 @@ async def test_an_unknown_task_is_a_final_failure_naming_it(
 
 
 async def test_a_404_that_is_not_connects_says_the_target_is_wrong(
-    make: Make, serve: Callable[[int, str], Awaitable[StandIn]], client: httpx.AsyncClient
+    make: Make, serve: Callable[[int, str], Awaitable[StandIn]], client: Clients
 ) -> None:
     server = await serve(404, "<html>Not Found</html>")
     result = await attempt(make(server.url, operation="pause"), client)
@@ -257,7 +261,7 @@ async def test_a_404_that_is_not_connects_says_the_target_is_wrong(
 async def test_which_errors_are_retried(
     make: Make,
     serve: Callable[[int, str], Awaitable[StandIn]],
-    client: httpx.AsyncClient,
+    client: Clients,
     status: int,
     retryable: bool,
 ) -> None:
@@ -267,7 +271,7 @@ async def test_which_errors_are_retried(
 
 
 async def test_a_hanging_connect_times_out_and_may_be_retried(
-    make: Make, kafka_connect: KafkaConnect, client: httpx.AsyncClient
+    make: Make, kafka_connect: KafkaConnect, client: Clients
 ) -> None:
     kafka_connect.hang.set()
     action = make(operation="pause")
@@ -278,7 +282,7 @@ async def test_a_hanging_connect_times_out_and_may_be_retried(
 async def test_the_clusters_credentials_are_sent_and_never_stored(
     write_config: Callable[..., Path],
     kafka_connect: KafkaConnect,
-    client: httpx.AsyncClient,
+    client: Clients,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("CONNECT_TOKEN", "s3cret-connect")

@@ -204,6 +204,18 @@ def failure(response: httpx.Response, detail: str) -> AttemptResult:
     )
 
 
+def answer_failure(answer: Answer, detail: str) -> AttemptResult:
+    """`failure` for an answer aiohttp read (fetch)."""
+    return AttemptResult(
+        False,
+        detail,
+        retryable=answer.status in RETRYABLE_STATUS,
+        status_code=answer.status,
+        output=answer.text[:MAX_OUTPUT],
+        retry_after=parse_retry_after(answer.retry_after),
+    )
+
+
 def retry_after(response: httpx.Response) -> float | None:
     return parse_retry_after(response.headers.get("Retry-After"))
 

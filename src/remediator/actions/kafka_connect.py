@@ -26,7 +26,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
-import httpx
 
 from remediator.actions import COMMON_KEYS, ActionCommon, ActionRegistry, ParseEnv
 from remediator.actions.base import (
@@ -39,11 +38,11 @@ from remediator.actions.base import (
 )
 from remediator.actions.http import (
     MAX_OUTPUT,
+    Answer,
+    answer_failure,
     error_message,
-    failure,
     fetch,
     path_segment,
-    send,
 )
 from remediator.errors import RenderError
 from remediator.schema import Node, decimal
@@ -95,15 +94,17 @@ class KafkaConnectAction:
     async def attempt(self, prepared: Prepared, ctx: AttemptContext) -> AttemptResult:
         headers = self.cluster.request_headers()
         headers["Idempotency-Key"] = ctx.idempotency_key
-        response = await send(
-            ctx.http, prepared["method"], prepared["url"], headers, None, ctx.timeout
+        if ctx.session is None:
+            raise RuntimeError("the kafka_connect kind needs the executor's aiohttp session")
+        answer = await fetch(
+            ctx.session, prepared["method"], prepared["url"], headers, None, ctx.timeout
         )
-        if isinstance(response, AttemptResult):
-            return response
-        return self._outcome(prepared, response)
+        if isinstance(answer, AttemptResult):
+            return answer
+        return self._outcome(prepared, answer)
 
-    def _outcome(self, prepared: Prepared, response: httpx.Response) -> AttemptResult:
-        status, body = response.status_code, response.text[:MAX_OUTPUT]
+    def _outcome(self, prepared: Prepared, answer: Answer) -> AttemptResult:
+        status, body = answer.status, answer.text[:MAX_OUTPUT]
         what = _what(prepared)
         if 200 <= status < 300:
             return AttemptResult(
@@ -128,7 +129,7 @@ class KafkaConnectAction:
             if body
             else "no body"
         )
-        return failure(response, f"HTTP {status} for {what}: {reason}")
+        return answer_failure(answer, f"HTTP {status} for {what}: {reason}")
 
     def _done(self, prepared: Prepared, status: int, body: str) -> str:
         what = _what(prepared)

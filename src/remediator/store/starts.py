@@ -31,7 +31,7 @@ from remediator.store.records import (
     MuteRow,
     TargetHistory,
 )
-from remediator.store.sql import Runner, Tx, marks, typed_rows
+from remediator.store.sql import Row, Runner, Tx, chunks, marks, typed_rows
 
 Judge = Callable[[TargetHistory, list[MuteRow]], Verdict | None]
 Started = tuple[Verdict | None, bool]
@@ -150,12 +150,14 @@ _FACTS = (
 
 async def _histories(tx: Tx, batch: Sequence[StartIf]) -> list[tuple[TargetHistory, str | None]]:
     """Each claim's facts as the store has them, with its incident's key."""
-    args: list[Any] = []
-    for n, s in enumerate(batch):
-        c = s.claim
-        args += [n, c.id, c.incident_id, c.rule, c.target, s.lane]
-    sql = _FACTS.format(values=typed_rows(_FACT_TYPES, len(batch)), approval=_APPROVAL)
-    facts = await tx.fetch(sql, *args, *STARTED, RUNNING)
+    facts: list[Row] = []
+    for chunk in chunks(batch):
+        args: list[Any] = []
+        for n, s in enumerate(chunk):
+            c = s.claim
+            args += [n, c.id, c.incident_id, c.rule, c.target, s.lane]
+        sql = _FACTS.format(values=typed_rows(_FACT_TYPES, len(chunk)), approval=_APPROVAL)
+        facts += await tx.fetch(sql, *args, *STARTED, RUNNING)
     starts = await tx.fetch(
         f"SELECT action, started_at FROM claims WHERE started_at >= ? AND +status IN ({_STARTED})",
         min(s.since for s in batch),
@@ -194,14 +196,15 @@ _START = (
 
 
 async def _start_all(tx: Tx, starts: Sequence[StartIf]) -> set[int]:
-    """Start these claims, in one statement; the ids of those that were still claimed."""
-    if not starts:
-        return set()
-    args: list[Any] = []
-    for s in starts:
-        args += [s.claim.id, s.now, json.dumps(s.request), s.lane, s.now if s.sent else None]
-    sql = _START.format(values=typed_rows(_START_TYPES, len(starts)))
-    return {r["id"] for r in await tx.fetch(sql, *args, RUNNING, CLAIM_LEASE, CLAIMED)}
+    """Start these claims, a few statements for all; the ids of those that were still claimed."""
+    started: set[int] = set()
+    for chunk in chunks(starts):
+        args: list[Any] = []
+        for s in chunk:
+            args += [s.claim.id, s.now, json.dumps(s.request), s.lane, s.now if s.sent else None]
+        sql = _START.format(values=typed_rows(_START_TYPES, len(chunk)))
+        started |= {r["id"] for r in await tx.fetch(sql, *args, RUNNING, CLAIM_LEASE, CLAIMED)}
+    return started
 
 
 class StartsSQL(Runner):
