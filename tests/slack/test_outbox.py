@@ -8,6 +8,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from tests.conftest import Running, StartDaemon, base_config, slack_config
 from tests.payloads import alert, notification
 from tests.slack_standin import Message, SlackAPI
 from tests.standins import Recorder
+from tests.store.test_contract import new_incident
 
 RULES = """
 actions:
@@ -417,6 +419,27 @@ async def test_a_pass_records_its_deliveries_in_one_commit_and_replies_need_no_r
         number = parent.text.split()[1]
         assert parent.current_text == f"parent {number}, updated"
         assert [m.text for m in slack_api.thread(parent)] == [f"reply {number}"]
+
+
+async def test_a_pass_reads_its_incidents_and_their_actions_once(
+    config: Path, start_daemon: StartDaemon, slack_api: SlackAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17: every incident a pass told was two reads (the incident, its actions)."""
+    running = await start_daemon(config)
+    store = running.daemon.store
+    calls: Counter[str] = Counter()
+    for name in ("incident", "incidents", "ran_actions", "ran_actions_of"):
+        monkeypatch.setattr(store, name, counted(calls, name, getattr(store, name)))
+    writes = [new_incident(-1 - n, f"c{n}") for n in range(5)]
+    writes = [replace(w, incident=replace(w.incident, rule="cdc")) for w in writes]
+    opened = [
+        AuditEntry("decision", "opened", "opened", 1.0, incident_id=w.incident.id, rule="cdc")
+        for w in writes
+    ]
+    await store.apply(Changes(at=time.time(), incidents=writes, audit=opened))
+    await delivered(running)
+    assert calls == {"incidents": 1, "ran_actions_of": 1}
+    assert len(slack_api.parents()) == 5
 
 
 def counted(

@@ -162,6 +162,20 @@ async def test_the_outbox_delivers_in_order_per_thread(store: AnyStore) -> None:
     assert await store.slack_message("incident:1") == ("C1", "1.1")
 
 
+async def test_the_outbox_reads_a_passs_incidents_and_their_actions_at_once(
+    store: AnyStore,
+) -> None:
+    incidents = [new_incident(-1 - i, f"c{i}") for i in range(3)]
+    applied = await store.apply(Changes(at=1.0, incidents=incidents))
+    ids = sorted(applied.incident_ids.values())
+    assert len(ids) == 3
+    missing = max(ids) + 100
+    views = await store.incidents([*ids, missing])
+    assert views == {i: await store.incident(i) for i in ids}
+    assert await store.incidents([]) == {}
+    assert await store.ran_actions_of([*ids, missing]) == {i: set() for i in [*ids, missing]}
+
+
 async def test_a_delivery_pass_is_recorded_in_one_write(store: AnyStore) -> None:
     items = [
         OutboxItem("incident:1", "#a", "post", {"text": "one"}, ref="incident:1"),

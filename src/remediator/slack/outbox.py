@@ -333,7 +333,7 @@ class Outbox:
             if not entries:
                 return
             items: list[OutboxItem] = []
-            incidents: Known = {}
+            incidents = await self._incidents(entries)
             for entry in entries:
                 items.extend(await self._compose(entry, incidents))
             last = entries[-1].id or self._cursor
@@ -347,20 +347,25 @@ class Outbox:
             if len(entries) < BATCH:
                 return  # the trail's end when read: a line published since wakes the next pass
 
+    async def _incidents(self, entries: list[AuditEntry]) -> Known:
+        """The incidents these lines tell, and their actions that ran, in two reads for the
+        batch (storm lines need none: the summary tells them)."""
+        ids = sorted(
+            {e.incident_id for e in entries if e.incident_id is not None and not _storm(e)}
+        )
+        if not ids:
+            return {}
+        views = await self.store.incidents(ids)
+        ran = await self.store.ran_actions_of(ids)
+        return {i: (views.get(i), sorted(ran[i])) for i in ids}
+
     async def _compose(self, entry: AuditEntry, incidents: Known) -> list[OutboxItem]:
-        """The messages for one audit line. `incidents`: what this batch of lines already read
-        of their incidents (an incident's lines of one batch are told from one read)."""
-        if entry.detail.get("storm"):
+        """The messages for one audit line. `incidents`: this batch's, read once for it."""
+        if _storm(entry):
             return []  # a storm's lines are told by its summary: no reads for them
         incident = approval = None
         taken: list[str] = []
         if entry.incident_id is not None:
-            if entry.incident_id not in incidents:
-                read = await self.store.incident(entry.incident_id)
-                incidents[entry.incident_id] = (
-                    read,
-                    sorted(await self.store.ran_actions(entry.incident_id)),
-                )
             incident, taken = incidents[entry.incident_id]
         approval_id = entry.detail.get("approval_id")
         if isinstance(approval_id, int):
@@ -480,3 +485,7 @@ class Outbox:
         )
         await self.store.outbox_retry(row.id, now + delay, str(e))
         self._wake.set()
+
+
+def _storm(entry: AuditEntry) -> bool:
+    return bool(entry.detail.get("storm"))

@@ -10,7 +10,7 @@ from typing import Any
 from remediator import views
 from remediator.store import rows
 from remediator.store.records import RUNNING, STARTED, GuardrailState, Page, Start
-from remediator.store.sql import Row, Runner, Tx
+from remediator.store.sql import Row, Runner, Tx, marks
 
 
 class ReadsSQL(Runner):
@@ -61,6 +61,18 @@ class ReadsSQL(Runner):
             return None if r is None else views.incident_view(rows.incident_record(r))
 
         return await self._read(op)
+
+    async def incidents(self, incident_ids: list[int]) -> dict[int, dict[str, Any]]:
+        """incident() for several in one read (the Slack outbox's pass); missing ones are not
+        keys."""
+
+        async def op(tx: Tx) -> dict[int, dict[str, Any]]:
+            where = f"id IN ({marks(incident_ids)})"
+            sql = f"SELECT {rows.INCIDENT_COLUMNS} FROM incidents WHERE {where}"
+            found = [rows.incident_record(r) for r in await tx.fetch(sql, *incident_ids)]
+            return {i.id: views.incident_view(i) for i in found}
+
+        return await self._read(op) if incident_ids else {}
 
     async def incident_record(self, incident_id: int) -> dict[str, Any] | None:
         """An incident with its claims (each with its attempts) and its audit trail, oldest
