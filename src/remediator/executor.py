@@ -396,7 +396,10 @@ class Executor:
         since = now - max(budgets, default=0.0)
         judge = self._judge(claim, policy, now)
         sent = self.config.policy(claim.action).precondition is None  # sent_at with the start
-        return await self.store.start_claim_if(claim, request, now, since, judge, lane, sent)
+        breaker = policy.breaker is not None  # else the target's failures are not read
+        return await self.store.start_claim_if(
+            claim, request, now, since, judge, lane, sent, breaker
+        )
 
     def _judge(
         self, claim: Claim, policy: Policy, now: float

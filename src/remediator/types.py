@@ -139,6 +139,7 @@ class Claims(Protocol):
         judge: Callable[[TargetHistory, list[MuteRow]], Verdict | None],
         lane: str | None = None,
         sent: bool = False,
+        breaker: bool = True,
     ) -> tuple[Verdict | None, bool]:
         """Judge the claim on the store's facts (its target's history since `since`, the mutes
         active at `now`, its incident's status) and, if the verdict allows, start it, in one
@@ -148,7 +149,9 @@ class Claims(Protocol):
         all) and whether the claim started (False also if it was no longer `claimed`).
         `lane` (lanes.py): the claim holds only that lane of its target, and waits only for a
         running claim of the same lane or one holding the whole target (None: the whole
-        target). `sent`: its request leaves at once, so its `sent_at` is the start's."""
+        target). `sent`: its request leaves at once, so its `sent_at` is the start's.
+        `breaker`: its target has a circuit breaker (False: its failures are not read, and the
+        judge gets none)."""
         ...
 
     async def set_claim(

@@ -166,3 +166,18 @@ async def test_a_claim_is_judged_with_the_mutes_active_at_its_time(store: AnySto
         store.start_claim_if(second, {}, 7.0, 0.0, judge(second.id), "b"),
     )
     assert seen == {first.id: [200.0, 100.0, 6.0], second.id: [200.0, 100.0]}  # newest first
+
+
+async def test_a_targets_failures_are_read_only_for_a_claim_with_a_breaker(
+    store: AnyStore,
+) -> None:
+    failed, with_breaker, without = await load(store, 3)
+    await store.start_claim(failed.id, 2.0, {})
+    await store.finish_claim(failed.id, "failed", "HTTP 503", 3.0, audit("failed"))
+    seen: dict[int, TargetHistory] = {}
+    await asyncio.gather(
+        store.start_claim_if(with_breaker, {}, 5.0, 0.0, budgeted(seen, with_breaker.id), "a"),
+        store.start_claim_if(without, {}, 5.0, 0.0, budgeted(seen, without.id), "b", breaker=False),
+    )
+    assert seen[with_breaker.id].failures == [3.0]
+    assert seen[without.id].failures == []

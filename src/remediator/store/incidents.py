@@ -30,7 +30,16 @@ from remediator.store.records import (
     InstanceWrite,
     NewClaim,
 )
-from remediator.store.sql import Runner, Tx, chunks, marks, typed_rows, value_rows
+from remediator.store.sql import (
+    Runner,
+    Tx,
+    chunks,
+    chunks_to_pad,
+    marks,
+    pad,
+    typed_rows,
+    value_rows,
+)
 
 InstanceKey = tuple[str, str, float]  # (rule, fingerprint, startsAt)
 _KEY_TYPES = ("TEXT", "TEXT", "DOUBLE PRECISION")
@@ -51,9 +60,9 @@ class IncidentsSQL(Runner):
     async def resolved_instances(self, keys: list[InstanceKey]) -> set[InstanceKey]:
         async def op(tx: Tx) -> set[InstanceKey]:
             found: set[InstanceKey] = set()
-            for chunk in chunks(keys):
-                sql = _RESOLVED.format(rows=typed_rows(_KEY_TYPES, len(chunk)))
-                args = [v for key in chunk for v in key]
+            for chunk in chunks_to_pad(keys):
+                sql = _RESOLVED.format(rows=typed_rows(_KEY_TYPES, len(chunk) + pad(len(chunk))))
+                args = [v for key in chunk for v in key] + [None] * 3 * pad(len(chunk))
                 found |= {
                     (r["rule"], r["fingerprint"], r["starts_at"])
                     for r in await tx.fetch(sql, *args)

@@ -97,6 +97,19 @@ def chunks(items: Sequence[T]) -> list[Sequence[T]]:
     return found
 
 
+def chunks_to_pad(items: Sequence[T]) -> list[Sequence[T]]:
+    """`items` in order, in chunks of at most ROWS_PER_STATEMENT, for a VALUES of typed rows that
+    a statement only reads (it joins or matches them): each chunk's VALUES is padded with rows of
+    NULLs (`pad`) to a power of two rows, so its text is one of a few, prepared once per
+    connection, and the chunk costs one round trip. A row of NULLs matches nothing."""
+    return [items[i : i + ROWS_PER_STATEMENT] for i in range(0, len(items), ROWS_PER_STATEMENT)]
+
+
+def pad(count: int) -> int:
+    """How many rows of NULLs pad `count` rows to a power of two."""
+    return (1 << (count - 1).bit_length()) - count if count else 0
+
+
 def typed_rows(types: Sequence[str], count: int) -> str:
     """`(CAST(? AS type), ...), ...`: `count` rows of parameters typed for PostgreSQL, for a
     VALUES of their own (in an INSERT, the columns type them)."""

@@ -31,7 +31,7 @@ from remediator.store.records import (
     MuteRow,
     TargetHistory,
 )
-from remediator.store.sql import Row, Runner, Tx, chunks, marks, typed_rows
+from remediator.store.sql import Row, Runner, Tx, chunks_to_pad, marks, pad, typed_rows
 
 Judge = Callable[[TargetHistory, list[MuteRow]], Verdict | None]
 Started = tuple[Verdict | None, bool]
@@ -48,6 +48,7 @@ class StartIf:
     judge: Judge
     lane: str | None = None  # what of its target the claim holds (None: all of it)
     sent: bool = False  # its request leaves at once: sent_at is its start
+    breaker: bool = True  # its target has a circuit breaker: its failures are read
     epoch: int | None = None  # the leadership epoch it is decided in (fenced)
 
 
@@ -164,13 +165,15 @@ async def _histories(
     """Each claim's facts as the store has them, with its incident's key; the mutes active at
     the earliest of their times (each claim is judged with those active at its own)."""
     facts: list[Row] = []
-    for chunk in chunks(batch):
+    for chunk in chunks_to_pad(batch):
         args: list[Any] = []
         for n, s in enumerate(chunk):
             c = s.claim
             args += [n, c.id, c.incident_id, c.rule, c.target, s.lane]
-        sql = _FACTS.format(values=typed_rows(_FACT_TYPES, len(chunk)), approval=_APPROVAL)
-        facts += await tx.fetch(sql, *args, *STARTED, RUNNING)
+        rows_in = len(chunk) + pad(len(chunk))
+        args += [None] * len(_FACT_TYPES) * pad(len(chunk))
+        sql = _FACTS.format(values=typed_rows(_FACT_TYPES, rows_in), approval=_APPROVAL)
+        facts += [f for f in await tx.fetch(sql, *args, *STARTED, RUNNING) if f["n"] is not None]
     found = await tx.fetch(
         _STARTS_AND_MUTES, min(s.since for s in batch), *STARTED, min(s.now for s in batch)
     )
@@ -180,7 +183,7 @@ async def _histories(
     histories = []
     for s, f in zip(batch, facts, strict=True):
         c = s.claim
-        if c.target not in failures:
+        if s.breaker and c.target not in failures:
             failures[c.target] = await breaker_failures(tx, c.target, f["reset"])
         since = [r for r in starts if r["started_at"] >= s.since]
         history = TargetHistory(
@@ -188,7 +191,7 @@ async def _histories(
             started_global=[r["started_at"] for r in since],
             started_action=[r["started_at"] for r in since if r["action"] == c.action],
             target_busy=bool(f["busy"]),
-            failures=failures[c.target],
+            failures=failures[c.target] if s.breaker else [],
             approval=None if f["id"] is None else rows.approval(f),
             incident_status=f["incident_status"],
         )
@@ -211,11 +214,12 @@ _START = (
 async def _start_all(tx: Tx, starts: Sequence[StartIf]) -> set[int]:
     """Start these claims, a few statements for all; the ids of those that were still claimed."""
     started: set[int] = set()
-    for chunk in chunks(starts):
+    for chunk in chunks_to_pad(starts):
         args: list[Any] = []
         for s in chunk:
             args += [s.claim.id, s.now, json.dumps(s.request), s.lane, s.now if s.sent else None]
-        sql = _START.format(values=typed_rows(_START_TYPES, len(chunk)))
+        args += [None] * len(_START_TYPES) * pad(len(chunk))
+        sql = _START.format(values=typed_rows(_START_TYPES, len(chunk) + pad(len(chunk))))
         started |= {r["id"] for r in await tx.fetch(sql, *args, RUNNING, CLAIM_LEASE, CLAIMED)}
     return started
 
@@ -230,16 +234,18 @@ class StartsSQL(Runner):
         judge: Judge,
         lane: str | None = None,
         sent: bool = False,
+        breaker: bool = True,
     ) -> Started:
         """Judge the claim on the store's facts and, if the verdict allows, start it, in one
         transaction that holds the starts lock to its commit: no other claim, in this process
         or another on the same database, is judged or started in between but those judged
         with it, each on the facts the ones before it left. `lane`: what of its target the
         claim holds (None: all of it); `sent`: its request may leave at once (no precondition
-        first), so `sent_at` is recorded with the start, in the same commit. Fenced."""
-        return await self._start_if(
-            StartIf(claim, request, now, since, judge, lane, sent, self.epoch)
-        )
+        first), so `sent_at` is recorded with the start, in the same commit; `breaker`: its
+        target has a circuit breaker, so its failures are read (otherwise the judge gets none).
+        Fenced."""
+        start = StartIf(claim, request, now, since, judge, lane, sent, breaker, self.epoch)
+        return await self._start_if(start)
 
     async def _start_if(self, start: StartIf) -> Started:
         """In a transaction of its own, in the order of the serial writes (SQLite's writer runs
