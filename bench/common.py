@@ -8,6 +8,7 @@ load generator never takes CPU from what it measures.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import http.client
 import json
@@ -22,7 +23,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -347,3 +348,12 @@ def print_section(s: Section) -> None:
         )
     for note in s.notes:
         print(f"  note: {note}")
+
+
+def main_of(run: Callable[..., Section]) -> None:
+    """A section's module run as a script: `--quick` for shorter runs; figures, then details."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    s = run(quick=parser.parse_args().quick)
+    print_section(s)
+    print("\n\n".join(s.details))

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import concurrent.futures
 import json
@@ -40,9 +39,9 @@ from bench.common import (
     daemon,
     free_port,
     http_get,
+    main_of,
     median,
     percentile,
-    print_section,
     sink,
     wait_ready,
 )
@@ -230,8 +229,4 @@ def run(quick: bool = False) -> Section:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    s = run(quick=parser.parse_args().quick)
-    print_section(s)
-    print("\n\n".join(s.details))
+    main_of(run)

@@ -15,7 +15,6 @@ generator and the daemon, which a real deployment's database would not.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -40,10 +39,10 @@ from bench.common import (
     Workdir,
     daemon,
     free_port,
+    main_of,
     median,
     percentile,
     pinned,
-    print_section,
     sink,
     wait_ready,
 )
@@ -287,8 +286,4 @@ def run(quick: bool = False) -> Section:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    s = run(quick=parser.parse_args().quick)
-    print_section(s)
-    print("\n\n".join(s.details))
+    main_of(run)
