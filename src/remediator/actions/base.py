@@ -199,6 +199,12 @@ class AttemptContext:
     http: httpx.AsyncClient
     session: aiohttp.ClientSession | None = None
 
+    def aiohttp_session(self, kind: str) -> aiohttp.ClientSession:
+        """The executor's aiohttp session, which the `kind` needs (every executor gives one)."""
+        if self.session is None:
+            raise RuntimeError(f"the {kind} kind needs the executor's aiohttp session")
+        return self.session
+
 
 @dataclass(frozen=True, slots=True)
 class Clients:

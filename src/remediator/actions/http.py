@@ -79,10 +79,9 @@ class HttpAction:
         if prepared["body"] is not None:
             content = json.dumps(prepared["body"]).encode()
             headers.setdefault("Content-Type", "application/json")
-        if ctx.session is None:
-            raise RuntimeError("the http kind needs the executor's aiohttp session")
+        session = ctx.aiohttp_session(self.kind)
         answer = await fetch(
-            ctx.session, prepared["method"], prepared["url"], headers, content, ctx.timeout
+            session, prepared["method"], prepared["url"], headers, content, ctx.timeout
         )
         if isinstance(answer, AttemptResult):
             return answer

@@ -94,10 +94,9 @@ class KafkaConnectAction:
     async def attempt(self, prepared: Prepared, ctx: AttemptContext) -> AttemptResult:
         headers = self.cluster.request_headers()
         headers["Idempotency-Key"] = ctx.idempotency_key
-        if ctx.session is None:
-            raise RuntimeError("the kafka_connect kind needs the executor's aiohttp session")
+        session = ctx.aiohttp_session(self.kind)
         answer = await fetch(
-            ctx.session, prepared["method"], prepared["url"], headers, None, ctx.timeout
+            session, prepared["method"], prepared["url"], headers, None, ctx.timeout
         )
         if isinstance(answer, AttemptResult):
             return answer
