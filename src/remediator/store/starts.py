@@ -31,7 +31,7 @@ from remediator.store.records import (
     MuteRow,
     TargetHistory,
 )
-from remediator.store.sql import Row, Runner, Tx, chunks_to_pad, marks, pad, typed_rows
+from remediator.store.sql import Row, Runner, Tx, chunks_to_pad, literal, marks, pad, typed_rows
 
 Judge = Callable[[TargetHistory, list[MuteRow]], Verdict | None]
 Started = tuple[Verdict | None, bool]
@@ -140,7 +140,7 @@ _FACTS = (
     f"AND c.status || '' IN ({_STARTED}))) "
     "FROM incidents i WHERE i.incident_key = k.incident_key AND i.id != b.incident_id) "
     "AS last_other, "
-    "EXISTS (SELECT 1 FROM claims c WHERE c.target = b.target AND c.status = ? "
+    f"EXISTS (SELECT 1 FROM claims c WHERE c.target = b.target AND c.status = {literal(RUNNING)} "
     "AND c.id != b.claim_id AND (b.lane IS NULL OR c.lane IS NULL OR c.lane = b.lane)) AS busy, "
     "(SELECT MAX(at) FROM circuit_resets WHERE target = b.target) AS reset "
     "FROM batch b LEFT JOIN incidents k ON k.id = b.incident_id "
@@ -173,7 +173,7 @@ async def _histories(
         rows_in = len(chunk) + pad(len(chunk))
         args += [None] * len(_FACT_TYPES) * pad(len(chunk))
         sql = _FACTS.format(values=typed_rows(_FACT_TYPES, rows_in), approval=_APPROVAL)
-        facts += [f for f in await tx.fetch(sql, *args, *STARTED, RUNNING) if f["n"] is not None]
+        facts += [f for f in await tx.fetch(sql, *args, *STARTED) if f["n"] is not None]
     found = await tx.fetch(
         _STARTS_AND_MUTES, min(s.since for s in batch), *STARTED, min(s.now for s in batch)
     )
@@ -206,7 +206,8 @@ _START = (
     "WITH batch (claim_id, at, request, lane, sent_at) AS (VALUES {values}) "
     "UPDATE claims SET status = ?, started_at = batch.at, request = batch.request, "
     "lease_until = batch.at + ?, lease_renewed_at = batch.at, lane = batch.lane, "
-    "sent_at = batch.sent_at FROM batch WHERE claims.id = batch.claim_id AND claims.status = ? "
+    "sent_at = batch.sent_at FROM batch WHERE claims.id = batch.claim_id "
+    f"AND claims.status = {literal(CLAIMED)} "
     "RETURNING id"
 )
 
@@ -220,7 +221,7 @@ async def _start_all(tx: Tx, starts: Sequence[StartIf]) -> set[int]:
             args += [s.claim.id, s.now, json.dumps(s.request), s.lane, s.now if s.sent else None]
         args += [None] * len(_START_TYPES) * pad(len(chunk))
         sql = _START.format(values=typed_rows(_START_TYPES, len(chunk) + pad(len(chunk))))
-        started |= {r["id"] for r in await tx.fetch(sql, *args, RUNNING, CLAIM_LEASE, CLAIMED)}
+        started |= {r["id"] for r in await tx.fetch(sql, *args, RUNNING, CLAIM_LEASE)}
     return started
 
 
