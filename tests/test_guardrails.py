@@ -25,6 +25,7 @@ from remediator.guardrails import (
     Window,
     circuit_open_until,
     decide,
+    needed,
 )
 from remediator.matchers import parse_matchers
 
@@ -489,3 +490,38 @@ def test_the_earlier_guardrail_decides(first: str, second: str) -> None:
 def test_with_every_guardrail_objecting_each_in_turn_decides() -> None:
     for i, name in enumerate(ORDER):
         assert combined(ORDER[i:]).guardrail == name
+
+
+# -- the store's facts a policy needs -------------------------------------------------------------
+
+# each of Needed's facts, with values that make its guardrail object
+STORED: dict[str, dict[str, Any]] = {
+    "cooldown": {"last_other_start": NOW - 60},
+    "budgets": {"started_global": [NOW - 2, NOW - 1], "started_action": [NOW - 2, NOW - 1]},
+    "breaker": {"failures": [NOW - 20, NOW - 10, NOW]},
+    "approval": {"approval": "denied", "approval_detail": DENIED},
+}
+POLICIES: dict[str, dict[str, Any]] = {
+    "cooldown": {"cooldown": 600.0},
+    "budgets": {"action_budget": TWO_AN_HOUR},
+    "breaker": {"breaker": BREAKER},
+    "approval": {"approval_required": True},
+}
+
+
+@pytest.mark.parametrize(
+    "names",
+    [c for n in range(len(POLICIES) + 1) for c in itertools.combinations(POLICIES, n)],
+    ids=lambda names: "+".join(names) or "none",
+)
+def test_a_fact_the_policy_does_not_need_changes_no_verdict(names: tuple[str, ...]) -> None:
+    """The store reads only what `needed` names (starts.py): every other fact left empty
+    gives the verdict that all of them give, and a fact it names matters."""
+    policy = Policy(**{k: v for name in names for k, v in POLICIES[name].items()})
+    wanted = needed(policy)
+    assert {name for name in POLICIES if getattr(wanted, name)} == set(names)
+    every = {k: v for facts in STORED.values() for k, v in facts.items()}
+    read = {k: v for name, facts in STORED.items() if name in names for k, v in facts.items()}
+    assert decide(policy, ASK, Facts(**read)) == decide(policy, ASK, Facts(**every))
+    if len(names) == 1:  # and the one it needs decides: it is needed
+        assert decide(policy, ASK, Facts(**read)) != decide(policy, ASK, Facts())

@@ -396,9 +396,9 @@ class Executor:
         since = now - max(budgets, default=0.0)
         judge = self._judge(claim, policy, now)
         sent = self.config.policy(claim.action).precondition is None  # sent_at with the start
-        breaker = policy.breaker is not None  # else the target's failures are not read
+        needed = guardrails.needed(policy)  # the facts it is judged on: only those are read
         return await self.store.start_claim_if(
-            claim, request, now, since, judge, lane, sent, breaker
+            claim, request, now, since, judge, lane, sent, needed
         )
 
     def _judge(

@@ -20,7 +20,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from remediator.matchers import Matcher, matches_all
 from remediator.schema import decimal, format_duration
-from remediator.store.records import FAILED, SUCCEEDED, VERIFY_FAILED
+from remediator.store.records import FAILED, SUCCEEDED, VERIFY_FAILED, Needed
 
 GUARDRAILS = (
     "killswitch",
@@ -170,6 +170,18 @@ class Policy:
     action_budget: Budget | None = None
     breaker: Breaker | None = None
     approval_required: bool = False
+
+
+def needed(policy: Policy) -> Needed:
+    """The store's facts that `decide` reads under this policy: a cooldown the last start for
+    another incident, a budget the starts, a breaker the target's failures, an approval the
+    claim's approval. What it does not read need not be read."""
+    return Needed(
+        cooldown=policy.cooldown is not None,
+        budgets=policy.global_budget is not None or policy.action_budget is not None,
+        breaker=policy.breaker is not None,
+        approval=policy.approval_required,
+    )
 
 
 @dataclass(frozen=True, slots=True)

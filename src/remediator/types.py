@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         Delivered,
         GuardrailState,
         MuteRow,
+        Needed,
         OutboxItem,
         OutboxRow,
         Page,
@@ -139,7 +140,7 @@ class Claims(Protocol):
         judge: Callable[[TargetHistory, list[MuteRow]], Verdict | None],
         lane: str | None = None,
         sent: bool = False,
-        breaker: bool = True,
+        needed: Needed = ...,
     ) -> tuple[Verdict | None, bool]:
         """Judge the claim on the store's facts (its target's history since `since`, the mutes
         active at `now`, its incident's status) and, if the verdict allows, start it, in one
@@ -150,8 +151,8 @@ class Claims(Protocol):
         `lane` (lanes.py): the claim holds only that lane of its target, and waits only for a
         running claim of the same lane or one holding the whole target (None: the whole
         target). `sent`: its request leaves at once, so its `sent_at` is the start's.
-        `breaker`: its target has a circuit breaker (False: its failures are not read, and the
-        judge gets none)."""
+        `needed`: the facts its policy judges it on (guardrails.needed; default all of them):
+        the others are not read, and the judge gets them empty."""
         ...
 
     async def set_claim(

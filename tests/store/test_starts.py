@@ -9,11 +9,24 @@ import asyncio
 from dataclasses import replace
 
 from remediator.guardrails import Verdict
-from remediator.store.records import RUNNING, SUCCEEDED, Claim, MuteRow, TargetHistory
+from remediator.store.records import (
+    EVERY_FACT,
+    FAILED,
+    RUNNING,
+    SUCCEEDED,
+    VERIFY_FAILED,
+    Attempt,
+    Changes,
+    Claim,
+    IncidentWrite,
+    MuteRow,
+    Needed,
+    TargetHistory,
+)
 from remediator.store.starts import Judge, StartIf, after
 from tests.store.conftest import AnyStore
-from tests.store.test_contract import audit
-from tests.store.test_controls import claims
+from tests.store.test_contract import audit, claim, new_incident
+from tests.store.test_controls import claims, line
 
 BUDGET = 2
 
@@ -177,7 +190,97 @@ async def test_a_targets_failures_are_read_only_for_a_claim_with_a_breaker(
     seen: dict[int, TargetHistory] = {}
     await asyncio.gather(
         store.start_claim_if(with_breaker, {}, 5.0, 0.0, budgeted(seen, with_breaker.id), "a"),
-        store.start_claim_if(without, {}, 5.0, 0.0, budgeted(seen, without.id), "b", breaker=False),
+        store.start_claim_if(
+            without, {}, 5.0, 0.0, budgeted(seen, without.id), "b", needed=Needed(breaker=False)
+        ),
     )
     assert seen[with_breaker.id].failures == [3.0]
     assert seen[without.id].failures == []
+
+
+def waiting(seen: list[TargetHistory]) -> Judge:
+    def judge(history: TargetHistory, mutes: list[MuteRow]) -> Verdict:
+        seen.append(history)
+        return Verdict("wait")
+
+    return judge
+
+
+async def test_a_claim_is_judged_on_the_facts_it_needs_and_reads_no_other(
+    store: AnyStore,
+) -> None:
+    """The last start for another incident of its key (cooldown), the starts (budgets), its
+    target's failures (breaker) and its approval, each read only if needed."""
+    [before] = await load(store, 1)
+    await store.start_claim(before.id, 2.0, {})
+    await store.finish_claim(before.id, FAILED, "HTTP 503", 3.0, audit("failed"))
+    [opened] = await store.load_open_incidents()
+    resolved = IncidentWrite(replace(opened, status="resolved", resolved_at=4.0), {})
+    again = new_incident(-1, "c0")  # the same key: a cooldown counts the start before
+    applied = await store.apply(
+        Changes(at=5.0, incidents=[resolved, again], claims=[replace(claim(-1), at=5.0)])
+    )
+    judged = await store.claim(applied.claims[0].id)
+    assert judged is not None
+    approval = await store.request_approval(judged, {}, 5.0, 100.0, audit("asked"))
+    assert approval is not None
+    await store.decide_approval(approval.id, True, "alice", "", 6.0, audit("ok"))
+    seen: list[TargetHistory] = []
+    for needed in (EVERY_FACT, Needed(False, False, False, False)):
+        await store.start_claim_if(judged, {}, 7.0, 0.0, waiting(seen), needed=needed)
+    every, none = seen
+    assert (every.last_other_start, every.started_global, every.started_action) == (
+        2.0,
+        [2.0],
+        [2.0],
+    )
+    assert every.failures == [3.0]
+    assert every.approval is not None and every.approval.status == "approved"  # noqa: PT018
+    assert none == TargetHistory(None, [], [], False, [], None, "open")
+    assert every.incident_status == "open"
+
+
+async def test_a_targets_failures_are_those_since_its_last_success_or_reset(
+    store: AnyStore,
+) -> None:
+    """What a start reads of its target's failures (without reading them while there is none
+    since its last success) is what target_failures reads, step by step; at equal times the
+    claim with the larger id finished last."""
+    *done, probe = await load(store, 13)
+    seen: list[TargetHistory] = []
+    steps: list[tuple[str, float, list[float]]] = [
+        ("ok", 10.0, []),
+        ("failed", 11.0, [11.0]),
+        ("refused", 12.0, [11.0]),  # the request's own fault: not the target's
+        ("verify_failed", 13.0, [11.0, 13.0]),
+        ("ok-refused", 14.0, [11.0, 13.0]),  # a success that says nothing either
+        ("ok", 15.0, []),
+        ("failed", 16.0, [16.0]),
+        ("reset", 17.0, []),
+        ("failed", 18.0, [18.0]),
+        ("failed", 18.0, [18.0, 18.0]),
+        ("ok", 18.0, []),  # finished at the same time, after them (a larger id)
+        ("failed", 19.0, [19.0]),
+        ("ok", 19.0, []),
+    ]
+    claims_left = iter(done)
+    for what, at, failures in steps:
+        if what == "reset":
+            await store.reset_circuit("connect", "alice", at, line("reset"))
+        else:
+            await _finish(store, next(claims_left), what, at)
+        await store.start_claim_if(probe, {}, at + 0.5, 0.0, waiting(seen))
+        assert (seen[-1].failures, what, at) == (failures, what, at)
+        assert await store.target_failures("connect") == failures
+
+
+async def _finish(store: AnyStore, c: Claim, what: str, at: float) -> None:
+    """Run the claim to an outcome at `at`: ok, failed, refused (failed, the request's own
+    fault), ok-refused (succeeded after such an attempt), verify_failed."""
+    await store.start_claim(c.id, at - 0.5, {})
+    fault = what not in ("refused", "ok-refused")
+    status = FAILED if what in ("failed", "refused") else SUCCEEDED
+    attempt = Attempt(c.id, 1, at - 0.5, at, status == SUCCEEDED, what, target_fault=fault)
+    await store.finish_claim(c.id, status, what, at, audit(what), last_attempt=attempt)
+    if what == "verify_failed":
+        await store.set_verification(c.id, VERIFY_FAILED, "still down", None, None)

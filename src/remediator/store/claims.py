@@ -15,16 +15,17 @@ from remediator.store.leadership import fence
 from remediator.store.records import (
     CLAIM_LEASE,
     CLAIMED,
+    FAILED,
     RUNNING,
+    SUCCEEDED,
+    VERIFY_FAILED,
     VERIFY_PENDING,
     Attempt,
     AuditEntry,
     Claim,
     MuteRow,
 )
-from remediator.store.sql import Runner, Tx, marks
-
-BREAKER_PAGE = 100  # a target's outcomes are read newest first, this many at a time
+from remediator.store.sql import Runner, Tx, literal, marks
 
 
 class ClaimsSQL(Runner):
@@ -279,40 +280,53 @@ async def active_mutes(tx: Tx, now: float) -> list[MuteRow]:
 
 
 _RESET = "SELECT MAX(at) FROM circuit_resets WHERE target = ?"
-_UNREAD = object()
+# An action whose request's own data was refused (an attempt without target_fault) says nothing
+# about its target: neither a success nor a failure for its breaker.
+_COUNTS = "NOT EXISTS (SELECT 1 FROM attempts a WHERE a.claim_id = c.id AND a.target_fault = 0)"
+# a success that ends a breaker's count (guardrails.breaker_failure's complement)
+_SUCCESS = (
+    f"c.status = {literal(SUCCEEDED)} "
+    f"AND (c.verify_status IS NULL OR c.verify_status != {literal(VERIFY_FAILED)}) AND {_COUNTS}"
+)
+_OUTCOMES = ", ".join(literal(s) for s in guardrails.BREAKER_OUTCOMES)
+# the target's last success since its last reset: claims_target_status walked from the newest
+_LAST_SUCCESS = (
+    f"SELECT c.finished_at, c.id FROM claims c WHERE c.target = ? AND {_SUCCESS} "
+    "AND c.finished_at > ? ORDER BY c.finished_at DESC, c.id DESC LIMIT 1"
+)
+# its outcomes after a point in (finished_at, id) order: the failures, once that point is the
+# last success (or its reset)
+_FAILURES = (
+    f"SELECT c.finished_at FROM claims c WHERE c.target = ? AND c.status IN ({_OUTCOMES}) "
+    f"AND c.finished_at >= ? AND (c.finished_at > ? OR c.id > ?) AND {_COUNTS} "
+    "ORDER BY c.finished_at, c.id"
+)
 
 
-async def breaker_failures(tx: Tx, target: str, reset: Any = _UNREAD) -> list[float]:
-    """The target's failures (as guardrails.breaker_failure counts them) since its last success
-    and its last reset (`reset`, if the caller read it), oldest first: its outcomes read newest
-    first until a success. An action whose request's own data was refused (an attempt without
-    target_fault) is neither: it says nothing about the target."""
-    if reset is _UNREAD:
-        reset = await tx.fetchval(_RESET, target)
-    sql = (  # walks claims_target_status from the newest
-        f"SELECT id, finished_at, status, verify_status FROM claims WHERE target = ? "
-        f"AND status IN ({marks(guardrails.BREAKER_OUTCOMES)}) AND finished_at > ? "
-        "AND (finished_at < ? OR (finished_at = ? AND id < ?)) "
-        "AND id NOT IN (SELECT claim_id FROM attempts WHERE target_fault = 0) "
-        "ORDER BY finished_at DESC, id DESC LIMIT ?"
+def breaker_quiet(target: str) -> str:
+    """An SQL condition, true if the target `target` (an SQL expression) has no failure since
+    its last success, without reading its failures: no failed outcome finished at or after
+    that success. A false is not a failure (one may not count, or be older than a reset):
+    breaker_failures reads them then."""
+    last = (
+        f"SELECT c.finished_at FROM claims c WHERE c.target = {target} AND {_SUCCESS} "
+        "AND c.finished_at IS NOT NULL ORDER BY c.finished_at DESC LIMIT 1"
     )
-    failures: list[float] = []
-    before, before_id = float("inf"), 2**62
-    while True:
-        page = await tx.fetch(
-            sql,
-            target,
-            *guardrails.BREAKER_OUTCOMES,
-            reset or 0.0,
-            before,
-            before,
-            before_id,
-            BREAKER_PAGE,
-        )
-        for r in page:
-            if not guardrails.breaker_failure(r["status"], r["verify_status"]):
-                return failures[::-1]
-            failures.append(r["finished_at"])
-        if len(page) < BREAKER_PAGE:
-            return failures[::-1]
-        before, before_id = page[-1]["finished_at"], page[-1]["id"]
+    # each along claims_target_status, from that success on
+    since = f"o.target = {target} AND o.finished_at >= COALESCE(({last}), 0)"
+    return (
+        f"NOT EXISTS (SELECT 1 FROM claims o WHERE {since} AND o.status = {literal(FAILED)}) "
+        f"AND NOT EXISTS (SELECT 1 FROM claims o WHERE {since} "
+        f"AND o.status = {literal(SUCCEEDED)} AND o.verify_status = {literal(VERIFY_FAILED)})"
+    )
+
+
+async def breaker_failures(tx: Tx, target: str) -> list[float]:
+    """The target's failures (as guardrails.breaker_failure counts them) since its last success
+    and its last reset, oldest first: every outcome after the last success that counts is a
+    failure. Two index walks, whatever the target's history."""
+    since = await tx.fetchval(_RESET, target) or 0.0
+    last = await tx.fetchrow(_LAST_SUCCESS, target, since)
+    # strictly after the last success, or after the reset (no claim has an id that large)
+    after, after_id = (since, 2**62) if last is None else (last["finished_at"], last["id"])
+    return [r["finished_at"] for r in await tx.fetch(_FAILURES, target, after, after, after_id)]

@@ -178,6 +178,21 @@ class Approval:
 
 
 @dataclass(frozen=True, slots=True)
+class Needed:
+    """Which of a TargetHistory's facts a claim is judged on (guardrails.needed says, from its
+    policy): a fact not needed is not read, and left empty (None, []). Its incident's status,
+    whether its target is busy and the active mutes are always read."""
+
+    cooldown: bool = True  # last_other_start
+    budgets: bool = True  # started_global, started_action
+    breaker: bool = True  # failures
+    approval: bool = True  # approval
+
+
+EVERY_FACT = Needed()
+
+
+@dataclass(frozen=True, slots=True)
 class TargetHistory:
     """What the guardrails need to know about one claim's rule, action and target."""
 

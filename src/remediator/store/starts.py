@@ -15,20 +15,23 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cache
 from typing import Any
 
 from remediator.guardrails import Verdict
 from remediator.store import rows
-from remediator.store.claims import breaker_failures
+from remediator.store.claims import breaker_failures, breaker_quiet
 from remediator.store.dialect import LOCK_STARTS
 from remediator.store.leadership import fence
 from remediator.store.records import (
     CLAIM_LEASE,
     CLAIMED,
+    EVERY_FACT,
     RUNNING,
     STARTED,
     Claim,
     MuteRow,
+    Needed,
     TargetHistory,
 )
 from remediator.store.sql import Row, Runner, Tx, chunks_to_pad, literal, marks, pad, typed_rows
@@ -48,7 +51,7 @@ class StartIf:
     judge: Judge
     lane: str | None = None  # what of its target the claim holds (None: all of it)
     sent: bool = False  # its request leaves at once: sent_at is its start
-    breaker: bool = True  # its target has a circuit breaker: its failures are read
+    needed: Needed = EVERY_FACT  # the facts its policy judges it on (the others are not read)
     epoch: int | None = None  # the leadership epoch it is decided in (fenced)
 
 
@@ -93,15 +96,15 @@ def after(
     incident key): what target_history would read after their starts."""
     if not begun:
         return history
-    claim = start.claim
-    since = [b.now for b, _ in begun if b.now >= start.since]
-    same_action = [
-        b.now for b, _ in begun if b.now >= start.since and b.claim.action == claim.action
-    ]
+    claim, needed = start.claim, start.needed
+    counted = [b for b, _ in begun if needed.budgets and b.now >= start.since]
+    since = [b.now for b in counted]
+    same_action = [b.now for b in counted if b.claim.action == claim.action]
     others = [
         b.now
         for b, other_key in begun
-        if other_key is not None
+        if needed.cooldown
+        and other_key is not None
         and other_key == key
         and b.claim.incident_id != claim.incident_id
         and (b.claim.rule, b.claim.target) == (claim.rule, claim.target)
@@ -124,28 +127,51 @@ def after(
 
 
 _APPROVAL = ", ".join(f"a.{column}" for column in rows.APPROVAL_COLUMNS.split(", "))
-_FACT_TYPES = ("INTEGER", "BIGINT", "BIGINT", "TEXT", "TEXT", "TEXT")
+# a batch's claims, with which of the facts each needs (1: read; else NULL in its row)
+_BATCH = "n, claim_id, incident_id, rule, target, lane, cooldown, breaker, approval"
+_FACT_TYPES = (
+    "INTEGER",
+    "BIGINT",
+    "BIGINT",
+    "TEXT",
+    "TEXT",
+    "TEXT",
+    "INTEGER",
+    "INTEGER",
+    "INTEGER",
+)
 _STARTED = marks(STARTED)
-# the single facts of every claim of a batch, one row each (what target_history read per claim).
-# The cooldown's read costs what the claim's key's history costs: each incident of the key
-# (incidents_key), then its claims (by incident; `|| ''` keeps both planners off the claims' other
-# indexes). Written as a join, both planners may walk every claim of the target instead, and
-# PostgreSQL does without fresh statistics (a table grown since its last ANALYZE): 39 ms for 8
-# claims after 3,000 actions on one target, against 1.4 ms.
+# the single facts of every claim of a batch, one row each (what target_history read per claim),
+# each read only for a claim that needs it (CASE evaluates its subquery only then), and whether
+# any mute is active. The cooldown's read costs what the claim's key's history costs: each
+# incident of the key (incidents_key), then its claims (by incident; `|| ''` keeps both planners
+# off the claims' other indexes). Written as a join, both planners may walk every claim of the
+# target instead, and PostgreSQL does without fresh statistics (a table grown since its last
+# ANALYZE): 39 ms for 8 claims after 3,000 actions on one target, against 1.4 ms. The breaker's
+# failures are read after it (breaker_failures) only for a target with one since its last
+# success (`quiet` false).
 _FACTS = (
-    "WITH batch (n, claim_id, incident_id, rule, target, lane) AS (VALUES {values}) "
-    "SELECT b.n, k.incident_key, k.status AS incident_status, {approval}, "
+    f"WITH batch ({_BATCH}) AS (VALUES {{values}}) "
+    f"SELECT b.n, k.incident_key, k.status AS incident_status, {_APPROVAL}, "
+    "CASE WHEN b.cooldown = 1 THEN "
     "(SELECT MAX((SELECT MAX(c.started_at) FROM claims c WHERE c.incident_id = i.id "
     "AND c.rule || '' = b.rule AND c.target || '' = b.target "
     f"AND c.status || '' IN ({_STARTED}))) "
     "FROM incidents i WHERE i.incident_key = k.incident_key AND i.id != b.incident_id) "
-    "AS last_other, "
+    "END AS last_other, "
     f"EXISTS (SELECT 1 FROM claims c WHERE c.target = b.target AND c.status = {literal(RUNNING)} "
     "AND c.id != b.claim_id AND (b.lane IS NULL OR c.lane IS NULL OR c.lane = b.lane)) AS busy, "
-    "(SELECT MAX(at) FROM circuit_resets WHERE target = b.target) AS reset "
+    f"CASE WHEN b.breaker = 1 THEN {breaker_quiet('b.target')} END AS quiet, "
+    "EXISTS (SELECT 1 FROM mutes WHERE ended_at IS NULL AND until > ?) AS muted "
     "FROM batch b LEFT JOIN incidents k ON k.id = b.incident_id "
-    "LEFT JOIN approvals a ON a.claim_id = b.claim_id ORDER BY b.n"
+    "LEFT JOIN approvals a ON a.claim_id = b.claim_id AND b.approval = 1 ORDER BY b.n"
 )
+
+
+@cache
+def _facts_sql(rows_in: int) -> str:
+    """_FACTS for a VALUES of `rows_in` rows (a power of two: a few texts, built once each)."""
+    return _FACTS.format(values=typed_rows(_FACT_TYPES, rows_in))
 
 
 # the starts since a time (budgets) and the active mutes (claims.active_mutes' condition), in one
@@ -159,39 +185,67 @@ _STARTS_AND_MUTES = (
 )
 
 
-async def _histories(
-    tx: Tx, batch: Sequence[StartIf]
-) -> tuple[list[tuple[TargetHistory, str | None]], list[MuteRow]]:
-    """Each claim's facts as the store has them, with its incident's key; the mutes active at
-    the earliest of their times (each claim is judged with those active at its own)."""
+def _needs(s: StartIf) -> list[Any]:
+    """The claim's row of the batch's flags: 1 for a fact it needs, NULL for one it does not."""
+    n = s.needed
+    return [1 if n.cooldown else None, 1 if n.breaker else None, 1 if n.approval else None]
+
+
+async def _facts(tx: Tx, batch: Sequence[StartIf]) -> list[Row]:
+    """Each claim's row of _FACTS, in the order of `batch`."""
     facts: list[Row] = []
+    now = min(s.now for s in batch)
     for chunk in chunks_to_pad(batch):
         args: list[Any] = []
         for n, s in enumerate(chunk):
             c = s.claim
-            args += [n, c.id, c.incident_id, c.rule, c.target, s.lane]
-        rows_in = len(chunk) + pad(len(chunk))
+            args += [n, c.id, c.incident_id, c.rule, c.target, s.lane, *_needs(s)]
         args += [None] * len(_FACT_TYPES) * pad(len(chunk))
-        sql = _FACTS.format(values=typed_rows(_FACT_TYPES, rows_in), approval=_APPROVAL)
-        facts += [f for f in await tx.fetch(sql, *args, *STARTED) if f["n"] is not None]
+        sql = _facts_sql(len(chunk) + pad(len(chunk)))
+        facts += [f for f in await tx.fetch(sql, *args, *STARTED, now) if f["n"] is not None]
+    return facts
+
+
+async def _starts_and_mutes(
+    tx: Tx, batch: Sequence[StartIf], muted: bool
+) -> tuple[list[Row], list[MuteRow]]:
+    """The starts since the earliest `since` of the claims that count them (budgets), and the
+    mutes active at the earliest of their times, if any is (`muted`): nothing read if neither."""
+    since = min((s.since for s in batch if s.needed.budgets), default=None)
+    if since is None and not muted:
+        return [], []
     found = await tx.fetch(
-        _STARTS_AND_MUTES, min(s.since for s in batch), *STARTED, min(s.now for s in batch)
+        _STARTS_AND_MUTES,
+        float("inf") if since is None else since,
+        *STARTED,
+        min(s.now for s in batch),
     )
     starts = [r for r in found if r["kind"] == "start"]
     mutes = sorted((rows.mute(r) for r in found if r["kind"] == "mute"), key=lambda m: -m.id)
+    return starts, mutes
+
+
+async def _histories(
+    tx: Tx, batch: Sequence[StartIf]
+) -> tuple[list[tuple[TargetHistory, str | None]], list[MuteRow]]:
+    """Each claim's facts as the store has them (those it needs), with its incident's key; the
+    mutes active at the earliest of their times (each claim is judged with those active at its
+    own)."""
+    facts = await _facts(tx, batch)
+    starts, mutes = await _starts_and_mutes(tx, batch, any(f["muted"] for f in facts))
     failures: dict[str, list[float]] = {}
     histories = []
     for s, f in zip(batch, facts, strict=True):
-        c = s.claim
-        if s.breaker and c.target not in failures:
-            failures[c.target] = await breaker_failures(tx, c.target, f["reset"])
-        since = [r for r in starts if r["started_at"] >= s.since]
+        c, needed = s.claim, s.needed
+        if needed.breaker and not f["quiet"] and c.target not in failures:
+            failures[c.target] = await breaker_failures(tx, c.target)
+        since = [r for r in starts if r["started_at"] >= s.since] if needed.budgets else []
         history = TargetHistory(
             last_other_start=f["last_other"],
             started_global=[r["started_at"] for r in since],
             started_action=[r["started_at"] for r in since if r["action"] == c.action],
             target_busy=bool(f["busy"]),
-            failures=failures[c.target] if s.breaker else [],
+            failures=failures.get(c.target, []) if needed.breaker else [],
             approval=None if f["id"] is None else rows.approval(f),
             incident_status=f["incident_status"],
         )
@@ -212,6 +266,11 @@ _START = (
 )
 
 
+@cache
+def _start_sql(rows_in: int) -> str:
+    return _START.format(values=typed_rows(_START_TYPES, rows_in))
+
+
 async def _start_all(tx: Tx, starts: Sequence[StartIf]) -> set[int]:
     """Start these claims, a few statements for all; the ids of those that were still claimed."""
     started: set[int] = set()
@@ -220,7 +279,7 @@ async def _start_all(tx: Tx, starts: Sequence[StartIf]) -> set[int]:
         for s in chunk:
             args += [s.claim.id, s.now, json.dumps(s.request), s.lane, s.now if s.sent else None]
         args += [None] * len(_START_TYPES) * pad(len(chunk))
-        sql = _START.format(values=typed_rows(_START_TYPES, len(chunk) + pad(len(chunk))))
+        sql = _start_sql(len(chunk) + pad(len(chunk)))
         started |= {r["id"] for r in await tx.fetch(sql, *args, RUNNING, CLAIM_LEASE)}
     return started
 
@@ -235,17 +294,17 @@ class StartsSQL(Runner):
         judge: Judge,
         lane: str | None = None,
         sent: bool = False,
-        breaker: bool = True,
+        needed: Needed = EVERY_FACT,
     ) -> Started:
         """Judge the claim on the store's facts and, if the verdict allows, start it, in one
         transaction that holds the starts lock to its commit: no other claim, in this process
         or another on the same database, is judged or started in between but those judged
         with it, each on the facts the ones before it left. `lane`: what of its target the
         claim holds (None: all of it); `sent`: its request may leave at once (no precondition
-        first), so `sent_at` is recorded with the start, in the same commit; `breaker`: its
-        target has a circuit breaker, so its failures are read (otherwise the judge gets none).
+        first), so `sent_at` is recorded with the start, in the same commit; `needed`: the facts
+        its policy judges it on (the others are not read, and the judge gets them empty).
         Fenced."""
-        start = StartIf(claim, request, now, since, judge, lane, sent, breaker, self.epoch)
+        start = StartIf(claim, request, now, since, judge, lane, sent, needed, self.epoch)
         return await self._start_if(start)
 
     async def _start_if(self, start: StartIf) -> Started:
