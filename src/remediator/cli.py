@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import remediator
-from remediator import cli_help, cli_offline, cli_remote, logs
+from remediator import cli_help, cli_offline, cli_remote, heap, logs
 from remediator.alerts import parse_notification
 from remediator.cli_remote import Remote, RemoteError, add_remote_options, remote
 from remediator.errors import ConfigError, ListenError, PayloadError, StoreError
@@ -224,6 +224,7 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
         return 2
     load = partial(load_config, strict=args.strict)  # a reload reads it as the start did
     daemon = Daemon(config, given_store=build_store(config.store), load=load, role=args.role)
+    heap.settle()  # a long-running process: the collector's settings for it (heap.py)
     asyncio.run(daemon.serve(host or None, port))
     return 0
 

@@ -1,10 +1,11 @@
 """Group commit on PostgreSQL: writes of one kind queue, and one task commits all that wait in
 one transaction, in the order queued. Claims to judge and start (starts.StartIf) that queue one
 after another are judged together (starts.start_claims_if: one read of each fact for all of
-them); any other write runs on its own, between them. A job that fails rolls the transaction
-back; the batch then runs again with a savepoint per job, each claim judged on its own, so that
-only the failing job fails (jobs change nothing but the database, so running them again is
-safe)."""
+them), and claims to finish (finishes.FinishIf) are finished together (finishes.finish_claims: a
+few statements for all of them); any other write runs on its own, between them. A job that fails
+rolls the transaction back; the batch then runs again with a savepoint per job, each claim on
+its own, so that only the failing job fails (jobs change nothing but the database, so running
+them again is safe). A batch PostgreSQL failed to break a deadlock runs again."""
 
 from __future__ import annotations
 
@@ -17,17 +18,21 @@ from typing import Any, TypeVar
 import asyncpg
 
 from remediator.errors import StoreError
+from remediator.store.finishes import Finished, FinishIf, finish_claims
 from remediator.store.sql import Op, Tx
 from remediator.store.starts import Started, StartIf, start_claims_if
 
 T = TypeVar("T")
 Transaction = Callable[[], AbstractAsyncContextManager[tuple[asyncpg.Connection, Tx]]]
 MAX_BATCH = 100  # jobs in one transaction: a claim's facts are a few bound values each
+RETRIES = 3  # runs of a batch that PostgreSQL failed to break a deadlock
+Work = Op[Any] | StartIf | FinishIf
+TOGETHER = (StartIf, FinishIf)  # the jobs done together when they follow one another
 
 
 @dataclass(slots=True)
 class _Job:
-    work: Op[Any] | StartIf
+    work: Work
     future: asyncio.Future[Any]
 
 
@@ -43,12 +48,18 @@ _ABANDONED = StoreError("the batch was rolled back")
 
 class Batcher:
     def __init__(
-        self, name: str, transaction: Transaction, wrap: Callable[[Exception], Exception]
+        self,
+        name: str,
+        transaction: Transaction,
+        wrap: Callable[[Exception], Exception],
+        again: Callable[[BaseException], bool] = lambda e: False,
     ) -> None:
-        """`wrap`: the backend's errors as the store's (a failure of the whole batch)."""
+        """`wrap`: the backend's errors as the store's (a failure of the whole batch); `again`:
+        whether an error says that the batch will succeed if run again (a broken deadlock)."""
         self.name = name
         self._transaction = transaction
         self._wrap = wrap
+        self._again = again
         self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -71,7 +82,11 @@ class Batcher:
         result: Started = await self._submit(start)
         return result
 
-    def _submit(self, work: Op[Any] | StartIf) -> asyncio.Future[Any]:
+    async def finish(self, finish: FinishIf) -> Finished:
+        result: Finished = await self._submit(finish)
+        return result
+
+    def _submit(self, work: Work) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._jobs.put_nowait(_Job(work, future))
         return future
@@ -94,9 +109,13 @@ class Batcher:
         return batch
 
     async def _commit(self, batch: list[_Job]) -> None:
-        results = await self._run(batch, savepoints=False)
-        if len(batch) > 1 and any(error is not None for _, _, error in results):
-            results = await self._run(batch, savepoints=True)
+        results = await self._run_all(batch)
+        for _ in range(RETRIES - 1):  # the jobs a broken deadlock failed, again
+            again = [job for job, _, error in results if error is not None and self._again(error)]
+            if not again:
+                break
+            done = {id(job): (job, r, e) for job, r, e in await self._run_all(again)}
+            results = [done.get(id(job), (job, r, e)) for job, r, e in results]
         for job, result, error in results:
             if job.future.done():
                 continue
@@ -104,6 +123,13 @@ class Batcher:
                 job.future.set_exception(error)
             else:
                 job.future.set_result(result)
+
+    async def _run_all(self, batch: list[_Job]) -> list[_Result]:
+        """The batch in one transaction; if a job fails, again with a savepoint per job."""
+        results = await self._run(batch, savepoints=False)
+        if len(batch) > 1 and any(error is not None for _, _, error in results):
+            results = await self._run(batch, savepoints=True)
+        return results
 
     async def _run(self, batch: list[_Job], savepoints: bool) -> list[_Result]:
         results: list[_Result] = []
@@ -122,14 +148,12 @@ class Batcher:
 
 
 def _groups(batch: list[_Job]) -> list[list[_Job]]:
-    """The batch in order, claims to judge that follow one another together, any other job
-    alone."""
+    """The batch in order, claims to judge or to finish that follow one another together, any
+    other job alone."""
     groups: list[list[_Job]] = []
     for job in batch:
-        together = (
-            groups and isinstance(job.work, StartIf) and isinstance(groups[-1][0].work, StartIf)
-        )
-        if together:
+        kind = type(job.work)
+        if groups and kind in TOGETHER and type(groups[-1][0].work) is kind:
             groups[-1].append(job)
         else:
             groups.append([job])
@@ -154,8 +178,11 @@ async def _work(tx: Tx, group: list[_Job]) -> list[Any]:
     starts = [job.work for job in group if isinstance(job.work, StartIf)]
     if starts:
         return list(await start_claims_if(tx, starts))
+    finishes = [job.work for job in group if isinstance(job.work, FinishIf)]
+    if finishes:
+        return list(await finish_claims(tx, finishes))
     op = group[0].work
-    assert not isinstance(op, StartIf)
+    assert not isinstance(op, StartIf | FinishIf)
     return [await op(tx)]
 
 

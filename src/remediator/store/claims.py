@@ -1,5 +1,5 @@
-"""Claims and their attempts: what the executor starts, records and finishes, and the facts the
-guardrails judge a claim on (starts.py judges and starts claims on them)."""
+"""Claims and their attempts: what the executor starts and records, and the facts the guardrails
+judge a claim on (starts.py judges and starts claims on them, finishes.py finishes them)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from remediator import guardrails
 from remediator.approvals import ClaimAfter
 from remediator.store import rows
 from remediator.store.audit import insert_audit
+from remediator.store.finishes import count_attempts, insert_attempts
 from remediator.store.leadership import fence
 from remediator.store.records import (
     CLAIM_LEASE,
@@ -139,40 +140,6 @@ class ClaimsSQL(Runner):
 
         return await self._write(op)
 
-    async def finish_claim(
-        self,
-        claim_id: int,
-        status: str,
-        detail: str,
-        at: float,
-        audit: AuditEntry,
-        from_statuses: tuple[str, ...] = (CLAIMED, RUNNING),
-        last_attempt: Attempt | None = None,
-        ordered: bool = True,
-    ) -> AuditEntry | None:
-        """`ordered`: committed in the starts' order (the executor handed the claim's turn on to
-        a waiter before this commit, which must then be judged after it and find the target or
-        lane free); otherwise on its own, beside the starts."""
-        own = last_attempt is not None and last_attempt.claim_id == claim_id
-
-        async def op(tx: Tx) -> AuditEntry | None:
-            if last_attempt is not None:
-                await _insert_attempt(tx, last_attempt, count=not own)
-            # the claim's count of attempts with its outcome, in one statement
-            attempts = "attempts = ?, " if own else ""
-            sql = (
-                f"UPDATE claims SET {attempts}status = ?, detail = ?, finished_at = ?, "
-                f"lease_until = NULL WHERE id = ? AND status IN ({marks(from_statuses)})"
-            )
-            counted = (last_attempt.attempt,) if own and last_attempt else ()
-            if await tx.execute(sql, *counted, status, detail, at, claim_id, *from_statuses) != 1:
-                if last_attempt is not None and own:
-                    await _count_attempts(tx, last_attempt)  # recorded in any case
-                return None
-            return await insert_audit(tx, audit)
-
-        return await self._write(op, serial=ordered)
-
     async def set_verification(
         self,
         claim_id: int,
@@ -244,31 +211,10 @@ async def _start_claim(
     )
 
 
-async def _insert_attempt(tx: Tx, attempt: Attempt, count: bool = True) -> None:
-    """The attempt, and (`count`) its number as its claim's count of attempts."""
-    await tx.execute(
-        "INSERT INTO attempts (claim_id, attempt, started_at, finished_at, ok, "
-        "status_code, exit_code, detail, output, target_fault) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        attempt.claim_id,
-        attempt.attempt,
-        attempt.started_at,
-        attempt.finished_at,
-        int(attempt.ok),
-        attempt.status_code,
-        attempt.exit_code,
-        attempt.detail,
-        attempt.output,
-        int(attempt.target_fault),
-    )
-    if count:
-        await _count_attempts(tx, attempt)
-
-
-async def _count_attempts(tx: Tx, attempt: Attempt) -> None:
-    await tx.execute(
-        "UPDATE claims SET attempts = ? WHERE id = ?", attempt.attempt, attempt.claim_id
-    )
+async def _insert_attempt(tx: Tx, attempt: Attempt) -> None:
+    """The attempt, and its number as its claim's count of attempts."""
+    await insert_attempts(tx, [attempt])
+    await count_attempts(tx, attempt)
 
 
 async def active_mutes(tx: Tx, now: float) -> list[MuteRow]:

@@ -29,6 +29,7 @@ from remediator.store.batcher import Batcher, JournalAppender
 from remediator.store.claims import ClaimsSQL
 from remediator.store.controls import ControlsSQL
 from remediator.store.dialect import POSTGRES, Dialect
+from remediator.store.finishes import Finished, FinishesSQL, FinishIf
 from remediator.store.incidents import IncidentsSQL
 from remediator.store.journal import JournalSQL
 from remediator.store.leadership import LeadershipSQL
@@ -122,15 +123,18 @@ class PostgresStore(
     RetentionSQL,
     LeadershipSQL,
     StartsSQL,
+    FinishesSQL,
 ):
     """Every store protocol on one PostgreSQL database."""
 
     def __init__(self, settings: PostgresSettings) -> None:
         self.settings = settings
         self._pool: asyncpg.Pool | None = None
-        # appends, committed together; judge-and-start writes, one after the other
+        # appends, committed together; judge-and-start writes, one after the other; finishes
+        # beside them, together
         self._journal = JournalAppender(self._autocommit, _batch_error)
-        self._starts = Batcher("starts", self._transaction, _batch_error)
+        self._starts = Batcher("starts", self._transaction, _batch_error, _deadlocked)
+        self._finishes = Batcher("finishes", self._transaction, _batch_error, _deadlocked)
         self._open = False
         self.commits = 0
 
@@ -166,12 +170,14 @@ class PostgresStore(
             log.info("PostgreSQL store: applied migrations %s", applied)
         self._journal.start()
         self._starts.start()
+        self._finishes.start()
         self._open = True
 
     async def close(self) -> None:
         self._open = False
         await self._journal.stop()
         await self._starts.stop()
+        await self._finishes.stop()
         await self._close_pool()
 
     async def append_journal(self, body: str, at: float) -> int:
@@ -187,6 +193,14 @@ class PostgresStore(
         if not self._open or self._pool is None:
             raise StoreUnavailable("the store is not open")
         return await self._starts.judge_and_start(start)
+
+    async def _finish_if(self, finish: FinishIf, ordered: bool) -> Finished:
+        """Finished with every claim that waits for its batcher (finishes.py), in one
+        transaction: `ordered`, the starts batcher's, in order with the starts; otherwise the
+        finishes batcher's, beside them."""
+        if not self._open or self._pool is None:
+            raise StoreUnavailable("the store is not open")
+        return await (self._starts if ordered else self._finishes).finish(finish)
 
     async def ping(self) -> None:
         await self._read(lambda tx: tx.fetchval("SELECT 1"))
@@ -262,7 +276,7 @@ def _batch_error(e: Exception) -> Exception:
     return store_error(e) if isinstance(e, (asyncpg.PostgresError, *_UNAVAILABLE)) else e
 
 
-def _deadlocked(e: StoreError) -> bool:
+def _deadlocked(e: BaseException) -> bool:
     """PostgreSQL broke a deadlock (or a serialization failure) by failing this transaction:
     running it again is safe and will succeed."""
     return isinstance(e.__cause__, asyncpg.DeadlockDetectedError | asyncpg.SerializationError)

@@ -24,6 +24,7 @@ from remediator.errors import StoreConflict, StoreError, StoreUnavailable
 from remediator.store.claims import ClaimsSQL
 from remediator.store.controls import ControlsSQL
 from remediator.store.dialect import SQLITE, Dialect
+from remediator.store.finishes import FinishesSQL
 from remediator.store.incidents import IncidentsSQL
 from remediator.store.journal import JournalSQL
 from remediator.store.leadership import LeadershipSQL
@@ -225,6 +226,7 @@ class SqliteStore(
     RetentionSQL,
     LeadershipSQL,
     StartsSQL,
+    FinishesSQL,
 ):
     """Every store protocol on one SQLite file. `exclusive`: own the file (the daemon); a
     reader beside it (the CLI's history) opens it without the lock."""
