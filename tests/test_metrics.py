@@ -79,3 +79,19 @@ def test_the_readme_lists_every_metric() -> None:
     exported = {exposed_name(f) for f in families()}
     assert exported - listed == set(), "add them to the README's Metrics table"
     assert listed - exported == set(), "the README lists metrics that are not exported"
+
+
+def test_a_series_is_found_again_and_made_anew_after_its_removal() -> None:
+    metrics = Metrics(CollectorRegistry())
+    series = metrics.actions.labels("http", "succeeded")
+    assert metrics.actions.labels("http", "succeeded") is series
+    assert metrics.actions.labels(kind="http", outcome="succeeded") is series
+    series.inc()
+    metrics.actions.remove("http", "succeeded")
+    again = metrics.actions.labels("http", "succeeded")
+    assert again is not series
+    assert again._value.get() == 0.0
+    metrics.incidents_open.labels(7).set(1)  # values that are not str: the library's way
+    assert metrics.incidents_open.labels("7")._value.get() == 1.0
+    metrics.incidents_open.clear()
+    assert metrics.incidents_open.labels("7")._value.get() == 0.0

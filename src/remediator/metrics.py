@@ -8,8 +8,11 @@ or incident ids. Series known to exist are created at zero so that rate() works 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any, Self
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+import prometheus_client
+from prometheus_client import CollectorRegistry, Info
+from prometheus_client.metrics import MetricWrapperBase
 
 from remediator import __version__
 from remediator.guardrails import GUARDRAILS
@@ -41,6 +44,33 @@ ESCALATION_CAUSES = ("value", "time", "repeats", "verification")
 SLACK_REQUEST_OUTCOMES = ("ok", "unauthorized", "forbidden", "invalid")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 ACTION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class _SeriesFound(MetricWrapperBase):
+    """`.labels()` that finds a series already made in a dict look-up. prometheus_client's takes
+    the metric's lock and builds the key again on every call (about 4.5 us, eight calls per new
+    incident); a series is made, removed or cleared under that lock as before, and a look-up
+    that misses (a new series, values that are not str, keywords) goes the library's way."""
+
+    def labels(self, *values: Any, **by_name: Any) -> Self:
+        series: dict[tuple[Any, ...], Self] | None = getattr(self, "_metrics", None)
+        if series is not None and not by_name:
+            found = series.get(values)
+            if found is not None:
+                return found
+        return super().labels(*values, **by_name)
+
+
+class Counter(_SeriesFound, prometheus_client.Counter):
+    pass
+
+
+class Gauge(_SeriesFound, prometheus_client.Gauge):
+    pass
+
+
+class Histogram(_SeriesFound, prometheus_client.Histogram):
+    pass
 
 
 class Metrics:
