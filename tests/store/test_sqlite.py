@@ -53,8 +53,9 @@ async def test_the_database_is_in_wal_mode_with_full_sync(sqlite_store: SqliteSt
 
 async def test_a_claims_start_and_finish_are_each_prepared_once(sqlite_store: SqliteStore) -> None:
     """SQLite prepares again, at every execution, a statement that compares a partially indexed
-    column with a bound parameter (sql.literal): none of a start's or a finish's statements
-    is (the writer connection's sqlite_stmt counts each statement's runs and re-prepares)."""
+    column with a bound parameter (sql.literal): none of the statements of a claim's start,
+    lease, send and finish is (the writer connection's sqlite_stmt counts each statement's
+    runs and re-prepares)."""
     store = sqlite_store
 
     def allow(history: TargetHistory, mutes: list[MuteRow]) -> Verdict:
@@ -63,7 +64,9 @@ async def test_a_claims_start_and_finish_are_each_prepared_once(sqlite_store: Sq
     for n, claim_id in enumerate(await claims(store, 4)):
         claim = await store.claim(claim_id)
         assert claim is not None
-        assert (await store.start_claim_if(claim, {}, 5.0 + n, 0.0, allow, str(n), True))[1]
+        assert (await store.start_claim_if(claim, {}, 5.0 + n, 0.0, allow, str(n)))[1]
+        assert await store.renew_leases([claim_id], 5.5 + n, 20.0 + n) == 1
+        assert await store.mark_sent(claim_id, 5.5 + n)
         await store.finish_claim(claim_id, SUCCEEDED, "ok", 6.0 + n, audit("done"))
     ran = await store._write(lambda tx: tx.fetch("SELECT sql, run, reprep FROM sqlite_stmt"))
     assert [r["sql"] for r in ran if r["run"] >= 2 and r["reprep"] >= r["run"]] == []
