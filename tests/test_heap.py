@@ -39,3 +39,17 @@ def test_cyclic_garbage_made_after_settle_is_still_collected_by_itself() -> None
     kept: list[list[int]] = [[] for _ in range(3 * heap.YOUNG)]  # they trigger a young pass
     assert ref() is None
     assert len(kept) == 3 * heap.YOUNG
+
+
+@pytest.mark.usefixtures("restored")
+def test_what_settle_froze_is_collected_once_released() -> None:
+    held = [Node()]
+    held[0].other = held[0]  # a cycle, alive when the daemon settles (the config at start)
+    ref = weakref.ref(held[0])
+    heap.settle()
+    held.clear()  # a reload replaced it
+    gc.collect()
+    assert ref() is not None  # frozen: never collected
+    heap.released()
+    gc.collect()
+    assert ref() is None

@@ -7,7 +7,9 @@ the writer thread; a pass cost 0.43 ms), for almost no garbage: a request's futu
 dicts are freed by reference counting as soon as it ends. So what was built before serving
 (modules, config, rules, templates) is moved out of the collector's sight, and a young pass runs
 every YOUNG net allocations. Cyclic garbage (an exception's traceback, say) is still collected,
-a little later: at most YOUNG container objects wait for it.
+a little later: at most YOUNG container objects wait for it. What was frozen is never collected
+while frozen, so a reload, which replaces the config frozen at start (its templates hold cycles),
+hands everything back to the collector (released).
 """
 
 from __future__ import annotations
@@ -23,3 +25,8 @@ def settle() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(YOUNG, OLDER, OLDER)
+
+
+def released() -> None:
+    """What settle() froze can be collected again (the config a reload replaced, say)."""
+    gc.unfreeze()

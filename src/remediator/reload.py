@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from remediator import heap
 from remediator.clock import Clock
 from remediator.config import Config
 from remediator.errors import ConfigError
@@ -162,6 +163,7 @@ class Reloader:
                 log.warning("reload: %s changed; it takes effect at the next restart", setting)
             await self._swap(new)
             self.config = new
+            heap.released()  # the old config was frozen with the daemon's start (heap.py)
             now = self.clock.now()
             self.metrics.config_reload_ok.set(1)
             self.metrics.config_reload_time.set(now)

@@ -9,10 +9,14 @@ from pathlib import Path
 import pytest
 
 from remediator.errors import StoreError
+from remediator.guardrails import Verdict
 from remediator.store.dialect import SQLITE
 from remediator.store.migrate import numbered
+from remediator.store.records import SUCCEEDED, MuteRow, TargetHistory
 from remediator.store.sql import Tx
 from remediator.store.sqlite import SqliteStore
+from tests.store.test_contract import audit
+from tests.store.test_controls import claims
 
 
 async def test_migrations_apply_once_and_record_their_version(tmp_path: Path) -> None:
@@ -45,6 +49,28 @@ async def test_the_database_is_in_wal_mode_with_full_sync(sqlite_store: SqliteSt
         return await tx.fetchval("PRAGMA journal_mode"), await tx.fetchval("PRAGMA synchronous")
 
     assert await store._write(pragmas) == ("wal", 2)  # 2 is FULL
+
+
+async def test_a_claims_start_and_finish_are_each_prepared_once(sqlite_store: SqliteStore) -> None:
+    """SQLite prepares again, at every execution, a statement that compares a partially indexed
+    column with a bound parameter (sql.literal): none of the statements of a claim's start,
+    lease, send and finish is (the writer connection's sqlite_stmt counts each statement's
+    runs and re-prepares)."""
+    store = sqlite_store
+
+    def allow(history: TargetHistory, mutes: list[MuteRow]) -> Verdict:
+        return Verdict("allow")
+
+    for n, claim_id in enumerate(await claims(store, 4)):
+        claim = await store.claim(claim_id)
+        assert claim is not None
+        assert (await store.start_claim_if(claim, {}, 5.0 + n, 0.0, allow, str(n)))[1]
+        assert await store.renew_leases([claim_id], 5.5 + n, 20.0 + n) == 1
+        assert await store.mark_sent(claim_id, 5.5 + n)
+        await store.finish_claim(claim_id, SUCCEEDED, "ok", 6.0 + n, audit("done"))
+    ran = await store._write(lambda tx: tx.fetch("SELECT sql, run, reprep FROM sqlite_stmt"))
+    assert [r["sql"] for r in ran if r["run"] >= 2 and r["reprep"] >= r["run"]] == []
+    assert sum(1 for r in ran if r["sql"].startswith("WITH batch") and r["run"] == 4) == 2
 
 
 async def test_writes_after_close_fail_clearly(tmp_path: Path) -> None:

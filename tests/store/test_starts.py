@@ -240,6 +240,26 @@ async def test_a_claim_is_judged_on_the_facts_it_needs_and_reads_no_other(
     assert every.incident_status == "open"
 
 
+async def test_the_active_mutes_are_read_for_a_claim_that_needs_no_other_fact(
+    store: AnyStore,
+) -> None:
+    first, second = await load(store, 2)
+    await store.start_claim(first.id, 2.0, {})
+    mute = MuteRow(0, "r", None, None, "deploy", "alice", 1.0, 100.0)
+    await store.add_mute(mute, lambda m: audit("muted"))
+    seen: list[list[MuteRow]] = []
+
+    def judge(history: TargetHistory, mutes: list[MuteRow]) -> Verdict:
+        assert (history.started_global, history.target_busy) == ([], True)
+        seen.append(mutes)
+        return Verdict("wait")
+
+    nothing = Needed(False, False, False, False)
+    await store.start_claim_if(second, {}, 5.0, 0.0, judge, needed=nothing)
+    await store.start_claim_if(second, {}, 150.0, 0.0, judge, needed=nothing)
+    assert [[m.reason for m in mutes] for mutes in seen] == [["deploy"], []]
+
+
 async def test_a_targets_failures_are_those_since_its_last_success_or_reset(
     store: AnyStore,
 ) -> None:
