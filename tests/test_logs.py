@@ -11,14 +11,14 @@ import logging
 import re
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from remediator import __version__
-from remediator.logs import JsonFormatter, TextFormatter
+from remediator.logs import JsonFormatter, TextFormatter, lean_records
 from tests.conftest import StartDaemon, base_config
 from tests.payloads import alert, notification
 from tests.peers import REMEDIATOR, DaemonProcess
@@ -144,3 +144,39 @@ def test_a_port_in_use_is_one_clear_line(config: Path) -> None:
     assert done.stderr.strip().splitlines()[-1] == (
         f"cannot listen on 127.0.0.1:{port}: address already in use"
     )
+
+
+class Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def lean() -> Iterator[None]:
+    """logs.lean_records() for one test: the logging module's switches as they were after."""
+    kept = (logging._srcfile, logging.logThreads, logging.logProcesses, logging.logMultiprocessing)
+    lean_records()
+    yield
+    logging._srcfile, logging.logThreads, logging.logProcesses, logging.logMultiprocessing = kept
+
+
+@pytest.mark.usefixtures("lean")
+def test_lean_records_skip_the_caller_and_keep_every_field_shown() -> None:
+    logger = logging.getLogger("remediator.test_lean")
+    handler = Kept()
+    logger.addHandler(handler)
+    try:
+        logger.warning("%s done", "restart", extra={"incident_id": 7, "rule": "r"})
+    finally:
+        logger.removeHandler(handler)
+    (record,) = handler.records
+    assert (record.lineno, record.threadName, record.processName) == (0, None, None)
+    line = TextFormatter().format(record)
+    assert re.fullmatch(
+        r"\S+Z WARNING remediator\.test_lean: restart done incident_id=7 rule=r", line
+    )
+    assert json.loads(JsonFormatter().format(record))["incident_id"] == 7

@@ -35,6 +35,7 @@ from remediator.guardrails import Ask, Facts, Mute, Policy, Verdict
 from remediator.lanes import lane_of
 from remediator.matchers import parse_matchers
 from remediator.metrics import Metrics
+from remediator.slots import Slots
 from remediator.store.records import (
     CLAIMED,
     DRY_RUN,
@@ -69,6 +70,8 @@ log = logging.getLogger(__name__)
 
 WAIT_POLL = 1.0  # how often a claim whose turn it is looks again at a busy target (replicas)
 RESUME_FIRST, RESUME_MAX = 1.0, 10.0  # backoff of a claim waiting for the store to come back
+# allowed, but every slot is taken: not started, judged again once one frees (slots.py)
+NO_SLOT = Verdict("wait", "max_concurrency", "every slot is taken")
 
 
 class RuntimeState:
@@ -102,8 +105,7 @@ class Executor:
         )
         self._session: aiohttp.ClientSession | None = None  # made in the loop, at first use
         self._rand = rand
-        self._slots = asyncio.Semaphore(config.max_concurrency)
-        self._in_slot: set[int] = set()  # claims holding one of the slots
+        self._slots = Slots(config.max_concurrency)  # taken when a claim is allowed (slots.py)
         self._turns = Turns(WAIT_POLL, self._start, self.turn_key)
         self._tasks: set[asyncio.Task[None]] = set()
         self._inflight: set[int] = set()  # claims this process runs now: never twice at once
@@ -279,22 +281,18 @@ class Executor:
 
     @asynccontextmanager
     async def _slot(self, claim_id: int) -> AsyncIterator[None]:
-        """One of max_concurrency slots, from before the claim is judged until its attempts
-        end (_acted) or it ends otherwise."""
-        await self._slots.acquire()
-        self._in_slot.add(claim_id)
+        """The slot the claim takes when the guardrails allow it (slots.py) goes back when its
+        attempts end (_acted), or however else its run ends."""
         try:
             yield
         finally:
             self._acted(claim_id)
 
     def _acted(self, claim_id: int) -> None:
-        """The claim no longer acts: its slot goes to the next claim (once). Its outcome's
-        commit and messages need none: held through them, at 400 new incidents/s the 16 slots
-        waited on the writer's commits and capped the daemon at 200 actions/s."""
-        if claim_id in self._in_slot:
-            self._in_slot.discard(claim_id)
-            self._slots.release()
+        """The claim no longer acts: its slot, if it has one, goes to the claims waiting. Its
+        outcome's commit and messages need none: held through them, at 400 new incidents/s the
+        16 slots waited on the writer's commits and capped the daemon at 200 actions/s."""
+        self._slots.give_back(claim_id)
 
     async def _resume(self, claim_id: int) -> None:
         """A claim whose run the store failed under: once the store answers again, read what
@@ -352,8 +350,14 @@ class Executor:
     async def _admitted(self, claim: Claim, action: Action, request: Mapping[str, Any]) -> bool:
         """Ask the guardrails until they allow (True) or settle the claim otherwise (False)."""
         lane = self.lane(claim)
+        again = False
         while True:
-            verdict, started = await self._start_if_allowed(claim, request, lane)
+            async with self._slots.judging(again):
+                verdict, started = await self._start_if_allowed(claim, request, lane)
+            if not started:
+                self._slots.give_back(claim.id)  # allowed in a batch that then changed
+            if again := verdict is NO_SLOT:
+                continue  # judged again once a slot frees
             if verdict is None:  # its incident resolved: a firing action never runs then
                 await self._skip_resolved(claim)
                 return False
@@ -425,7 +429,10 @@ class Executor:
                 approval=None if approval is None else approval.status,
                 approval_detail=_approval_detail(approval),
             )
-            return guardrails.decide(policy, ask, facts)
+            verdict = guardrails.decide(policy, ask, facts)
+            if verdict.outcome == "allow" and not self._slots.take(claim.id):
+                return NO_SLOT
+            return verdict
 
         return judge
 
