@@ -195,3 +195,18 @@ async def test_only_an_engine_batch_apply_and_an_outcome_are_relaxed(
     )
     await store.finish_claim(applied.claims[0].id, "failed", "no", 2.0, line)
     assert relaxed == [False, False, True, True]
+
+
+async def test_a_write_alone_in_its_commit_that_fails_leaves_nothing(
+    sqlite_store: SqliteStore,
+) -> None:
+    async def broken(tx: Tx) -> None:
+        await _insert(tx)
+        await tx.execute("INSERT INTO no_such_table VALUES (1)")
+
+    before = sqlite_store.commits
+    with pytest.raises(StoreError, match="no_such_table"):
+        await sqlite_store._write(broken)
+    assert sqlite_store.commits == before
+    assert await sqlite_store._write(_insert) == 1  # the writer goes on
+    assert [body for _, body in await sqlite_store.unprocessed_journal()] == ["lazy"]

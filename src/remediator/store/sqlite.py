@@ -198,9 +198,13 @@ class _Writer(threading.Thread):
                 conn.execute(f"PRAGMA synchronous={'NORMAL' if relaxed else 'FULL'}")
                 self.relaxed = relaxed
             conn.execute("BEGIN IMMEDIATE")
-            outcomes = [_run_in_savepoint(conn, tx, job) for job in batch]
-            conn.execute("COMMIT")
-            self.commits += 1
+            if len(batch) == 1:  # its failure rolls back the transaction: no savepoint needed
+                outcomes = [_run_alone(conn, tx, batch[0])]
+            else:
+                outcomes = [_run_in_savepoint(conn, tx, job) for job in batch]
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+                self.commits += 1
         except sqlite3.Error as e:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -225,6 +229,18 @@ def _commit_groups(batch: list[_Job]) -> list[list[_Job]]:
     if all(job.lazy for job in others) and len(others) <= LAZY_WITH_URGENT:
         return [batch]
     return [urgent, others]
+
+
+def _run_alone(conn: sqlite3.Connection, tx: SqliteTx, job: _Job) -> Outcome:
+    """The only job of its transaction, which its failure rolls back."""
+    if job.future.cancelled():
+        return job, None, None  # as in _run_in_savepoint
+    try:
+        return job, run_sync(job.op(tx)), None
+    except Exception as e:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        return job, None, e
 
 
 def _run_in_savepoint(conn: sqlite3.Connection, tx: SqliteTx, job: _Job) -> Outcome:
