@@ -1,21 +1,25 @@
-"""What only the SQLite backend does: its file, WAL at synchronous=FULL, one process per file."""
+"""What only the SQLite backend does: its file, WAL at synchronous=FULL, one process per file,
+the writer's commits."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from remediator.errors import StoreError
 from remediator.guardrails import Verdict
+from remediator.store import sqlite as sqlite_module
 from remediator.store.dialect import SQLITE
 from remediator.store.migrate import numbered
-from remediator.store.records import SUCCEEDED, MuteRow, TargetHistory
+from remediator.store.records import SUCCEEDED, AuditEntry, Changes, MuteRow, TargetHistory
 from remediator.store.sql import Tx
-from remediator.store.sqlite import SqliteStore
-from tests.store.test_contract import audit
+from remediator.store.sqlite import SqliteStore, _commit_groups, _Job
+from tests.store.test_contract import audit, claim, new_incident
 from tests.store.test_controls import claims
 
 
@@ -108,3 +112,86 @@ async def test_a_database_made_readable_by_an_older_version_is_made_private(
     await s.open()
     await s.close()
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+async def _insert(tx: Tx) -> int:
+    return await tx.execute("INSERT INTO journal (received_at, body) VALUES (1, 'lazy')")
+
+
+async def test_a_lazy_write_waits_to_commit_with_the_next_write(
+    sqlite_store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "LINGER", 30.0)  # only the append below ends its wait
+    before = sqlite_store.commits
+    lazy = asyncio.ensure_future(sqlite_store._write(_insert, lazy=True))
+    await asyncio.sleep(0.05)
+    assert not lazy.done()
+    await sqlite_store.append_journal("acknowledged", 2.0)
+    assert await lazy == 1
+    assert sqlite_store.commits - before == 1
+
+
+async def test_a_lazy_write_alone_commits_once_it_waited(sqlite_store: SqliteStore) -> None:
+    before = sqlite_store.commits
+    assert await asyncio.wait_for(sqlite_store._write(_insert, lazy=True), 5.0) == 1
+    assert sqlite_store.commits - before == 1
+
+
+async def test_an_acknowledgement_commits_apart_from_all_but_a_few_lazy_writes() -> None:
+    loop = asyncio.get_running_loop()
+
+    def job(urgent: bool = False, lazy: bool = False) -> _Job:
+        return _Job(_insert, loop.create_future(), loop, urgent, lazy)
+
+    ack, engine, outcomes = job(urgent=True), job(), [job(lazy=True) for _ in range(20)]
+    assert _commit_groups([engine, ack]) == [[ack], [engine]]
+    assert _commit_groups([outcomes[0], ack, outcomes[1]]) == [[outcomes[0], ack, outcomes[1]]]
+    assert _commit_groups([outcomes[0], ack, engine]) == [[ack], [outcomes[0], engine]]
+    assert _commit_groups([ack, *outcomes]) == [[ack], outcomes]
+    assert _commit_groups([engine, *outcomes]) == [[engine, *outcomes]]
+
+
+async def _synchronous(tx: Tx) -> int:
+    return int(await tx.fetchval("PRAGMA synchronous"))  # 1 is NORMAL, 2 FULL
+
+
+async def test_a_commit_with_a_durable_write_runs_at_full_sync(
+    sqlite_store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "LINGER", 30.0)  # the relaxed write waits for the other
+    before = sqlite_store.commits
+    relaxed = asyncio.ensure_future(sqlite_store._write(_synchronous, lazy=True, relaxed=True))
+    await asyncio.sleep(0.05)
+    assert await sqlite_store._write(_synchronous) == 2
+    assert await relaxed == 2
+    assert sqlite_store.commits - before == 1
+
+
+async def test_a_commit_of_relaxed_writes_only_runs_at_normal_sync(
+    sqlite_store: SqliteStore,
+) -> None:
+    assert await sqlite_store._write(_synchronous, relaxed=True) == 1
+    assert await sqlite_store._write(_synchronous) == 2  # and the next durable one at FULL again
+
+
+async def test_only_an_engine_batch_apply_and_an_outcome_are_relaxed(
+    sqlite_store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, relaxed = sqlite_store, []
+    writer = store._writer
+    assert writer is not None
+    submit = writer.submit
+
+    def spy(op: Any, urgent: bool = False, lazy: bool = False, relax: bool = False) -> Any:
+        relaxed.append(relax)
+        return submit(op, urgent, lazy, relax)
+
+    monkeypatch.setattr(writer, "submit", spy)
+    journal_id = await store.append_journal("{}", 1.0)
+    line = AuditEntry("decision", "opened", "a person's command", 1.0)
+    await store.apply(Changes(at=1.0, audit=[line]))  # a person's command: durable
+    applied = await store.apply(
+        Changes(at=1.0, journal_ids=[journal_id], incidents=[new_incident()], claims=[claim(-1)])
+    )
+    await store.finish_claim(applied.claims[0].id, "failed", "no", 2.0, line)
+    assert relaxed == [False, False, True, True]

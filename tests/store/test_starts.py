@@ -266,7 +266,7 @@ async def test_a_targets_failures_are_those_since_its_last_success_or_reset(
     """What a start reads of its target's failures (without reading them while there is none
     since its last success) is what target_failures reads, step by step; at equal times the
     claim with the larger id finished last."""
-    *done, probe = await load(store, 13)
+    *done, probe = await load(store, 15)
     seen: list[TargetHistory] = []
     steps: list[tuple[str, float, list[float]]] = [
         ("ok", 10.0, []),
@@ -282,6 +282,8 @@ async def test_a_targets_failures_are_those_since_its_last_success_or_reset(
         ("ok", 18.0, []),  # finished at the same time, after them (a larger id)
         ("failed", 19.0, [19.0]),
         ("ok", 19.0, []),
+        ("ok", 20.0, []),
+        ("failed", 20.0, [20.0]),  # the same time, after it
     ]
     claims_left = iter(done)
     for what, at, failures in steps:

@@ -26,7 +26,7 @@ from remediator.store.records import (
     Claim,
     MuteRow,
 )
-from remediator.store.sql import Runner, Tx, literal, marks
+from remediator.store.sql import Row, Runner, Tx, literal, marks
 
 
 class ClaimsSQL(Runner):
@@ -249,22 +249,39 @@ _FAILURES = (
 )
 
 
-def breaker_quiet(target: str) -> str:
-    """An SQL condition, true if the target `target` (an SQL expression) has no failure since
-    its last success, without reading its failures: no failed outcome finished at or after
-    that success. A false is not a failure (one may not count, or be older than a reset):
-    breaker_failures reads them then."""
-    last = (
-        f"SELECT c.finished_at FROM claims c WHERE c.target = {target} AND {_SUCCESS} "
-        "AND c.finished_at IS NOT NULL ORDER BY c.finished_at DESC LIMIT 1"
-    )
-    # each along claims_target_status, from that success on
-    since = f"o.target = {target} AND o.finished_at >= COALESCE(({last}), 0)"
+def _newest(target: str, status: str, column: str) -> str:
+    """`column` of the target's newest claim in `status`: one step back along
+    claims_target_status (at equal times, the larger id is the newer)."""
     return (
-        f"NOT EXISTS (SELECT 1 FROM claims o WHERE {since} AND o.status = {literal(FAILED)}) "
-        f"AND NOT EXISTS (SELECT 1 FROM claims o WHERE {since} "
-        f"AND o.status = {literal(SUCCEEDED)} AND o.verify_status = {literal(VERIFY_FAILED)})"
+        f"(SELECT {column} FROM claims c WHERE c.target = {target} "
+        f"AND c.status = {literal(status)} AND c.finished_at IS NOT NULL "
+        "ORDER BY c.finished_at DESC, c.id DESC LIMIT 1)"
     )
+
+
+def breaker_newest(target: str) -> dict[str, str]:
+    """SQL expressions by column name, for breaker_quiet, of the target `target` (an SQL
+    expression): its newest success, whether it counts as one, and its newest failed outcome."""
+    counts = (
+        f"CASE WHEN (c.verify_status IS NULL OR c.verify_status != {literal(VERIFY_FAILED)}) "
+        f"AND {_COUNTS} THEN 1 ELSE 0 END"
+    )
+    return {
+        "success_at": _newest(target, SUCCEEDED, "c.finished_at"),
+        "success_counts": _newest(target, SUCCEEDED, counts),
+        "failed_at": _newest(target, FAILED, "c.finished_at"),
+    }
+
+
+def breaker_quiet(newest: Row) -> bool:
+    """True if the target has no failure since its last success, by breaker_newest's columns
+    and without reading its failures: it has no outcome at all, or its newest success counts
+    and no failed outcome finished at or after it. False is not a failure (the one after may not
+    count, or be older than a reset): breaker_failures reads them then."""
+    success, failed = newest["success_at"], newest["failed_at"]
+    if success is None:
+        return failed is None
+    return bool(newest["success_counts"]) and (failed is None or failed < success)
 
 
 async def breaker_failures(tx: Tx, target: str) -> list[float]:

@@ -171,7 +171,14 @@ class FinishesSQL(Runner):
         return await self._finish_if(finish, ordered)
 
     async def _finish_if(self, finish: FinishIf, ordered: bool) -> Finished:
-        """In a transaction of its own; `ordered`: in the order of the serial writes (the
-        starts'). PostgreSQL's batchers finish every claim that waits in one (postgres.py)."""
-        done = await self._write(lambda tx: finish_claims(tx, [finish]), serial=ordered)
+        """`ordered`: in the order of the serial writes (the starts'). Lazy: nobody answers or
+        acts on this commit at once, so SQLite's writer commits it with the next write that comes
+        rather than in a commit of its own. Relaxed: an outcome a power cut loses leaves its
+        claim running, which recovery makes `interrupted`. PostgreSQL's batchers finish every
+        claim that waits in one (postgres.py)."""
+
+        async def op(tx: Tx) -> list[Finished]:
+            return await finish_claims(tx, [finish])
+
+        done = await self._write(op, serial=ordered, lazy=True, relaxed=True)
         return done[0]

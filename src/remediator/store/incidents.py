@@ -153,14 +153,16 @@ class IncidentsSQL(Runner):
 
     async def apply(self, changes: Changes) -> Applied:
         """Fenced if it decides (incidents, claims, journal entries): a deposed leader's batch
-        is refused. Audit lines alone (any replica's control) are not fenced."""
+        is refused. Audit lines alone (any replica's control) are not fenced. Relaxed if it
+        marks journal entries decided (an engine batch): lost to a power cut, they are decided
+        again at start, and any action or message that came of it committed durably first."""
         epoch = self.epoch if changes.incidents or changes.claims or changes.journal_ids else None
 
         async def op(tx: Tx) -> Applied:
             await fence(tx, epoch)
             return await _apply(tx, changes)
 
-        return await self._write(op)
+        return await self._write(op, relaxed=bool(changes.journal_ids))
 
     async def rename_rule(
         self, old: str, new: str, audit: Callable[[int], AuditEntry]

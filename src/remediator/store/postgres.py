@@ -216,7 +216,14 @@ class PostgresStore(
             pool, self._pool = self._pool, None
             await pool.close()
 
-    async def _write(self, op: Op[T], urgent: bool = False, serial: bool = False) -> T:
+    async def _write(
+        self,
+        op: Op[T],
+        urgent: bool = False,
+        serial: bool = False,
+        lazy: bool = False,
+        relaxed: bool = False,
+    ) -> T:
         """Finishes a waiter was handed the turn of (`serial`) queue for the starts batcher,
         which commits all that wait in one transaction, in order: such a finish lands before the
         start of the claim handed its turn. Every other write runs now, in a transaction of its

@@ -74,10 +74,23 @@ class Runner:
     # the leadership epoch this process decides in (store/leadership.py); None: not fenced
     epoch: int | None = None
 
-    async def _write(self, op: Op[T], urgent: bool = False, serial: bool = False) -> T:
+    async def _write(
+        self,
+        op: Op[T],
+        urgent: bool = False,
+        serial: bool = False,
+        lazy: bool = False,
+        relaxed: bool = False,
+    ) -> T:
         """`urgent`: someone waits for this commit to answer (a journal append). `serial`: a
         judge-and-start write, that holds the starts lock, or a finish that frees a target:
-        committed in the order submitted, a backend may commit several in one transaction."""
+        committed in the order submitted, a backend may commit several in one transaction.
+        `lazy`: nobody answers or acts on this commit at once (an action's outcome): a backend
+        may hold it a few milliseconds to commit it with other writes. `relaxed`: a write that is
+        decided again, or harmlessly redone, if a power cut loses it (an engine batch, which marks
+        its journal entries decided; an outcome, which recovery makes `interrupted`), never one
+        that acknowledges something or starts an action: a backend may commit it without waiting
+        for the disk, durable with the next commit that does. Durable by default."""
         raise NotImplementedError
 
     async def _read(self, op: Op[T]) -> T:

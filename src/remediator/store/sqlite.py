@@ -4,8 +4,13 @@ All writes go through one writer thread. It takes every write queued since its l
 runs them in one transaction, each in its own savepoint, then commits once: concurrent webhooks
 share one fsync (group commit), and one failing write does not fail its neighbours. Journal
 appends queued with other writes are committed first, in a transaction of their own: a webhook's
-acknowledgement does not wait for an engine batch. Reads run on a second connection in their own
-thread and never wait for a commit. One process owns the file (lock.py)."""
+acknowledgement does not wait for an engine batch. A lazy write (an action's outcome: nobody
+answers or acts on its commit) waits up to LINGER for another write to commit with, rather than
+costing a commit of its own. A commit of relaxed writes only (what is decided again, or harmlessly
+redone, if a power cut loses it) runs at synchronous=NORMAL, without an fsync: the WAL is
+sequential, so the next commit at FULL makes it durable too, and a power cut loses at most a
+suffix of relaxed commits; any other commit runs at FULL. Reads run on a second connection in
+their own thread and never wait for a commit. One process owns the file (lock.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,6 +45,9 @@ from remediator.store.starts import StartsSQL
 
 T = TypeVar("T")
 
+LINGER = 0.005  # the longest a lazy write waits for company: at 200 notifications/s, one appears
+LAZY_WITH_URGENT = 16  # lazy writes that may join an acknowledgement's commit (~0.1 ms each)
+
 
 def private(path: Path) -> None:
     """The state directory (created 0700) and the database file (0600: it holds alerts, the
@@ -56,6 +65,7 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute("PRAGMA temp_store=MEMORY")
     return conn
 
 
@@ -112,6 +122,9 @@ class _Job:
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
     urgent: bool = False  # someone is waiting for this commit to answer (a journal append)
+    lazy: bool = False  # nobody waits on this commit to answer or act: it may wait for company
+    queued: float = 0.0  # time.monotonic() when submitted
+    relaxed: bool = False  # decided again or harmlessly redone if lost: may commit without fsync
 
 
 Outcome = tuple[_Job, Any, BaseException | None]
@@ -125,11 +138,15 @@ class _Writer(threading.Thread):
         self.commits = 0
         self.ready = threading.Event()
         self.error: BaseException | None = None
+        self.relaxed = False  # the connection's synchronous: NORMAL (True) or FULL
 
-    def submit(self, op: Op[Any], urgent: bool = False) -> asyncio.Future[Any]:
+    def submit(
+        self, op: Op[Any], urgent: bool = False, lazy: bool = False, relaxed: bool = False
+    ) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self.jobs.put(_Job(op, future, loop, urgent))
+        job = _Job(op, future, loop, urgent, lazy and not urgent, time.monotonic(), relaxed)
+        self.jobs.put(job)
         return future
 
     def run(self) -> None:
@@ -142,16 +159,14 @@ class _Writer(threading.Thread):
         self.ready.set()
         try:
             while (batch := self._next_batch()) is not None:
-                urgent = [job for job in batch if job.urgent]
-                if urgent and len(urgent) < len(batch):
-                    # an acknowledgement waits for its commit: not also for an engine batch's
-                    self._commit(conn, urgent)
-                    batch = [job for job in batch if not job.urgent]
-                self._commit(conn, batch)
+                for group in _commit_groups(batch):
+                    self._commit(conn, group)
         finally:
             conn.close()
 
     def _next_batch(self) -> list[_Job] | None:
+        """Every write queued; if they are all lazy, and whatever came within LINGER of the
+        first of them."""
         first = self.jobs.get()
         if first is None:
             return None
@@ -160,7 +175,15 @@ class _Writer(threading.Thread):
             try:
                 job = self.jobs.get_nowait()
             except queue.Empty:
-                return batch
+                if not all(job.lazy for job in batch):
+                    return batch
+                wait = batch[0].queued + LINGER - time.monotonic()
+                if wait <= 0:
+                    return batch
+                try:
+                    job = self.jobs.get(timeout=wait)
+                except queue.Empty:
+                    return batch
             if job is None:
                 self.jobs.put(None)  # finish this batch, then stop
                 return batch
@@ -170,6 +193,10 @@ class _Writer(threading.Thread):
         outcomes: list[Outcome] = []
         tx = SqliteTx(conn)
         try:
+            relaxed = all(job.relaxed for job in batch)
+            if relaxed != self.relaxed:
+                conn.execute(f"PRAGMA synchronous={'NORMAL' if relaxed else 'FULL'}")
+                self.relaxed = relaxed
             conn.execute("BEGIN IMMEDIATE")
             outcomes = [_run_in_savepoint(conn, tx, job) for job in batch]
             conn.execute("COMMIT")
@@ -185,6 +212,19 @@ class _Writer(threading.Thread):
             by_loop.setdefault(outcome[0].loop, []).append(outcome)
         for loop, settled in by_loop.items():
             loop.call_soon_threadsafe(_settle_all, settled)
+
+
+def _commit_groups(batch: list[_Job]) -> list[list[_Job]]:
+    """The transactions a batch commits in, in order. An acknowledgement waits for its commit,
+    not also for an engine batch's: journal appends queued with other writes commit first, on
+    their own, but for a few lazy writes, which cost less than a commit of their own."""
+    urgent = [job for job in batch if job.urgent]
+    if not urgent or len(urgent) == len(batch):
+        return [batch]
+    others = [job for job in batch if not job.urgent]
+    if all(job.lazy for job in others) and len(others) <= LAZY_WITH_URGENT:
+        return [batch]
+    return [urgent, others]
 
 
 def _run_in_savepoint(conn: sqlite3.Connection, tx: SqliteTx, job: _Job) -> Outcome:
@@ -292,10 +332,17 @@ class SqliteStore(
         finally:
             conn.close()
 
-    async def _write(self, op: Op[T], urgent: bool = False, serial: bool = False) -> T:
+    async def _write(
+        self,
+        op: Op[T],
+        urgent: bool = False,
+        serial: bool = False,
+        lazy: bool = False,
+        relaxed: bool = False,
+    ) -> T:
         if self._writer is None:
             raise StoreUnavailable("the store is not open")
-        result: T = await self._writer.submit(op, urgent)
+        result: T = await self._writer.submit(op, urgent, lazy, relaxed)
         return result
 
     async def _read(self, op: Op[T]) -> T:

@@ -20,7 +20,7 @@ from typing import Any
 
 from remediator.guardrails import Verdict
 from remediator.store import rows
-from remediator.store.claims import breaker_failures, breaker_quiet
+from remediator.store.claims import breaker_failures, breaker_newest, breaker_quiet
 from remediator.store.dialect import LOCK_STARTS
 from remediator.store.leadership import fence
 from remediator.store.records import (
@@ -148,8 +148,8 @@ _STARTED = marks(STARTED)
 # off the claims' other indexes). Written as a join, both planners may walk every claim of the
 # target instead, and PostgreSQL does without fresh statistics (a table grown since its last
 # ANALYZE): 39 ms for 8 claims after 3,000 actions on one target, against 1.4 ms. The breaker's
-# failures are read after it (breaker_failures) only for a target with one since its last
-# success (`quiet` false).
+# failures are read after it (breaker_failures) only for a target that may have one since its
+# last success (breaker_quiet: three steps along claims_target_status say it has none).
 _FACTS = (
     f"WITH batch ({_BATCH}) AS (VALUES {{values}}) "
     f"SELECT b.n, k.incident_key, k.status AS incident_status, {_APPROVAL}, "
@@ -161,8 +161,11 @@ _FACTS = (
     "END AS last_other, "
     f"EXISTS (SELECT 1 FROM claims c WHERE c.target = b.target AND c.status = {literal(RUNNING)} "
     "AND c.id != b.claim_id AND (b.lane IS NULL OR c.lane IS NULL OR c.lane = b.lane)) AS busy, "
-    f"CASE WHEN b.breaker = 1 THEN {breaker_quiet('b.target')} END AS quiet, "
-    "EXISTS (SELECT 1 FROM mutes WHERE ended_at IS NULL AND until > ?) AS muted "
+    + "".join(
+        f"CASE WHEN b.breaker = 1 THEN {sql} END AS {name}, "
+        for name, sql in breaker_newest("b.target").items()
+    )
+    + "EXISTS (SELECT 1 FROM mutes WHERE ended_at IS NULL AND until > ?) AS muted "
     "FROM batch b LEFT JOIN incidents k ON k.id = b.incident_id "
     "LEFT JOIN approvals a ON a.claim_id = b.claim_id AND b.approval = 1 ORDER BY b.n"
 )
@@ -237,7 +240,7 @@ async def _histories(
     histories = []
     for s, f in zip(batch, facts, strict=True):
         c, needed = s.claim, s.needed
-        if needed.breaker and not f["quiet"] and c.target not in failures:
+        if needed.breaker and not breaker_quiet(f) and c.target not in failures:
             failures[c.target] = await breaker_failures(tx, c.target)
         since = [r for r in starts if r["started_at"] >= s.since] if needed.budgets else []
         history = TargetHistory(
