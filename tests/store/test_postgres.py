@@ -12,10 +12,12 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from remediator.errors import StoreUnavailable
 from remediator.schema import Secret
+from remediator.store.election import JOURNAL_CHANNEL
 from remediator.store.postgres import PostgresStore
 from remediator.store.records import Changes
 from remediator.store.settings import PostgresSettings
@@ -111,3 +113,27 @@ async def test_two_processes_never_run_two_actions_at_once_on_one_target(
     assert len(started) == 12  # every claim ran, one after the other
     for (_, _, ended), (_, began, _) in itertools.pairwise(started):
         assert began >= ended, "two actions ran at once on one target"
+
+
+async def test_a_journal_append_notifies_the_leader_once_its_rows_are_committed(
+    pg: PostgresStore, postgres_dsn: str
+) -> None:
+    """The append and its NOTIFY are one statement: the listener hears of the batch once, after
+    the commit, and reads its rows."""
+    listener = await asyncpg.connect(postgres_dsn)
+    heard: asyncio.Queue[int] = asyncio.Queue()
+
+    async def read(*_: object) -> None:
+        heard.put_nowait(await listener.fetchval("SELECT count(*) FROM journal"))
+
+    await listener.add_listener(JOURNAL_CHANNEL, lambda *args: asyncio.create_task(read()))
+    try:
+        ids = await asyncio.gather(*(pg.append_journal(f'{{"n": {i}}}', 1.0) for i in range(5)))
+        assert len(set(ids)) == 5
+        seen = await asyncio.wait_for(heard.get(), 10)
+        assert seen >= 1  # the rows of the batch it was told of are there
+        while not heard.empty() or seen < 5:
+            seen = await asyncio.wait_for(heard.get(), 10)
+        assert seen == 5
+    finally:
+        await listener.close()

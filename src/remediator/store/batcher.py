@@ -194,17 +194,19 @@ def _results(group: list[_Job], done: list[Any]) -> list[_Result]:
 # trip and one commit (a statement outside a transaction block commits on its own). The ids are
 # taken from the journal's sequence first, in the entries' order, so that each knows its own; the
 # insert runs whether or not its rows are read (a data-modifying WITH always runs to completion).
+# The same statement NOTIFYs the channel the leader LISTENs on (election.py), so that a batch from
+# any replica is read without waiting: a notification is delivered when its transaction commits,
+# here the append's own.
 _APPEND_JOURNAL = (
     "WITH taken AS MATERIALIZED ("
     " SELECT n, nextval(pg_get_serial_sequence('journal', 'id')) AS id"
     " FROM generate_series(1, cardinality($1::float8[])) AS n ORDER BY n),"
     " inserted AS (INSERT INTO journal (id, received_at, body)"
     " SELECT taken.id, e.at, e.body FROM taken"
-    " JOIN unnest($1::float8[], $2::text[]) WITH ORDINALITY AS e(at, body, n) USING (n))"
-    " SELECT id FROM taken ORDER BY n"
+    " JOIN unnest($1::float8[], $2::text[]) WITH ORDINALITY AS e(at, body, n) USING (n)),"
+    " notified AS MATERIALIZED (SELECT pg_notify('remediator_journal', ''))"
+    " SELECT id FROM taken, notified ORDER BY n"
 )
-# the leader LISTENs on it (election.py): a batch from any replica is read without waiting
-_NOTIFY = "SELECT pg_notify('remediator_journal', '')"
 
 
 @dataclass(slots=True)
@@ -219,8 +221,8 @@ Connect = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
 
 class JournalAppender:
     """Group commit of journal appends: every entry queued since the last commit goes in one
-    statement, committed on its own. If it fails, every entry in it fails (the webhook answers
-    503 and Alertmanager sends it again)."""
+    statement, committed on its own, with its NOTIFY (one round trip). If it fails, every entry
+    in it fails (the webhook answers 503 and Alertmanager sends it again)."""
 
     def __init__(self, connection: Connect, wrap: Callable[[Exception], Exception]) -> None:
         self._connection = connection
@@ -265,7 +267,6 @@ class JournalAppender:
             async with self._connection() as conn:
                 ats, bodies = [e.at for e in batch], [e.body for e in batch]
                 ids = [r[0] for r in await conn.fetch(_APPEND_JOURNAL, ats, bodies)]
-                await conn.execute(_NOTIFY)  # after the append's commit: the leader reads it
         except Exception as e:  # the batch failed: every entry in it did
             failure = self._wrap(e)
             for entry in batch:
