@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,14 @@ from remediator.guardrails import Verdict
 from remediator.store import sqlite as sqlite_module
 from remediator.store.dialect import SQLITE
 from remediator.store.migrate import numbered
-from remediator.store.records import SUCCEEDED, AuditEntry, Changes, MuteRow, TargetHistory
+from remediator.store.records import (
+    SUCCEEDED,
+    AuditEntry,
+    Changes,
+    InstanceWrite,
+    MuteRow,
+    TargetHistory,
+)
 from remediator.store.sql import Tx
 from remediator.store.sqlite import SqliteStore, _commit_groups, _Job
 from tests.store.test_contract import audit, claim, new_incident
@@ -210,3 +218,31 @@ async def test_a_write_alone_in_its_commit_that_fails_leaves_nothing(
     assert sqlite_store.commits == before
     assert await sqlite_store._write(_insert) == 1  # the writer goes on
     assert [body for _, body in await sqlite_store.unprocessed_journal()] == ["lazy"]
+
+
+async def test_the_engines_look_up_reads_in_place_not_behind_the_reader(
+    sqlite_store: SqliteStore,
+) -> None:
+    """resolved_instances, which the engine waits on before each batch, reads on the event
+    loop's own connection (_peek): it answers while the reader thread is held by another read,
+    and sees what the writer committed just before."""
+    store = sqlite_store
+    placeholder = -1
+    applied = await store.apply(Changes(at=1.0, incidents=[new_incident(placeholder, "k")]))
+    incident_id = applied.incident_ids[placeholder]
+    key = ("r", "f", 1.0)
+    resolved = InstanceWrite("r", "f", 1.0, incident_id, "resolved", None, 2.0)
+    await store.apply(Changes(at=2.0, instances=[resolved]))
+    release = threading.Event()
+
+    async def hold(tx: Tx) -> None:
+        release.wait(10)
+
+    held = asyncio.ensure_future(store._read(hold))
+    try:
+        found = await asyncio.wait_for(store.resolved_instances([key, ("r", "g", 1.0)]), 5)
+        assert not held.done()
+    finally:
+        release.set()
+        await held
+    assert found == {key}

@@ -69,7 +69,7 @@ class IncidentsSQL(Runner):
                 }
             return found & set(keys)
 
-        return await self._read(op) if keys else set()
+        return await self._peek(op) if keys else set()
 
     async def recent_starts(self, rule: str, key: tuple[str, ...], since: float) -> list[float]:
         async def op(tx: Tx) -> list[float]:

@@ -96,6 +96,11 @@ class Runner:
     async def _read(self, op: Op[T]) -> T:
         raise NotImplementedError
 
+    async def _peek(self, op: Op[T]) -> T:
+        """A read of a few indexed rows that the event loop waits on at once (the engine's
+        look-up before each batch): a backend may run it in place rather than hand it off."""
+        return await self._read(op)
+
 
 ROWS_PER_STATEMENT = 64  # the most rows of one multi-row statement
 
