@@ -10,7 +10,9 @@ costing a commit of its own. A commit of relaxed writes only (what is decided ag
 redone, if a power cut loses it) runs at synchronous=NORMAL, without an fsync: the WAL is
 sequential, so the next commit at FULL makes it durable too, and a power cut loses at most a
 suffix of relaxed commits; any other commit runs at FULL. Reads run on a second connection in
-their own thread and never wait for a commit. One process owns the file (lock.py)."""
+their own thread and never wait for a commit; the engine's look-up before each batch, a few
+indexed rows, reads in place on a third, the event loop's (_peek). One process owns the file
+(lock.py)."""
 
 from __future__ import annotations
 
