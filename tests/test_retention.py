@@ -18,7 +18,7 @@ from tests.store.history import DAY, fill
 T0 = 1_795_338_000.0
 DAYS, PER_DAY = 30, 20
 KEEP_JOURNAL, KEEP_INCIDENTS = 2, 10  # days
-RETENTION = f"retention: {{journal: {KEEP_JOURNAL}d, incidents: {KEEP_INCIDENTS}d, batch: 20}}"
+RETENTION = f"retention: {{journal: {KEEP_JOURNAL}d, incidents: {KEEP_INCIDENTS}d, batch: 3}}"
 
 
 def expected_left() -> tuple[int, int]:
