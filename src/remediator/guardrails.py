@@ -20,7 +20,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from remediator.matchers import Matcher, matches_all
 from remediator.schema import decimal, format_duration
-from remediator.store.records import FAILED, SUCCEEDED, VERIFY_FAILED, Needed
+from remediator.store.records import FAILED, SUCCEEDED, Needed
 
 GUARDRAILS = (
     "killswitch",
@@ -342,14 +342,10 @@ def _busy(policy: Policy, ask: Ask, facts: Facts) -> Verdict | None:
     return None
 
 
-# The outcomes of actions that reached a target: a success ends a breaker's count of failures.
+# The outcomes of actions that reached a target. A failed action counts against its target's
+# breaker, and so does one that succeeded but whose verification failed; any other success ends
+# the count (store/claims.py reads them so).
 BREAKER_OUTCOMES = (SUCCEEDED, FAILED)
-
-
-def breaker_failure(status: str, verify_status: str | None) -> bool:
-    """A failed action counts against its target's breaker, and so does one that succeeded but
-    whose verification failed; anything else is a success and ends the count."""
-    return status == FAILED or verify_status == VERIFY_FAILED
 
 
 def circuit_open_until(failures: Sequence[float], breaker: Breaker) -> float | None:

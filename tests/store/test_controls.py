@@ -1,6 +1,6 @@
 """The store's contract for what people steer and what Slack delivers, on both backends:
 settings, mutes, approvals decided and expired (remediator.approvals' rules), circuit breaker
-failures (guardrails.breaker_failure), the facts start_claim_if judges on (lanes of a target
+failures (guardrails.BREAKER_OUTCOMES), the facts start_claim_if judges on (lanes of a target
 included), the Slack outbox."""
 
 from __future__ import annotations

@@ -229,7 +229,7 @@ _RESET = "SELECT MAX(at) FROM circuit_resets WHERE target = ?"
 # An action whose request's own data was refused (an attempt without target_fault) says nothing
 # about its target: neither a success nor a failure for its breaker.
 _COUNTS = "NOT EXISTS (SELECT 1 FROM attempts a WHERE a.claim_id = c.id AND a.target_fault = 0)"
-# a success that ends a breaker's count (guardrails.breaker_failure's complement)
+# a success that ends a breaker's count (one whose verification did not fail)
 _SUCCESS = (
     f"c.status = {literal(SUCCEEDED)} "
     f"AND (c.verify_status IS NULL OR c.verify_status != {literal(VERIFY_FAILED)}) AND {_COUNTS}"
@@ -285,9 +285,9 @@ def breaker_quiet(newest: Row) -> bool:
 
 
 async def breaker_failures(tx: Tx, target: str) -> list[float]:
-    """The target's failures (as guardrails.breaker_failure counts them) since its last success
-    and its last reset, oldest first: every outcome after the last success that counts is a
-    failure. Two index walks, whatever the target's history."""
+    """The target's failures (a failed action, or a success whose verification failed) since
+    its last success and its last reset, oldest first: every outcome after the last success
+    that counts is a failure. Two index walks, whatever the target's history."""
     since = await tx.fetchval(_RESET, target) or 0.0
     last = await tx.fetchrow(_LAST_SUCCESS, target, since)
     # strictly after the last success, or after the reset (no claim has an id that large)
