@@ -5,8 +5,8 @@ instance `seq` of BenchA2A, which opens an incident whose tier runs `a2a_call`: 
 to the sink (LOAD_CPU), which answers 200 at once and notes when the request arrived. Both
 timestamps are CLOCK_MONOTONIC on the same machine, so latency = arrival - send. The path it
 measures, in the daemon: ack after the journal commit, the engine's batch (match, decide, commit
-the incident and the claim), then the executor (incident status read, start_claim commit, the
-HTTP request).
+the incident and the claim, started in the same commit: offers.py), then the executor (the HTTP
+request).
 
 Baseline, same run: bench/servers.py `relay` on SERVER_CPU, which parses the webhook, answers
 200 and sends the same request with aiohttp (the `http` kind's client): aiohttp in and out, no
@@ -87,8 +87,8 @@ def _arrivals(sink_port: int, expected: int, limit: float = 30.0) -> dict[str, i
 STAGES = (
     ("send -> handler took the body (journal received_at)", "received"),
     ("received -> engine batch started (journal commit, queue)", "batched"),
-    ("batch -> executor starts the claim (decide, commit, status read)", "claimed"),
-    ("claim start -> attempt (start_claim commit)", "attempted"),
+    ("batch -> claim start (decide; one the batch starts: stamped before its commit)", "claimed"),
+    ("claim start -> attempt (the commit that starts it)", "attempted"),
     ("attempt -> request at the target (HTTP client)", "arrived"),
 )
 

@@ -4,8 +4,9 @@ Ingest hands the engine each notification after it is durable in the journal; ti
 ticks (escalate-after) and the executor failed verifications. One worker consumes these events in
 order, in batches: it matches rules, asks incidents.py for decisions, and commits everything a
 batch decided (incident changes, alert instances, claims, audit) in one transaction together with
-the journal entries' processed marks. Only then do claimed actions start. A crash at any point
-replays unprocessed journal entries on start, and claims make every action run at most once.
+the journal entries' processed marks; a claim whose target is free starts in that same commit
+(offers.py), the others after it. A crash at any point replays unprocessed journal entries on
+start, and claims make every action run at most once.
 """
 
 from __future__ import annotations
@@ -445,9 +446,17 @@ class Engine:
                 await self._tick(batch, now)
             else:
                 await self._verify_failed(event, batch, now)
-        applied = await self.store.apply(batch.changes)
+        # the claims it makes whose turn is free here are started in its commit (offers.py)
+        offering = self.store.starts_offered and batch.changes.claims
+        offer = self.executor.offer(batch.changes.claims) if offering else None
+        start_if = None if offer is None else offer.start_if
+        try:
+            applied = await self.store.apply(batch.changes, start_if)
+        except BaseException:
+            self.executor.withdraw(offer)
+            raise
         self._commit_cache(batch, applied.incident_ids)
-        self.executor.submit(applied.claims)
+        self.executor.admit(applied, offer)
         self._count_cancelled(applied.audit)
         if applied.audit:
             await self.notifier.publish(applied.audit)

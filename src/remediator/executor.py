@@ -15,10 +15,11 @@ reported for a human. Never silently dropped, never silently repeated.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
@@ -26,15 +27,15 @@ from typing import Any
 import aiohttp
 import httpx
 
-from remediator import guardrails, interrupted
-from remediator.actions.base import AttemptContext, AttemptResult, Clients, RenderContext
+from remediator import guardrails, interrupted, judging
+from remediator.actions.base import AttemptContext, AttemptResult, Clients
 from remediator.clock import Clock, iso
 from remediator.config import Config
 from remediator.errors import Fenced, MissingResult, RenderError, StoreError, StoreUnavailable
-from remediator.guardrails import Ask, Facts, Mute, Policy, Verdict
-from remediator.lanes import lane_of
-from remediator.matchers import parse_matchers
+from remediator.guardrails import Policy, Verdict
+from remediator.judging import RuntimeState, may_run_resolved, render_context
 from remediator.metrics import Metrics
+from remediator.offers import Offer
 from remediator.slots import Slots
 from remediator.store.records import (
     CLAIMED,
@@ -42,23 +43,24 @@ from remediator.store.records import (
     FAILED,
     HELD,
     INTERRUPTED,
-    OUTLIVE_RESOLUTION,
     PRECONDITION_FAILED,
     REFUSED,
-    RESOLVED_STEP,
     RUNNING,
     SKIPPED,
     SUCCEEDED,
     VERIFY_FAILED,
     VERIFY_PASSED,
     VERIFY_PENDING,
+    Applied,
     Attempt,
     AuditEntry,
     Changes,
     Claim,
     MuteRow,
+    NewClaim,
     TargetHistory,
 )
+from remediator.store.starts import Judge
 from remediator.trust import default_tls
 from remediator.turns import Turns
 from remediator.types import Action, ExecutorStore, Notifier
@@ -72,13 +74,7 @@ WAIT_POLL = 1.0  # how often a claim whose turn it is looks again at a busy targ
 RESUME_FIRST, RESUME_MAX = 1.0, 10.0  # backoff of a claim waiting for the store to come back
 # allowed, but every slot is taken: not started, judged again once one frees (slots.py)
 NO_SLOT = Verdict("wait", "max_concurrency", "every slot is taken")
-
-
-class RuntimeState:
-    """Operator switches that live in the store and are cached here: the kill switch."""
-
-    def __init__(self, killswitch: bool = False) -> None:
-        self.killswitch = killswitch
+Ready = tuple[Action, Mapping[str, Any]]  # a claim started already: its action, its request
 
 
 class Executor:
@@ -107,6 +103,7 @@ class Executor:
         self._rand = rand
         self._slots = Slots(config.max_concurrency)  # taken when a claim is allowed (slots.py)
         self._turns = Turns(WAIT_POLL, self._start, self.turn_key)
+        self._tokens = itertools.count(-1, -1)  # hold a turn and a slot for a claim to be made
         self._tasks: set[asyncio.Task[None]] = set()
         self._inflight: set[int] = set()  # claims this process runs now: never twice at once
         self._reread: set[int] = set()  # queued claims to read again before they run
@@ -184,6 +181,71 @@ class Executor:
                     self._reread.add(claim.id)
                 self._turns.add(claim)
 
+    def offer(self, news: Sequence[NewClaim]) -> Offer | None:
+        """For the engine batch's apply that makes these claims: the turn of each one's target
+        or lane that is free in this process, with a slot, reserved for it, so that the apply
+        can start it in its own commit (offers.py). None if it can start none: a follower, every
+        turn taken, no slot free (or claims already waiting to be judged for one)."""
+        if not self.leading:
+            return None
+        tokens: dict[str, int] = {}
+        for new in news:
+            key = judging.turn_key(self.config, new)
+            if key in tokens or not self._turns.free(key):
+                continue
+            token = next(self._tokens)
+            if not self._slots.spare(token):
+                break
+            self._turns.reserve(key, token)
+            tokens[key] = token
+        if not tokens:
+            return None
+        return Offer(self._turns, tokens, self.config, self.state, self.clock.now())
+
+    def admit(self, applied: Applied, offer: Offer | None) -> None:
+        """The claims an engine batch's apply made: those it started run at once, holding the
+        turn and slot reserved for them, as _admitted leaves a claim it started; the others
+        are submitted (judged again in a start of their own), the first on a reserved turn
+        taking it; reserved turns and slots left over go back."""
+        if offer is None or offer.turns is not self._turns or not self.leading:
+            self.withdraw(offer)  # (abandoned meanwhile: its claims are the next leader's)
+            self.submit(applied.claims)
+            return
+        tokens = dict(offer.tokens)
+        for claim in applied.claims:
+            if (request := applied.started.get(claim.id)) is not None:
+                self._run_started(claim, (offer.config.actions[claim.action], request), tokens)
+        for claim in applied.claims:
+            key = self.turn_key(claim)
+            if claim.id not in self._inflight and (token := tokens.pop(key, None)) is not None:
+                self._slots.give_back(token)
+                self._inflight.add(claim.id)
+                if not self._turns.hand(token, claim, start=True):
+                    self._inflight.discard(claim.id)
+                    self._turns.release(key, token)
+        self.withdraw(replace(offer, tokens=tokens))
+        self.submit(applied.claims)
+
+    def _run_started(self, claim: Claim, ready: Ready, tokens: dict[str, int]) -> None:
+        """A claim started in an apply's commit: its attempts go at once, with the turn and slot
+        reserved for it (two started on one turn cannot be: the store's busy check)."""
+        self._inflight.add(claim.id)
+        self.holding.add(claim.id)
+        token = tokens.pop(self.turn_key(claim), None)
+        if token is not None:
+            self._slots.rename(token, claim.id)
+            self._turns.hand(token, claim, start=False)
+        self._spawn(self._run(claim, started=ready), f"claim-{claim.id}")
+
+    def withdraw(self, offer: Offer | None) -> None:
+        """Give back the turns and slots reserved for an offer (its apply failed, or they were
+        not used)."""
+        if offer is None:
+            return
+        for key, token in offer.tokens.items():
+            self._slots.give_back(token)
+            offer.turns.release(key, token)
+
     def _start(self, claim: Claim) -> None:
         reread = claim.id in self._reread
         self._reread.discard(claim.id)
@@ -202,7 +264,7 @@ class Executor:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._turns = Turns(WAIT_POLL, self._start)
+        self._turns = Turns(WAIT_POLL, self._start, self.turn_key)
         self._inflight.clear()
         self._reread.clear()
 
@@ -241,14 +303,19 @@ class Executor:
 
     # -- one claim -----------------------------------------------------------------------------
 
-    async def _run(self, claim: Claim, reread: bool = False) -> None:
+    async def _run(self, claim: Claim, reread: bool = False, started: Ready | None = None) -> None:
+        """Run the claim, once its turn came; `started`: the action and request an engine
+        batch's apply started it with (offers.py): it goes straight to its attempts."""
         try:
             if reread:
                 current = await self.store.claim(claim.id)
                 if current is None or current.status != CLAIMED:
                     return
             async with self._slot(claim.id):
-                await self._guarded(claim)
+                if started is None:
+                    await self._guarded(claim)
+                else:
+                    await self._execute(claim, *started)
         except asyncio.CancelledError:
             # the claim stays as it is: claimed, it runs after the restart; running, its
             # interruption is handled then (recover), whether or not its request had left
@@ -338,14 +405,11 @@ class Executor:
 
     def lane(self, claim: Claim) -> str | None:
         """What of its target the claim holds (lanes.py; None: all of it)."""
-        rule = self.config.rule(claim.rule)
-        by = () if rule is None else rule.one_at_a_time_by
-        return lane_of(by, claim.context.get("labels", {}))
+        return judging.lane(self.config, claim)
 
     def turn_key(self, claim: Claim) -> str:
         """The queue the claim takes its turn in (turns.py): its target, or its lane of it."""
-        lane = self.lane(claim)
-        return claim.target if lane is None else f"{claim.target}\x1f{lane}"
+        return judging.turn_key(self.config, claim)
 
     async def _admitted(self, claim: Claim, action: Action, request: Mapping[str, Any]) -> bool:
         """Ask the guardrails until they allow (True) or settle the claim otherwise (False)."""
@@ -372,7 +436,7 @@ class Executor:
 
     async def _resolved_meanwhile(self, claim: Claim) -> bool:
         """Skip a firing action whose incident resolved: it never runs for a resolved alert."""
-        if _may_run_resolved(claim):
+        if may_run_resolved(claim):
             return False
         if await self.store.incident_status(claim.incident_id) == "open":
             return False
@@ -394,67 +458,30 @@ class Executor:
         one store transaction: claims judged at the same moment cannot both take the last unit
         of a budget or both find their target free, and a firing action cannot start once its
         incident resolved (None), however long it waited for its target."""
-        now = self.clock.now()
-        policy = self.policy(claim)
-        budgets = [b.per for b in (policy.global_budget, policy.action_budget) if b]
-        since = now - max(budgets, default=0.0)
-        judge = self._judge(claim, policy, now)
-        sent = self.config.policy(claim.action).precondition is None  # sent_at with the start
-        needed = guardrails.needed(policy)  # the facts it is judged on: only those are read
+        s = judging.start_if(self.config, self.state, claim, request, self.clock.now())
         return await self.store.start_claim_if(
-            claim, request, now, since, judge, lane, sent, needed
+            claim, request, s.now, s.since, self._with_slot(claim, s.judge), lane, s.sent, s.needed
         )
 
-    def _judge(
-        self, claim: Claim, policy: Policy, now: float
-    ) -> Callable[[TargetHistory, list[MuteRow]], Verdict | None]:
-        """What the guardrails say about starting this claim now, given the store's facts (the
-        store calls it inside the transaction that starts the claim); None if it is a firing
-        action and its incident is no longer open."""
-        ask = Ask(claim.rule, claim.action, claim.target, claim.context.get("labels", {}), now)
+    def _with_slot(self, claim: Claim, judge: Judge) -> Judge:
+        """The judge, taking the claim's slot when it allows (on the store's writer thread, or
+        in PostgreSQL's starts batch): allowed while every slot is taken, it waits (NO_SLOT)."""
 
-        def judge(history: TargetHistory, mutes: list[MuteRow]) -> Verdict | None:
-            if not _may_run_resolved(claim) and history.incident_status != "open":
-                return None
-            approval = history.approval
-            facts = Facts(
-                killswitch=self.state.killswitch,
-                mutes=[_mute(row) for row in mutes],
-                windows=self.config.windows,
-                last_other_start=history.last_other_start,
-                started_global=history.started_global,
-                started_action=history.started_action,
-                target_busy=history.target_busy,
-                failures=history.failures,
-                approval=None if approval is None else approval.status,
-                approval_detail=_approval_detail(approval),
-            )
-            verdict = guardrails.decide(policy, ask, facts)
-            if verdict.outcome == "allow" and not self._slots.take(claim.id):
+        def judged(history: TargetHistory, mutes: list[MuteRow]) -> Verdict | None:
+            verdict = judge(history, mutes)
+            if (
+                verdict is not None
+                and verdict.outcome == "allow"
+                and not self._slots.take(claim.id)
+            ):
                 return NO_SLOT
             return verdict
 
-        return judge
+        return judged
 
     def policy(self, claim: Claim) -> Policy:
-        """What config says about this claim. An undo (on_resolved) is not held to cooldowns or
-        budgets: they cap remediation, and must never leave a service paused."""
-        rule = self.config.rule(claim.rule)
-        tier = None if rule is None else next((t for t in rule.tiers if t.name == claim.step), None)
-        own = self.config.policy(claim.action)
-        g = self.config.guardrails
-        undo = claim.step == RESOLVED_STEP
-        return Policy(
-            dry_run=g.dry_run or (rule is not None and rule.dry_run),
-            cooldown=None if rule is None or undo else rule.cooldown,
-            during_maintenance="drop" if rule and rule.during_maintenance == "drop" else "hold",
-            on_killswitch="hold" if g.on_killswitch == "hold" else "drop",
-            on_mute="hold" if g.on_mute == "hold" else "drop",
-            global_budget=None if undo else g.budget,
-            action_budget=None if undo else own.budget,
-            breaker=self.config.breaker(claim.target),
-            approval_required=own.destructive or (tier is not None and tier.approval),
-        )
+        """What config says about this claim (judging.py)."""
+        return judging.policy(self.config, claim)
 
     async def _settle(
         self, claim: Claim, action: Action, request: Mapping[str, Any], verdict: Verdict
@@ -796,46 +823,3 @@ def claim_fields(claim: Claim) -> dict[str, object]:
         "action": claim.action,
         "target": claim.target,
     }
-
-
-def _may_run_resolved(claim: Claim) -> bool:
-    """on_resolved actions, and what a person asked for by hand, run whatever the incident's
-    state; a firing action never runs for a resolved alert."""
-    return claim.step in OUTLIVE_RESOLUTION
-
-
-def render_context(claim: Claim, results: Mapping[str, str] | None = None) -> RenderContext:
-    c = claim.context
-    return RenderContext(
-        results=results or {},
-        labels=c.get("labels", {}),
-        annotations=c.get("annotations", {}),
-        incident_id=claim.incident_id,
-        rule=claim.rule,
-        tier=claim.step,
-        value=c.get("value"),
-        fingerprint=c.get("fingerprint", ""),
-    )
-
-
-def _mute(row: Any) -> Mute:
-    return Mute(
-        id=row.id,
-        reason=row.reason,
-        until=row.until,
-        created_by=row.created_by,
-        rule=row.rule,
-        target=row.target,
-        matchers=parse_matchers(row.matchers) if row.matchers else (),
-    )
-
-
-def _approval_detail(approval: Any) -> str:
-    if approval is None:
-        return ""
-    if approval.status == "denied":
-        because = f": {approval.reason}" if approval.reason else ""
-        return f"denied by {approval.decided_by}{because}"
-    if approval.status == "expired":
-        return f"approval {approval.id} expired unanswered; an expired approval never runs"
-    return f"approval {approval.id} is {approval.status}"

@@ -65,6 +65,18 @@ class Slots:
             self._held.add(claim_id)
             return True
 
+    def spare(self, token: int) -> bool:
+        """A slot for a claim not made yet (offers.py), under a token of its own, unless none is
+        free or claims already wait to be judged for one."""
+        return not self._queue and self._room() and self.take(token)
+
+    def rename(self, token: int, claim_id: int) -> None:
+        """The slot held under `token` is the claim's now."""
+        with self._lock:
+            if token in self._held:
+                self._held.remove(token)
+                self._held.add(claim_id)
+
     def give_back(self, claim_id: int) -> None:
         """The claim's slot, if it holds one, to the claims waiting to be judged."""
         with self._lock:

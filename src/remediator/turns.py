@@ -52,6 +52,32 @@ class Turns:
         """Whether a claim waits behind this one's turn."""
         return bool(self._queued.get(self._key(claim)))
 
+    def free(self, key: str) -> bool:
+        """Whether no claim holds or waits for this turn."""
+        return key not in self._holder and not self._queued.get(key)
+
+    def reserve(self, key: str, token: int) -> None:
+        """Hold a free turn for a claim not made yet (offers.py), under a token of its own."""
+        self._holder[key] = token
+
+    def hand(self, token: int, claim: Claim, start: bool) -> bool:
+        """The turn reserved under `token` is the claim's now: started already (`start` False),
+        it holds it; else it starts, as the first claim queued would. False if the turn is no
+        longer reserved under that token, or the claim cannot start (closed)."""
+        key = self._key(claim)
+        if self._holder.get(key) != token or (start and self._closed):
+            return False
+        self._holder[key] = claim.id
+        if start:
+            self._start(claim)
+        return True
+
+    def release(self, key: str, token: int) -> None:
+        """A turn reserved under `token` and not used: the next claim's."""
+        if self._holder.get(key) == token:
+            del self._holder[key]
+            self._next(key)
+
     def pass_on(self, claim: Claim) -> None:
         """The claim no longer holds its target: the next claim's turn (once per claim)."""
         key = self._key(claim)

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         Page,
         TargetHistory,
     )
+    from remediator.store.starts import Offer
 
     InstanceKey = tuple[str, str, float]  # (rule, fingerprint, startsAt)
 
@@ -91,6 +92,8 @@ class Journal(Protocol):
 class Incidents(Protocol):
     """Incidents and alert instances, as the engine reads and commits them."""
 
+    starts_offered: bool  # whether the engine offers apply the claims it makes to start
+
     async def load_open_incidents(self) -> list[Incident]: ...
     async def resolved_instances(self, keys: list[InstanceKey]) -> set[InstanceKey]: ...
     async def recent_starts(self, rule: str, key: tuple[str, ...], since: float) -> list[float]:
@@ -119,9 +122,12 @@ class Incidents(Protocol):
         (made from the number of incidents moved) is written only if anything moved."""
         ...
 
-    async def apply(self, changes: Changes) -> Applied:
+    async def apply(self, changes: Changes, offer: Offer | None = None) -> Applied:
         """Commit a batch's changes with its journal entries; pending approvals of firing
-        actions of incidents it resolves are cancelled (remediator.approvals says which)."""
+        actions of incidents it resolves are cancelled (remediator.approvals says which).
+        `offer`: each claim made that it returns a start for is judged and, if allowed,
+        started in the same transaction, as start_claim_if would (Applied.started), and the
+        commit is durable."""
         ...
 
 

@@ -13,6 +13,7 @@ from remediator.incidents import Incident
 from remediator.store import rows
 from remediator.store.audit import insert_audit, insert_audits
 from remediator.store.claims import close_claim
+from remediator.store.dialect import LOCK_STARTS
 from remediator.store.leadership import fence
 from remediator.store.records import (
     AWAITING_APPROVAL,
@@ -40,6 +41,7 @@ from remediator.store.sql import (
     typed_rows,
     value_rows,
 )
+from remediator.store.starts import Offer, judge_and_start
 
 InstanceKey = tuple[str, str, float]  # (rule, fingerprint, startsAt)
 _KEY_TYPES = ("TEXT", "TEXT", "DOUBLE PRECISION")
@@ -54,6 +56,10 @@ _MAY_TAKE_EFFECT = (CLAIMED, RUNNING, HELD, AWAITING_APPROVAL, SUCCEEDED, INTERR
 
 
 class IncidentsSQL(Runner):
+    # whether the engine offers apply the claims it makes to start (offers.py): both backends
+    # can; PostgreSQL declines for now (its starts batcher starts them: postgres.py says why)
+    starts_offered = True
+
     async def load_open_incidents(self) -> list[Incident]:
         return await self._read(_load_open_incidents)
 
@@ -151,18 +157,22 @@ class IncidentsSQL(Runner):
 
         return await self._read(op)
 
-    async def apply(self, changes: Changes) -> Applied:
+    async def apply(self, changes: Changes, offer: Offer | None = None) -> Applied:
         """Fenced if it decides (incidents, claims, journal entries): a deposed leader's batch
         is refused. Audit lines alone (any replica's control) are not fenced. Relaxed if it
-        marks journal entries decided (an engine batch): lost to a power cut, they are decided
-        again at start, and any action or message that came of it committed durably first."""
+        marks journal entries decided (an engine batch) and starts nothing: lost to a power
+        cut, they are decided again at start, and any action or message that came of it
+        committed durably first. `offer`: the claims it makes that the offer returns a start
+        for are judged and, if allowed, started in its transaction (start_claims_if's work,
+        under the starts lock); then it commits durably, as a start does."""
         epoch = self.epoch if changes.incidents or changes.claims or changes.journal_ids else None
 
         async def op(tx: Tx) -> Applied:
             await fence(tx, epoch)
-            return await _apply(tx, changes)
+            applied = await _apply(tx, changes)
+            return applied if offer is None else await _start_offered(tx, applied, offer)
 
-        return await self._write(op, relaxed=bool(changes.journal_ids))
+        return await self._write(op, relaxed=bool(changes.journal_ids) and offer is None)
 
     async def rename_rule(
         self, old: str, new: str, audit: Callable[[int], AuditEntry]
@@ -230,6 +240,18 @@ async def _apply(tx: Tx, changes: Changes) -> Applied:
         [(changes.at, jid) for jid in changes.journal_ids],
     )
     return Applied(ids, claims, audit)
+
+
+async def _start_offered(tx: Tx, applied: Applied, offer: Offer) -> Applied:
+    """The claims the apply made that `offer` offers, judged together on the facts the apply
+    left, and those allowed started."""
+    starts = [s for claim in applied.claims if (s := offer(claim)) is not None]
+    if not starts:
+        return applied
+    await fence(tx, None, lock=LOCK_STARTS)  # taken last: held from here to the commit
+    done = await judge_and_start(tx, starts)
+    started = {s.claim.id: s.request for s, (_, ok) in zip(starts, done, strict=True) if ok}
+    return replace(applied, started=started)
 
 
 async def _write_incidents(tx: Tx, writes: Sequence[IncidentWrite]) -> dict[int, int]:

@@ -144,6 +144,8 @@ class Applied:
     incident_ids: dict[int, int]  # placeholder id -> assigned id
     claims: list[Claim]  # the claims this commit won; a claim already held is not among them
     audit: list[AuditEntry]  # with ids and real incident ids
+    # the claims started in this commit (apply's offer), each with the request it started with
+    started: dict[int, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

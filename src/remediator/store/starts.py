@@ -55,6 +55,11 @@ class StartIf:
     epoch: int | None = None  # the leadership epoch it is decided in (fenced)
 
 
+# what starting a claim an engine batch makes needs, given the claim as inserted (its id is
+# only known then), or None to leave it claimed: called by apply in its transaction, so pure
+Offer = Callable[[Claim], StartIf | None]
+
+
 class StartsChanged(Exception):
     """A claim judged in a batch was no longer claimed when started: the claims after it were
     judged as if it had started. The batch runs again, each claim on its own."""
@@ -67,6 +72,12 @@ async def start_claims_if(tx: Tx, batch: Sequence[StartIf]) -> list[Started]:
     await fence(tx, first, lock=LOCK_STARTS)
     for epoch in others:
         await fence(tx, epoch)
+    return await judge_and_start(tx, batch)
+
+
+async def judge_and_start(tx: Tx, batch: Sequence[StartIf]) -> list[Started]:
+    """start_claims_if's work in a transaction that is already fenced and holds the starts lock
+    (an engine batch's apply, which starts the claims it makes: incidents.py)."""
     histories, mutes = await _histories(tx, batch)
     results: list[Started] = []
     begun: list[tuple[StartIf, str | None]] = []  # allowed so far, with their incident key
