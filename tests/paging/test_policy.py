@@ -10,7 +10,16 @@ import pytest
 
 from remediator.config import load_config
 from remediator.errors import ConfigError
-from remediator.paging.policy import Level, Paging, Policy, mention_text, pages
+from remediator.paging.policy import (
+    DEFAULT_PAGE_ON,
+    EVENTS,
+    Level,
+    Paging,
+    Policy,
+    mention_text,
+    paged_events,
+    pages,
+)
 from remediator.store.records import AuditEntry
 
 RULES = """
@@ -166,6 +175,26 @@ def test_what_pages(write_config: Callable[..., Path]) -> None:
         entry("action", "refused"), rule, Policy("p", policy.levels, frozenset({"refused"}))
     )
     assert not pages(entry("action", "succeeded"), rule, policy)
+
+
+def test_paged_events_name_every_line_that_pages(write_config: Callable[..., Path]) -> None:
+    """The desk reads only the audit lines whose event paged_events names (the store skips the
+    rest): every line pages() is true for, whatever the policy pages on, has one of them."""
+    config = load_config(write_config(main(""), rules=RULES))
+    rule = config.rules[0]
+    known = {e for names in EVENTS.values() for e in names}
+    known |= {"opened", "escalated", "resolved", "claimed", "succeeded", "started", "muted"}
+    for page_on in [DEFAULT_PAGE_ON, frozenset(), *(frozenset({w}) for w in EVENTS)]:
+        policy = Policy("p", (Level(("S0A",)),), page_on)
+        paging = [
+            (kind, event)
+            for kind in ("decision", "action", "page", "summary")
+            for event in sorted(known)
+            for tier in ("act", "watch")
+            if pages(entry(kind, event, tier), rule, policy)
+        ]
+        assert paging, page_on
+        assert {event for _, event in paging} <= paged_events(policy), page_on
 
 
 def test_how_long_a_level_waits() -> None:

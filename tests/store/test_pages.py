@@ -134,3 +134,23 @@ async def test_retention_deletes_old_pages_and_delivered_events_never_an_open_or
     [pending] = await store.pages_due(100.0, 10)
     assert (pending.incident_id, pending.event, pending.payload) == (waiting, "resolve", {"n": 4})
     assert await store.page_stats() == (1, 2.0)
+
+
+async def test_the_desk_reads_the_lines_of_its_events_and_skips_the_rest(store: AnyStore) -> None:
+    """audit_events_after: the lines after a cursor with one of the events, and how far it read
+    (the trail's end, or the last line returned when the limit cut the reading short)."""
+    assert await store.audit_events_after(0, 10, ("failed",)) == ([], 0)
+    said = ("claimed", "failed", "succeeded", "claimed", "resolved", "succeeded")
+    lines = [AuditEntry("action", event, event, 1.0) for event in said]
+    ids = [e.id for e in await store.record_pages([], [], lines, 0, 1.0) if e.id is not None]
+    wanted = ("failed", "resolved")
+    found, end = await store.audit_events_after(0, 10, wanted)
+    assert ([e.id for e in found], [e.message for e in found], end) == (
+        [ids[1], ids[4]],
+        ["failed", "resolved"],
+        ids[-1],
+    )
+    found, end = await store.audit_events_after(0, 1, wanted)
+    assert ([e.id for e in found], end) == ([ids[1]], ids[1])
+    assert await store.audit_events_after(ids[4], 10, wanted) == ([], ids[-1])
+    assert await store.audit_events_after(ids[-1], 10, wanted) == ([], ids[-1])

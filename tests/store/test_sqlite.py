@@ -66,22 +66,31 @@ async def test_the_database_is_in_wal_mode_with_full_sync(sqlite_store: SqliteSt
 async def test_a_claims_start_and_finish_are_each_prepared_once(sqlite_store: SqliteStore) -> None:
     """SQLite prepares again, at every execution, a statement that compares a partially indexed
     column with a bound parameter (sql.literal): none of the statements of a claim's start,
-    lease, send and finish is (the writer connection's sqlite_stmt counts each statement's
-    runs and re-prepares)."""
+    lease, send, finish and verification is, nor the reads of the indexes that hold only the
+    claims with a start or a verification (the writer's and the reader's connections'
+    sqlite_stmt count each statement's runs and re-prepares)."""
     store = sqlite_store
 
     def allow(history: TargetHistory, mutes: list[MuteRow]) -> Verdict:
         return Verdict("allow")
 
-    for n, claim_id in enumerate(await claims(store, 4)):
+    ids = await claims(store, 4)
+    for n, claim_id in enumerate(ids):
         claim = await store.claim(claim_id)
         assert claim is not None
         assert (await store.start_claim_if(claim, {}, 5.0 + n, 0.0, allow, str(n)))[1]
         assert await store.renew_leases([claim_id], 5.5 + n, 20.0 + n) == 1
+        assert await store.renew_leases([claim_id, claim_id + 99], 5.5 + n, 20.0 + n) == 1
         assert await store.mark_sent(claim_id, 5.5 + n)
         await store.finish_claim(claim_id, SUCCEEDED, "ok", 6.0 + n, audit("done"))
+        await store.set_verification(claim_id, "pending", "checking", 7.0 + n, 9.0 + n)
+    for _ in range(2):  # the reads of the partial indexes claims_verify and claims_started
+        assert [c.id for c in await store.claims_verifying()] == ids
+        assert len((await store.guardrail_state(0.0)).starts) == 4
     ran = await store._write(lambda tx: tx.fetch("SELECT sql, run, reprep FROM sqlite_stmt"))
     assert [r["sql"] for r in ran if r["run"] >= 2 and r["reprep"] >= r["run"]] == []
+    read = await store._read(lambda tx: tx.fetch("SELECT sql, run, reprep FROM sqlite_stmt"))
+    assert [r["sql"] for r in read if r["run"] >= 2 and r["reprep"] >= r["run"]] == []
     assert sum(1 for r in ran if r["sql"].startswith("WITH batch") and r["run"] == 4) == 2
 
 

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -27,7 +27,7 @@ from remediator.config import Config
 from remediator.errors import StoreError
 from remediator.metrics import Metrics
 from remediator.paging import pagers
-from remediator.paging.policy import Policy, pages
+from remediator.paging.policy import Policy, paged_events, pages
 from remediator.paging.records import (
     ACKNOWLEDGE,
     RESOLVE,
@@ -53,6 +53,16 @@ CURSOR_EVERY = 5.0  # seconds: a cursor past lines that paged nothing is written
 PASS_GAP = 0.05  # seconds between two passes, at least (as the Slack outbox's)
 CONCURRENCY = 4
 PAGED, PAGE_ESCALATED = "paged", "page_escalated"
+
+
+def following(policies: Iterable[Policy]) -> tuple[str, ...]:
+    """The events of the audit lines the desk reads, in order: the pages it escalated,
+    acknowledgements and resolutions, and what its policies page on. _may_page is false for
+    every other line, so the store skips them (most of the trail: claims and successes)."""
+    events = {PAGE_ESCALATED, "acknowledged", "resolved"}
+    for policy in policies:
+        events |= paged_events(policy)
+    return tuple(sorted(events))
 
 
 class PagerDesk:
@@ -156,13 +166,17 @@ class PagerDesk:
 
     async def derive_new(self) -> None:
         async with self._deriving:
-            while entries := await self.store.audit_after(self._cursor, BATCH):
+            while True:
+                entries, last = await self.store.audit_events_after(
+                    self._cursor, BATCH, following(self.paging.policies.values())
+                )
+                if last <= self._cursor:
+                    return
                 events: list[PageEvent] = []
                 audit: list[AuditEntry] = []
                 states: dict[int, PageState | None] = {}
                 for entry in entries:
                     await self._derive(entry, states, events, audit)
-                last = entries[-1].id or self._cursor
                 changed = [s for s in states.values() if s is not None]
                 now = self.clock.now()
                 written: list[AuditEntry] = []
@@ -210,7 +224,8 @@ class PagerDesk:
                 audit.append(self._paged(entry, policy, state.level))
 
     def _may_page(self, entry: AuditEntry) -> bool:
-        """Whether the line may call, acknowledge or resolve a page, before any read."""
+        """Whether the line may call, acknowledge or resolve a page, before any read (its event
+        is one `following` names)."""
         if entry.event == PAGED:
             return False
         if entry.event in (PAGE_ESCALATED, "acknowledged", "resolved"):

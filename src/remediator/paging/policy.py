@@ -119,6 +119,11 @@ def pages(entry: AuditEntry, rule: Rule | None, policy: Policy) -> bool:
     return any(entry.event in EVENTS[word] for word in policy.page_on)
 
 
+def paged_events(policy: Policy) -> frozenset[str]:
+    """Every event of an audit line that pages() may be true for under `policy`."""
+    return frozenset({"opened", "escalated"}).union(*(EVENTS[word] for word in policy.page_on))
+
+
 def mention_text(ids: tuple[str, ...]) -> str:
     """Slack's mention syntax: <!subteam^S...> for a user group, <@U...> for a user."""
     return " ".join(f"<!subteam^{i}>" if i.startswith("S") else f"<@{i}>" for i in ids)

@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 
 from remediator.paging.records import PageEvent, PageRow, PageState, Unacked
+from remediator.store import rows
 from remediator.store.audit import insert_audit
 from remediator.store.controls import put_setting
 from remediator.store.records import AuditEntry
-from remediator.store.sql import Row, Runner, Tx
+from remediator.store.sql import Row, Runner, Tx, marks
 
 CURSOR = "pager_cursor"  # the setting naming the last audit line the pager desk has read
 _STATE_COLUMNS = "incident_id, policy, level, level_at, pagers"
@@ -42,6 +43,28 @@ class PagesSQL(Runner):
             return written
 
         return await self._write(op)
+
+    async def audit_events_after(
+        self, after: int, limit: int, events: tuple[str, ...]
+    ) -> tuple[list[AuditEntry], int]:
+        """The first `limit` audit lines after `after` whose event is one of `events`, and the
+        id read up to: the last of them if there are `limit`, else the trail's end. The desk
+        follows the trail for a few events; the lines between them are skipped in the
+        statement, not built and looked at one by one (issue 17: three lines per incident)."""
+
+        async def op(tx: Tx) -> tuple[list[AuditEntry], int]:
+            end = int(await tx.fetchval("SELECT COALESCE(MAX(id), 0) FROM audit"))
+            if end <= after:
+                return [], after
+            sql = (
+                f"SELECT {rows.AUDIT_COLUMNS} FROM audit WHERE id > ? AND id <= ? "
+                f"AND event IN ({marks(events)}) ORDER BY id LIMIT ?"
+            )
+            found = [rows.audit(r) for r in await tx.fetch(sql, after, end, *events, limit)]
+            last = found[-1].id if len(found) == limit else None
+            return found, last or end
+
+        return await self._read(op)
 
     async def page_state(self, incident_id: int) -> PageState | None:
         async def op(tx: Tx) -> PageState | None:

@@ -10,7 +10,7 @@ from typing import Any
 from remediator import views
 from remediator.store import rows
 from remediator.store.records import RUNNING, STARTED, GuardrailState, Page, Start
-from remediator.store.sql import Row, Runner, Tx, marks
+from remediator.store.sql import Row, Runner, Tx, literal, marks
 
 
 class ReadsSQL(Runner):
@@ -100,7 +100,7 @@ async def _guardrail_state(tx: Tx, since: float) -> GuardrailState:
         *STARTED,
     )
     busy = await tx.fetch(
-        "SELECT DISTINCT target FROM claims WHERE status = ? ORDER BY target", RUNNING
+        f"SELECT DISTINCT target FROM claims WHERE status = {literal(RUNNING)} ORDER BY target"
     )
     return GuardrailState(
         [
