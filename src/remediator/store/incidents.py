@@ -57,7 +57,7 @@ _MAY_TAKE_EFFECT = (CLAIMED, RUNNING, HELD, AWAITING_APPROVAL, SUCCEEDED, INTERR
 
 class IncidentsSQL(Runner):
     # whether the engine offers apply the claims it makes to start (offers.py): both backends
-    # can; PostgreSQL declines for now (its starts batcher starts them: postgres.py says why)
+    # do (a backend that declines leaves them to the executor's own start)
     starts_offered = True
 
     async def load_open_incidents(self) -> list[Incident]:

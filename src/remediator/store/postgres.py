@@ -127,14 +127,6 @@ class PostgresStore(
 ):
     """Every store protocol on one PostgreSQL database."""
 
-    # The claims an engine batch makes are started by the starts batcher, not in the batch's
-    # own transaction (offers.py): measured on a2a at 200/s, started there they made the
-    # engine's serial apply longer (the starts lock, the facts, the start: three more round
-    # trips, under the batcher's lock) and held the executor's slots through it: 166-174
-    # actions/s against 175-191 without, alternated (21:54-21:57 UTC, load 0.6-2.4, steal
-    # 0.5-9 %); with the lock taken last, 148 and 135 against 158 and 128 (steal 9-20 %).
-    starts_offered = False
-
     def __init__(self, settings: PostgresSettings) -> None:
         self.settings = settings
         self._pool: asyncpg.Pool | None = None
